@@ -1,0 +1,18 @@
+#!/bin/sh
+# Install the real peers the tests talk to (Debian packages), only those that are missing.
+set -eu
+need=""
+command -v skopeo >/dev/null 2>&1 || need="$need skopeo"
+command -v gpg >/dev/null 2>&1 || need="$need gnupg"
+command -v softhsm2-util >/dev/null 2>&1 || need="$need softhsm2"
+command -v umoci >/dev/null 2>&1 || need="$need umoci"
+command -v docker-registry >/dev/null 2>&1 || need="$need docker-registry"
+command -v openssl >/dev/null 2>&1 || need="$need openssl"
+[ -z "$need" ] && exit 0
+echo "installing test peers:$need"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -q --no-install-recommends $need

@@ -1,0 +1,80 @@
+"""The error tree of cocoguest.
+
+Invariants:
+    * Every error raised by cocoguest derives from :class:`CocoError`; children are grouped by who is at
+      fault (configuration, peer, data/policy).
+    * ``str(error)`` is one line that names the image, layer, file, URI or field at fault.
+    * :class:`VerificationError` and its children are SECURITY decisions: they are never retried.
+    * Causes are chained with ``raise ... from e``, never flattened into the message.
+"""
+
+from __future__ import annotations
+
+
+class CocoError(Exception):
+    """Root of all cocoguest errors. Not raised directly."""
+
+    def diagnostics(self) -> str:
+        """Return the message followed by the chain of causes, one per line."""
+        lines = [str(self)]
+        cause = self.__cause__
+        while cause is not None:
+            lines.append(f"  caused by: {type(cause).__name__}: {cause}")
+            cause = cause.__cause__
+        return "\n".join(lines)
+
+
+class ConfigError(CocoError):
+    """Invalid or missing configuration, key file or command-line argument."""
+
+
+class UnsupportedError(CocoError):
+    """A feature, media type, algorithm or plugin is not available."""
+
+
+class TransportError(CocoError):
+    """A network, socket, subprocess or file IO failure."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class ProtocolError(CocoError):
+    """A peer (registry, key provider, KBS, ttrpc) sent malformed or unexpected data."""
+
+
+class ResourceNotFoundError(CocoError):
+    """A named image, blob, key or resource does not exist."""
+
+
+class VerificationError(CocoError):
+    """A SECURITY decision: the data or the policy said no. Never retried."""
+
+
+class DigestMismatchError(VerificationError):
+    """Content does not hash to the digest that names it."""
+
+
+class SizeMismatchError(VerificationError):
+    """Content is longer or shorter than its descriptor says."""
+
+
+class DecryptionIntegrityError(VerificationError):
+    """An HMAC or AEAD tag failed: the ciphertext or its metadata was changed."""
+
+
+class KeyUnwrapError(VerificationError):
+    """None of the given private keys can unwrap a layer key (wrong key, or tampered key annotation)."""
+
+
+class MissingKeyError(KeyUnwrapError):
+    """No private key of any scheme present on the layer was given."""
+
+
+class EncryptionRequiredError(VerificationError):
+    """A layer that must be encrypted is not."""
+
+
+class UnsafeArchiveError(VerificationError):
+    """An archive entry tried to escape or corrupt the unpack root."""

@@ -1,0 +1,1 @@
+"""OCI data models: pure data, no IO."""

@@ -1,0 +1,1 @@
+"""ocicrypt: OCI image layer encryption, wire-compatible with Go containers/ocicrypt and ocicrypt-rs."""
