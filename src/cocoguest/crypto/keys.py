@@ -78,8 +78,8 @@ def _load_jwk(data: bytes, source: str) -> tuple[object, str | None] | None:
         return None
     try:
         key = jwk.JWK(**obj)
-        op_key = key._get_private_key() if key.has_private else key._get_public_key()  # noqa: SLF001
-    except Exception as e:  # noqa: BLE001  (jwcrypto raises many unrelated types for bad JWKs)
+        op_key = key._get_private_key() if key.has_private else key._get_public_key()
+    except Exception as e:
         msg = f"{source}: malformed JWK ({e})"
         raise ConfigError(msg) from e
     kid = obj.get("kid")

@@ -20,7 +20,7 @@ from cocoguest.oci import media_types
 JsonObject = dict[str, Any]  # type: ignore[misc]  # JSON is dynamically typed by nature
 
 
-def _expect(obj: JsonObject, key: str, kind: type, where: str) -> Any:  # noqa: ANN401
+def _expect(obj: JsonObject, key: str, kind: type, where: str) -> Any:
     value = obj.get(key)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         msg = f"{where}: field {key!r} must be a {kind.__name__}"
@@ -52,7 +52,7 @@ class Platform:
         """Parse a platform object."""
         if not isinstance(obj, dict):
             msg = f"{where}: must be an object"
-            raise ValueError(msg)  # noqa: TRY004
+            raise ValueError(msg)
         variant = obj.get("variant")
         if variant is not None and not isinstance(variant, str):
             msg = f"{where}: variant must be a string"
@@ -95,7 +95,7 @@ class Descriptor:
         """
         if not isinstance(obj, dict):
             msg = f"{where}: must be an object"
-            raise ValueError(msg)  # noqa: TRY004
+            raise ValueError(msg)
         size = _expect(obj, "size", int, where)
         if size < 0:
             msg = f"{where}: negative size"
@@ -133,7 +133,7 @@ class Descriptor:
         out.update(self.extra)
         return out
 
-    def with_changes(self, **changes: Any) -> Self:  # noqa: ANN401
+    def with_changes(self, **changes: Any) -> Self:
         """A copy with some fields replaced."""
         return replace(self, **changes)
 
@@ -146,7 +146,7 @@ def _load_object(data: bytes, what: str) -> JsonObject:
         raise ValueError(msg) from e
     if not isinstance(obj, dict):
         msg = f"{what}: must be a JSON object"
-        raise ValueError(msg)  # noqa: TRY004
+        raise ValueError(msg)
     return obj
 
 
@@ -186,7 +186,7 @@ class ImageManifest:
         layers_raw = obj.get("layers")
         if not isinstance(layers_raw, list):
             msg = f"{what}: field 'layers' must be a list"
-            raise ValueError(msg)  # noqa: TRY004
+            raise ValueError(msg)
         known = {"schemaVersion", "mediaType", "config", "layers", "annotations"}
         return cls(
             media_type=media_type,
@@ -210,7 +210,7 @@ class ImageManifest:
         """Serialized manifest."""
         return dump_json(self.to_json())
 
-    def with_changes(self, **changes: Any) -> Self:  # noqa: ANN401
+    def with_changes(self, **changes: Any) -> Self:
         """A copy with some fields replaced."""
         return replace(self, **changes)
 
@@ -236,19 +236,20 @@ class ImageIndex:
             msg = f"{what}: unsupported schemaVersion {obj.get('schemaVersion')!r}"
             raise ValueError(msg)
         media_type = obj.get("mediaType")
-        if media_type is not None and media_type not in {media_types.OCI_INDEX, media_types.DOCKER_MANIFEST_LIST}:
+        if media_type is not None and media_type not in {
+            media_types.OCI_INDEX,
+            media_types.DOCKER_MANIFEST_LIST,
+        }:
             msg = f"{what}: media type {media_type!r} is not an index"
             raise ValueError(msg)
         manifests_raw = obj.get("manifests")
         if not isinstance(manifests_raw, list):
             msg = f"{what}: field 'manifests' must be a list"
-            raise ValueError(msg)  # noqa: TRY004
+            raise ValueError(msg)
         known = {"schemaVersion", "mediaType", "manifests", "annotations"}
         return cls(
             media_type=media_type,
-            manifests=tuple(
-                Descriptor.from_json(d, f"{what}.manifests[{i}]") for i, d in enumerate(manifests_raw)
-            ),
+            manifests=tuple(Descriptor.from_json(d, f"{what}.manifests[{i}]") for i, d in enumerate(manifests_raw)),
             annotations=_annotations(obj, what),
             extra=MappingProxyType({k: v for k, v in obj.items() if k not in known}),
         )

@@ -76,7 +76,11 @@ class PrivateOptions:
 
     def to_json(self) -> bytes:
         """Exact Go/skopeo form (193 bytes with a sha256 digest)."""
-        obj = {"symkey": _b64(self.symkey), "digest": self.digest, "cipheroptions": {"nonce": _b64(self.nonce)}}
+        obj = {
+            "symkey": _b64(self.symkey),
+            "digest": self.digest,
+            "cipheroptions": {"nonce": _b64(self.nonce)},
+        }
         return json.dumps(obj, separators=(",", ":")).encode()
 
     @classmethod
