@@ -35,6 +35,12 @@ class Limits:
     """Unwrapped private-options JSON (193 bytes in practice)."""
     max_password_fd_bytes: int = 64
     """Bytes read from ``FILE:fd=N`` (as Go ocicrypt)."""
+    max_key_recipients: int = 64
+    """Recipients in one wrapped-key entry (JWE, PKCS7): each costs a private-key operation per key."""
+    max_der_depth: int = 32
+    """Nesting depth of DER structures (CMS)."""
+    max_der_length_octets: int = 4
+    """Octets of a DER long-form length (4 = lengths under 4 GiB)."""
     stream_chunk_bytes: int = 1 * MiB
     """Read size of the streaming layer pipeline."""
     stream_queue_chunks: int = 4

@@ -22,7 +22,7 @@ import pytest
 from jwcrypto import jwe, jwk
 
 from cocoguest.crypto import layer_cipher
-from tests.fixtures.cli import run_cocoguest, skopeo_copy
+from tests.fixtures.cli import cocoguest_copy, run_cocoguest, skopeo_copy
 from tests.fixtures.images import (
     KEYS_PREFIX,
     PUBOPTS,
@@ -87,12 +87,8 @@ def assert_rejected(result: subprocess.CompletedProcess[str], dst: Destination, 
     dst.assert_untouched()
 
 
-def decrypt(
-    src: Path, dst: Destination, keyset: KeySet, key: str = "rsa2048"
-) -> subprocess.CompletedProcess[str]:
-    return run_cocoguest(
-        "copy", oci_ref(src), oci_ref(dst.path), *keyset[key].decrypt_args(), env=keyset.env()
-    )
+def decrypt(src: Path, dst: Destination, keyset: KeySet, key: str = "rsa2048") -> subprocess.CompletedProcess[str]:
+    return run_cocoguest("copy", oci_ref(src), oci_ref(dst.path), *keyset[key].decrypt_args(), env=keyset.env())
 
 
 def layer(layout: Path, index: int = TAMPERED) -> tuple[Json, bytes]:
@@ -138,12 +134,17 @@ def test_wrong_key(wrong: str, encrypted: Path, destination: Destination, keyset
     assert_rejected(result, destination, *digests)
 
 
-def test_skopeo_without_decryption_key_copies_encrypted_layers(
-    skopeo_jwe: Path, keyset: KeySet, tmp_path: Path
+@pytest.mark.parametrize("copier", ["skopeo", "cocoguest"])
+def test_without_decryption_key_copies_encrypted_layers_unchanged(
+    copier: str, skopeo_jwe: Path, keyset: KeySet, tmp_path: Path
 ) -> None:
-    """The peer's behaviour (ocicrypt.md §6): no ``--decryption-key`` copies encrypted layers unchanged."""
-    skopeo_copy(oci_ref(skopeo_jwe), oci_ref(tmp_path / "copy"), env=keyset.env())
-    assert layer_blobs(tmp_path / "copy") == layer_blobs(skopeo_jwe)
+    """skopeo's behaviour (ocicrypt.md §6), which cocoguest keeps: no key, encrypted layers copied as they are."""
+    copy = tmp_path / "copy"
+    if copier == "skopeo":
+        skopeo_copy(oci_ref(skopeo_jwe), oci_ref(copy), env=keyset.env())
+    else:
+        cocoguest_copy(oci_ref(skopeo_jwe), oci_ref(copy), env=keyset.env())
+    assert layer_blobs(copy) == layer_blobs(skopeo_jwe)
 
 
 @pytest.mark.parametrize("kind", ["garbage", "truncated-pem", "pem-body-cut", "empty"])
@@ -187,9 +188,7 @@ def test_truncated_layer_blob(keep: str, encrypted: Path, destination: Destinati
     assert_rejected(result, destination, digest)
 
 
-def test_truncated_blob_behind_its_descriptor(
-    encrypted: Path, destination: Destination, keyset: KeySet
-) -> None:
+def test_truncated_blob_behind_its_descriptor(encrypted: Path, destination: Destination, keyset: KeySet) -> None:
     desc, data = layer(encrypted)
     digest = str(desc["digest"])
     (encrypted / "blobs" / "sha256" / digest.removeprefix("sha256:")).write_bytes(data[:-1])
@@ -200,9 +199,7 @@ def test_truncated_blob_behind_its_descriptor(
 
 
 @pytest.mark.parametrize("where", ["start", "middle", "end"])
-def test_flipped_ciphertext_bit(
-    where: str, encrypted: Path, destination: Destination, keyset: KeySet
-) -> None:
+def test_flipped_ciphertext_bit(where: str, encrypted: Path, destination: Destination, keyset: KeySet) -> None:
     _, data = layer(encrypted)
     position = {"start": 0, "middle": len(data) // 2, "end": len(data) - 1}[where]
     digest = replace_layer(encrypted, TAMPERED, data=flip(data, position))["digest"]
@@ -233,9 +230,7 @@ def test_tampered_pubopts(change: str, encrypted: Path, destination: Destination
 
 
 @pytest.mark.parametrize("member", ["protected", "encrypted_key", "iv", "ciphertext", "tag", "raw"])
-def test_tampered_jwe_key_annotation(
-    member: str, encrypted: Path, destination: Destination, keyset: KeySet
-) -> None:
+def test_tampered_jwe_key_annotation(member: str, encrypted: Path, destination: Destination, keyset: KeySet) -> None:
     desc, _ = layer(encrypted)
     annotations = dict(desc["annotations"])
     raw = base64.b64decode(annotations[JWE])
@@ -283,11 +278,7 @@ def craft_encrypted_layer(layout: Path, keyset: KeySet, *, with_nonce: bool, ind
         PUBOPTS: b64(json.dumps(pubopts, separators=(",", ":")).encode()),
     }
     media_type = f"{desc['mediaType']}+encrypted"
-    return str(
-        replace_layer(layout, index, data=ciphertext, media_type=media_type, annotations=annotations)[
-            "digest"
-        ]
-    )
+    return str(replace_layer(layout, index, data=ciphertext, media_type=media_type, annotations=annotations)["digest"])
 
 
 def test_missing_nonce(source_image: Path, destination: Destination, keyset: KeySet, tmp_path: Path) -> None:
@@ -300,9 +291,7 @@ def test_missing_nonce(source_image: Path, destination: Destination, keyset: Key
 
 
 @pytest.mark.parametrize("decrypter", ["skopeo", "cocoguest"])
-def test_crafted_layer_with_nonce_decrypts(
-    decrypter: str, source_image: Path, keyset: KeySet, tmp_path: Path
-) -> None:
+def test_crafted_layer_with_nonce_decrypts(decrypter: str, source_image: Path, keyset: KeySet, tmp_path: Path) -> None:
     """Control for :func:`test_missing_nonce`: the same crafting with the nonce is a valid layer."""
     crafted = Path(shutil.copytree(source_image, tmp_path / "crafted"))
     craft_encrypted_layer(crafted, keyset, with_nonce=True)

@@ -91,9 +91,7 @@ def skopeo_five(tmp_path_factory: pytest.TempPathFactory, keyset: KeySet, source
 
 
 @pytest.mark.parametrize("name", KEY_NAMES)
-def test_skopeo_encrypts_cocoguest_decrypts(
-    name: str, keyset: KeySet, source_image: Path, tmp_path: Path
-) -> None:
+def test_skopeo_encrypts_cocoguest_decrypts(name: str, keyset: KeySet, source_image: Path, tmp_path: Path) -> None:
     enc, dec = tmp_path / "enc", tmp_path / "dec"
     skopeo_copy(oci_ref(source_image), oci_ref(enc), *keyset[name].encrypt_args(), env=keyset.env())
     assert encrypted_layers(enc) == set(range(LAYER_COUNT))
@@ -156,9 +154,7 @@ def test_skopeo_roundtrip_sanity(keyset: KeySet, source_image: Path, tmp_path: P
 
 
 @pytest.mark.parametrize("name", KEY_NAMES)
-def test_cocoguest_encrypts_skopeo_decrypts(
-    name: str, keyset: KeySet, source_image: Path, tmp_path: Path
-) -> None:
+def test_cocoguest_encrypts_skopeo_decrypts(name: str, keyset: KeySet, source_image: Path, tmp_path: Path) -> None:
     enc, dec = tmp_path / "enc", tmp_path / "dec"
 
     cocoguest_copy(oci_ref(source_image), oci_ref(enc), *keyset[name].encrypt_args(), env=keyset.env())
@@ -235,9 +231,7 @@ def test_cocoguest_encrypts_cocoguest_decrypts_drops_enc_annotations(
 
 
 @pytest.mark.parametrize("added", ["ec-p256", "rsa4096", "pkcs7", "pgp"])
-def test_cocoguest_rewrap_adds_recipients(
-    added: str, keyset: KeySet, source_image: Path, tmp_path: Path
-) -> None:
+def test_cocoguest_rewrap_adds_recipients(added: str, keyset: KeySet, source_image: Path, tmp_path: Path) -> None:
     enc, rewrapped = tmp_path / "enc", tmp_path / "rewrapped"
     cocoguest_copy(oci_ref(source_image), oci_ref(enc), *keyset["rsa2048"].encrypt_args(), env=keyset.env())
 

@@ -67,9 +67,7 @@ def unwrap(entry: bytes, *private: PrivateKey) -> bytes:
     return JweUnwrapper([priv(k, f"key{i}.pem") for i, k in enumerate(private)]).unwrap(ANNOTATION, entry)
 
 
-def jwcrypto_encrypt(
-    plaintext: bytes, key: PrivateKey, alg: str, enc: str, *, compact: bool = False
-) -> bytes:
+def jwcrypto_encrypt(plaintext: bytes, key: PrivateKey, alg: str, enc: str, *, compact: bool = False) -> bytes:
     token = jwcrypto_jwe.JWE(plaintext, protected=json.dumps({"alg": alg, "enc": enc}))
     token.allowed_algs = [alg, enc]
     token.add_recipient(jwcrypto_jwk.JWK.from_pyca(key.public_key()))
@@ -103,9 +101,7 @@ def test_round_trip(keys: dict[str, PrivateKey], kind: str) -> None:
     ("kind", "alg", "crv"),
     [("rsa2048", "RSA-OAEP", None), ("p256", "ECDH-ES+A256KW", "P-256"), ("p521", "ECDH-ES+A256KW", "P-521")],
 )
-def test_one_recipient_is_flattened_like_go(
-    keys: dict[str, PrivateKey], kind: str, alg: str, crv: str | None
-) -> None:
+def test_one_recipient_is_flattened_like_go(keys: dict[str, PrivateKey], kind: str, alg: str, crv: str | None) -> None:
     obj = json.loads(JweWrapper([pub(keys[kind])]).wrap(OPTIONS))
     assert set(obj) == {"protected", "encrypted_key", "iv", "ciphertext", "tag"}
     raw = b64u_decode(obj["protected"])
@@ -167,9 +163,7 @@ def test_stray_top_level_encrypted_key_of_go_jose_is_ignored(keys: dict[str, Pri
         ("p384", "ECDH-ES+A192KW", "A256CBC-HS512"),
     ],
 )
-def test_decrypts_whitelisted_jwcrypto_jwe(
-    keys: dict[str, PrivateKey], kind: str, alg: str, enc: str
-) -> None:
+def test_decrypts_whitelisted_jwcrypto_jwe(keys: dict[str, PrivateKey], kind: str, alg: str, enc: str) -> None:
     assert unwrap(jwcrypto_encrypt(OPTIONS, keys[kind], alg, enc), keys[kind]) == OPTIONS
 
 

@@ -458,3 +458,29 @@ def test_vector_ocicrypt_rs_config() -> None:
     assert isinstance(transport_for(entries["keyprovider1"], LIMITS), CommandTransport)
     with pytest.raises(UnsupportedError, match="native transport"):
         transport_for(entries["keyprovider3"], LIMITS)
+
+
+# --- end to end through the CLI ------------------------------------------------------------------------------
+
+
+def test_cli_copy_encrypts_and_decrypts_with_a_cmd_provider(tmp_path: Path, key_file: str) -> None:
+    from cocoguest.cli.main import main  # noqa: PLC0415 - the CLI is only needed here
+    from cocoguest.image.build import build_layout  # noqa: PLC0415
+
+    plain, enc, dec = tmp_path / "plain", tmp_path / "enc", tmp_path / "dec"
+    build_layout(plain, sorted((Path(__file__).parents[2] / "demo" / "layers").iterdir()))
+    config = cmd_config(tmp_path, "--key-file", key_file)
+    copy = ["copy", "--quiet", "--keyprovider-config", config]
+    assert main([*copy, "--encryption-key", f"provider:{NAME}", f"oci:{plain}", f"oci:{enc}"]) == 0
+
+    def manifest(layout: Path) -> dict[str, list[dict[str, object]]]:
+        digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"].split(":", 1)[1]
+        return json.loads((layout / "blobs" / "sha256" / digest).read_text())  # type: ignore[no-any-return]
+
+    for layer in manifest(enc)["layers"]:
+        annotations = layer["annotations"]
+        assert isinstance(annotations, dict)
+        packet = json.loads(base64.b64decode(annotations[ANNOTATION_KEY]))
+        assert packet["kid"] == Path(key_file).name
+    assert main([*copy, "--decryption-key", f"provider:{NAME}", f"oci:{enc}", f"oci:{dec}"]) == 0
+    assert manifest(dec)["layers"] == manifest(plain)["layers"]

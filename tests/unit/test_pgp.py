@@ -6,6 +6,8 @@ SEIPDv2) cover the refusals that need no gpg.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import shutil
 import subprocess
@@ -15,12 +17,14 @@ from pathlib import Path
 
 import pysequoia
 import pytest
+from cryptography.hazmat.decrepit.ciphers.modes import CFB
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from pysequoia.packet import PacketPile, Tag
 
 from cocoguest.errors import ConfigError, KeyUnwrapError, UnsupportedError
 from cocoguest.limits import Limits
-from cocoguest.ocicrypt.keywrap import KeyUnwrapper, KeyWrapper
-from cocoguest.ocicrypt.keywrap import pgp
+from cocoguest.ocicrypt.keywrap import KeyUnwrapper, KeyWrapper, pgp
 from cocoguest.ocicrypt.keywrap.pgp import (
     PgpPublicKey,
     PgpSecretKey,
@@ -110,6 +114,7 @@ def gpg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gpg]:
             ("Test User <test@example.com>", "rsa2048", "rsa2048", ""),
             ("Ed User <ed@example.com>", "ed25519", "cv25519", ""),
             ("Pw User <pw@example.com>", "ed25519", "cv25519", PASSWORD),
+            ("Rsa Pw <rsapw@example.com>", "rsa2048", "rsa2048", PASSWORD),
         ):
             email, fpr = _gen(g, uid, algo, sub, pw)
             g.fingerprints[email] = fpr
@@ -123,6 +128,8 @@ def gpg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gpg]:
         g.file("ed.sec.asc", g.run("--armor", "--export-secret-keys", "ed@example.com").stdout)
         pw_args = ("--passphrase", PASSWORD, "--export-secret-keys", "pw@example.com")
         g.file("pw.sec.gpg", g.run(*pw_args).stdout)
+        rsa_pw_args = ("--passphrase", PASSWORD, "--export-secret-keys", "rsapw@example.com")
+        g.file("rsapw.sec.gpg", g.run(*rsa_pw_args).stdout)
         yield g
     finally:
         subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=g.env(), capture_output=True, check=False)
@@ -292,6 +299,130 @@ def test_public_keyring_is_not_a_secret_key(gpg: Gpg) -> None:
     assert load_secret_keys((gpg.out / "pub.gpg").read_bytes(), "pub.gpg", None) is None
 
 
+# --- Go's framing (golang.org/x/crypto/openpgp, skopeo 1.9.3) --------------------------------------------
+
+
+def new_format_packet(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    if n < 192:
+        length = bytes([n])
+    elif n < 8384:
+        length = bytes([((n - 192) >> 8) + 192, (n - 192) & 0xFF])
+    else:
+        length = b"\xff" + n.to_bytes(4, "big")
+    return bytes([0xC0 | tag]) + length + body
+
+
+def partial_packet(tag: int, body: bytes, chunk: int = 128) -> bytes:
+    """A new-format packet in partial chunks of ``chunk`` octets (Go writes 128, 64, ...; < 512)."""
+    out = bytes([0xC0 | tag])
+    while len(body) > chunk:
+        out += bytes([224 + chunk.bit_length() - 1]) + body[:chunk]
+        body = body[chunk:]
+    return out + new_format_packet(tag, body)[1:]
+
+
+def rsa_encryption_subkey(gpg: Gpg, email: str) -> tuple[bytes, rsa.RSAPublicKey]:
+    exported = gpg.run("--export", email).stdout
+    for packet in PacketPile.from_bytes(exported):
+        if packet.tag == Tag.PublicSubkey and packet.key_id:
+            n_bits = int.from_bytes(packet.body[6:8], "big")
+            n_end = 8 + (n_bits + 7) // 8
+            n = int.from_bytes(packet.body[8:n_end], "big")
+            e = int.from_bytes(packet.body[n_end + 2 :], "big")
+            return bytes.fromhex(packet.key_id), rsa.RSAPublicNumbers(e, n).public_key()
+    pytest.fail(f"no RSA subkey for {email}")
+
+
+def go_style_encrypt(gpg: Gpg, email: str, data: bytes = OPTIONS) -> bytes:
+    """What Go's x/crypto/openpgp writes: non-canonical RSA MPI, small partial chunks, literal format t."""
+    key_id, public_key = rsa_encryption_subkey(gpg, email)
+    session = os.urandom(32)
+    framed = bytes([9]) + session + (sum(session) % 65536).to_bytes(2, "big")
+    while True:  # Go keeps leading zero octets; find a ciphertext that has one (1 in 256)
+        ciphertext = public_key.encrypt(framed, padding.PKCS1v15())
+        if ciphertext[0] == 0:
+            break
+    pkesk = bytes([3]) + key_id + bytes([1]) + (8 * len(ciphertext)).to_bytes(2, "big") + ciphertext
+    literal = partial_packet(11, b"t\x00\x00\x00\x00\x00" + data, chunk=32)
+    prefix = os.urandom(16)
+    plain = prefix + prefix[14:] + literal + b"\xd3\x14"
+    plain += hashlib.sha1(plain).digest()  # noqa: S324 — the MDC is SHA-1 by definition
+    encrypted = Cipher(algorithms.AES(session), CFB(bytes(16))).encryptor().update(plain)
+    return new_format_packet(1, pkesk) + partial_packet(18, b"\x01" + encrypted)
+
+
+@pytest.mark.interop
+def test_go_style_message_is_unwrapped(gpg: Gpg) -> None:
+    message = go_style_encrypt(gpg, "test@example.com")
+    assert gpg.decrypt(message).stdout == OPTIONS  # gpg agrees it is a valid message
+    assert unwrap(secret(gpg, "test.sec.gpg"), message) == OPTIONS
+
+
+@pytest.mark.interop
+def test_go_style_message_with_password_protected_rsa_key(gpg: Gpg) -> None:
+    keys = secret(gpg, "rsapw.sec.gpg", PASSWORD.encode())
+    assert unwrap(keys, go_style_encrypt(gpg, "rsapw@example.com")) == OPTIONS
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("where", [-1, -25, -100])
+def test_tampered_go_style_message_is_refused(gpg: Gpg, where: int) -> None:
+    message = bytearray(go_style_encrypt(gpg, "test@example.com"))
+    message[where] ^= 0x01  # MDC, MDC header, literal data
+    with pytest.raises(KeyUnwrapError, match=r"^pgp: .*none of the OpenPGP secret keys"):
+        unwrap(secret(gpg, "test.sec.gpg"), bytes(message))
+
+
+@pytest.mark.interop
+def test_go_style_message_to_another_key_is_refused(gpg: Gpg) -> None:
+    with pytest.raises(KeyUnwrapError, match=r"rsapw\.sec\.gpg"):
+        unwrap(secret(gpg, "rsapw.sec.gpg", PASSWORD.encode()), go_style_encrypt(gpg, "test@example.com"))
+
+
+@pytest.mark.interop
+@pytest.mark.slow
+def test_skopeo_round_trip(gpg: Gpg, tmp_path: Path) -> None:
+    """skopeo 1.9.3 encrypts to pgp: recipients, we unwrap; we rewrap, skopeo decrypts."""
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo is not installed")
+    from tests.fixtures.images import build_layout, manifest, oci_ref, write_manifest  # noqa: PLC0415
+
+    # Go's x/crypto/openpgp cannot read a keyring with EdDSA keys, so skopeo gets the RSA keys only.
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    go = Gpg(home, gpg.out, {}, {})
+    go.run("--import", stdin=gpg.run("--export", "test@example.com", "rsapw@example.com").stdout)
+    try:
+        src, enc, dec = build_layout(tmp_path / "src"), tmp_path / "enc", tmp_path / "dec"
+
+        def skopeo(*args: str) -> None:
+            done = subprocess.run(["skopeo", "copy", *args], env=go.env(), capture_output=True, check=False)
+            assert done.returncode == 0, done.stderr.decode(errors="replace")
+
+        recipients = ("--encryption-key", "pgp:test@example.com", "--encryption-key", "pgp:rsapw@example.com")
+        skopeo(*recipients, oci_ref(src), oci_ref(enc))
+        test_keys = secret(gpg, "test.sec.gpg")
+        pw_keys = secret(gpg, "rsapw.sec.gpg", PASSWORD.encode())
+        rsa_fingerprints = (gpg.fingerprints["test@example.com"], gpg.fingerprints["rsapw@example.com"])
+        ours = PgpWrapper([k for k in public(gpg) if k.fingerprint in rsa_fingerprints])
+        new_manifest = manifest(enc)
+        for layer in new_manifest["layers"]:
+            entry = base64.b64decode(layer["annotations"][ANNOTATION])
+            assert gpg.list_packets(entry).count(":pubkey enc packet: version 3") == 2
+            options = unwrap(test_keys, entry)
+            assert unwrap(pw_keys, entry) == options
+            assert options.startswith(b'{"symkey":')
+            layer["annotations"][ANNOTATION] = base64.b64encode(ours.wrap(options)).decode()
+        write_manifest(enc, new_manifest)
+        skopeo("--decryption-key", str(gpg.out / "test.sec.gpg"), oci_ref(enc), oci_ref(dec))
+        assert [layer["mediaType"] for layer in manifest(dec)["layers"]] == [
+            layer["mediaType"] for layer in manifest(src)["layers"]
+        ]
+    finally:
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=go.env(), capture_output=True, check=False)
+
+
 # --- without gpg: sequoia-made keys ---------------------------------------------------------------------
 
 
@@ -316,17 +447,6 @@ def sq_public(sq_tsk: pysequoia.Tsk) -> list[PgpPublicKey]:
 
 def sq_encrypt(sq_tsk: pysequoia.Tsk, data: bytes = OPTIONS) -> bytes:
     return pysequoia.encrypt(data, recipients=[sq_tsk.extract_certificate()], armor=False)
-
-
-def new_format_packet(tag: int, body: bytes) -> bytes:
-    n = len(body)
-    if n < 192:
-        length = bytes([n])
-    elif n < 8384:
-        length = bytes([((n - 192) >> 8) + 192, (n - 192) & 0xFF])
-    else:
-        length = b"\xff" + n.to_bytes(4, "big")
-    return bytes([0xC0 | tag]) + length + body
 
 
 @pytest.mark.parametrize(
@@ -367,9 +487,7 @@ def test_seipdv2_message_is_unwrapped(sq_tsk: pysequoia.Tsk, sq_secret: list[Pgp
     assert unwrap(sq_secret, message) == OPTIONS
 
 
-def test_message_without_integrity_protection_is_refused(
-    sq_tsk: pysequoia.Tsk, sq_secret: list[PgpSecretKey]
-) -> None:
+def test_message_without_integrity_protection_is_refused(sq_tsk: pysequoia.Tsk, sq_secret: list[PgpSecretKey]) -> None:
     packets = list(PacketPile.from_bytes(sq_encrypt(sq_tsk)))
     session_keys = b"".join(bytes(p) for p in packets if p.tag == Tag.PKESK)
     sed = session_keys + new_format_packet(9, packets[-1].body)  # tag 9: SED, no MDC
@@ -394,9 +512,7 @@ def test_malformed_entry_is_refused(sq_secret: list[PgpSecretKey], entry: bytes)
         unwrap(sq_secret, entry)
 
 
-def test_message_without_session_key_packets_is_refused(
-    sq_tsk: pysequoia.Tsk, sq_secret: list[PgpSecretKey]
-) -> None:
+def test_message_without_session_key_packets_is_refused(sq_tsk: pysequoia.Tsk, sq_secret: list[PgpSecretKey]) -> None:
     seipd_only = bytes(list(PacketPile.from_bytes(sq_encrypt(sq_tsk)))[-1])
     with pytest.raises(KeyUnwrapError, match="not a public-key encrypted"):
         unwrap(sq_secret, seipd_only)
@@ -418,7 +534,7 @@ def test_duplicate_recipients_are_merged(sq_public: list[PgpPublicKey], sq_secre
         wrapper.wrap(OPTIONS)
 
 
-def test_export_without_gpg_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pgp.shutil, "which", lambda _name: None)
-    with pytest.raises(ConfigError, match="gpg is not installed.*keyring file"):
+def test_export_without_gpg_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no gpg2 or gpg on it
+    with pytest.raises(ConfigError, match=r"gpg is not installed.*keyring file"):
         export_gnupg_public_keyring(None)

@@ -60,9 +60,7 @@ def _wrapper(parties: list[Party]) -> Pkcs7Wrapper:
     return Pkcs7Wrapper([(cert, f"{key.source}.crt") for cert, key in parties])
 
 
-def _unwrap(
-    entry: bytes, keys: list[PrivateKeyMaterial], certs: list[x509.Certificate] | None = None
-) -> bytes:
+def _unwrap(entry: bytes, keys: list[PrivateKeyMaterial], certs: list[x509.Certificate] | None = None) -> bytes:
     return Pkcs7Unwrapper(keys, [(c, "cert.pem") for c in certs or []]).unwrap(ANNOTATION_KEY, entry)
 
 
@@ -183,9 +181,7 @@ def _rebuild(entry: bytes, params: Callable[[bytes], bytes], content: Callable[[
     data_oid, algorithm, sealed = eci.children()
     alg_oid, quirk = algorithm.children()
     nonce = quirk.children()[0].children()[0].contents
-    new_eci = der.sequence(
-        data_oid.encoded, der.sequence(alg_oid.encoded, params(nonce)), content(sealed.contents)
-    )
+    new_eci = der.sequence(data_oid.encoded, der.sequence(alg_oid.encoded, params(nonce)), content(sealed.contents))
     enveloped = der.sequence(version.encoded, infos.encoded, new_eci)
     return der.sequence(der.oid(cms.OID_ENVELOPED_DATA), der.encode(0xA0, enveloped))
 
@@ -356,9 +352,7 @@ def test_der_set_of_is_sorted() -> None:
 
 Tree = tuple[int, Any]  # (tag, bytes) for primitive, (tag, list[Tree]) for constructed
 
-_leaves = st.tuples(
-    st.sampled_from([0x02, 0x04, 0x05, 0x06, 0x0C, 0x10, 0x80, 0x84]), st.binary(max_size=300)
-)
+_leaves = st.tuples(st.sampled_from([0x02, 0x04, 0x05, 0x06, 0x0C, 0x10, 0x80, 0x84]), st.binary(max_size=300))
 _trees = st.recursive(
     _leaves,
     lambda children: st.tuples(st.sampled_from([0x30, 0x31, 0xA0, 0xA3]), st.lists(children, max_size=4)),

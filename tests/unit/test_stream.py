@@ -411,3 +411,51 @@ def test_verification_failure_joins_threads(sealed: tuple[bytes, bytes, bytes]) 
     with pytest.raises(SizeMismatchError):
         _decrypt(ciphertext + b"\0" * CHUNK * 3, mac, digest=_sha256(ciphertext), size=len(ciphertext))
     assert threading.active_count() == baseline
+
+
+class _BlockedWriter(io.RawIOBase):
+    """A destination whose writes wait until ``go`` is set."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.out = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self.go.wait()
+        self.out += b
+        return len(b)
+
+
+def test_slow_dst_bounds_read_ahead() -> None:
+    # Back-pressure: with the writer stuck, only a few chunks may be read ahead, never the whole source.
+    plaintext = os.urandom(256 * CHUNK)
+    src, dst = io.BytesIO(plaintext), _BlockedWriter()
+    results: list[EncryptResult] = []
+
+    def run() -> None:
+        results.append(
+            encrypt_stream(
+                src,
+                dst,  # type: ignore[arg-type]
+                VECTOR_KEY,
+                VECTOR_NONCE,
+                source_digest=_sha256(plaintext),
+                source_size=len(plaintext),
+                what="layer test",
+                limits=SMALL,
+            )
+        )
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        threading.Event().wait(0.3)
+        assert src.tell() <= (SMALL.stream_queue_chunks + 3) * CHUNK
+    finally:
+        dst.go.set()
+        worker.join()
+    assert bytes(dst.out) == _encrypt(plaintext)[0]
+    assert results[0].size == len(plaintext)

@@ -14,7 +14,8 @@ from cocoguest.image.copy import CopyOptions, CopyReport, copy_image
 from cocoguest.image.transports.oci import OciLayoutDestination, OciLayoutSource, OciReference
 from cocoguest.limits import DEFAULT_LIMITS
 from cocoguest.ocicrypt import keyspecs
-from cocoguest.ocicrypt.keyprovider.config import load_keyprovider_config
+from cocoguest.ocicrypt.keyprovider.config import KeyProviderEntry, load_keyprovider_config
+from cocoguest.ocicrypt.keyprovider.protocol import KeyProviderTransport
 from cocoguest.ocicrypt.pkcs11_config import default_pkcs11_config_paths, load_pkcs11_module_config
 
 
@@ -28,14 +29,14 @@ def _oci_reference(text: str, role: str) -> OciReference:
 
 def key_context(env: Mapping[str, str], keyprovider_config: str | None) -> keyspecs.KeyContext:
     """Gather key-related settings from the environment and flags."""
-    providers = {}
+    providers: dict[str, KeyProviderEntry] = {}
     provider_file = keyprovider_config or env.get("OCICRYPT_KEYPROVIDER_CONFIG")
     factory = None
     if provider_file:
         providers = load_keyprovider_config(provider_file)
         from cocoguest.rpc.keyprovider_client import transport_for  # noqa: PLC0415  (grpc is heavy)
 
-        def factory(entry: keyspecs.KeyProviderEntry) -> keyspecs.KeyProviderTransport:
+        def factory(entry: KeyProviderEntry) -> KeyProviderTransport:
             return transport_for(entry, DEFAULT_LIMITS)
 
     pkcs11_config = None

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cocoguest.crypto import der
 from cocoguest.crypto.keys import Certificate, RSAPrivateKey, RSAPublicKey, certificate_public_key
 from cocoguest.errors import ConfigError, DecryptionIntegrityError, ProtocolError
+from cocoguest.limits import DEFAULT_LIMITS
 
 OID_DATA: Final = "1.2.840.113549.1.7.1"
 OID_ENVELOPED_DATA: Final = "1.2.840.113549.1.7.3"
@@ -47,7 +48,7 @@ GCM_TAG_BYTES: Final = 16
 
 # SECURITY: each RecipientInfo may cost one RSA private-key operation per key; cap them
 # (lead: candidate for limits.py).
-MAX_RECIPIENTS: Final = 64
+MAX_RECIPIENTS: Final = DEFAULT_LIMITS.max_key_recipients
 
 _QUIRK_PARAMS_TAG: Final = 0x10  # SEQUENCE's number without the constructed bit (ocicrypt.md §5.2)
 _NONCE_QUIRK_TAG: Final = der.context_tag(4, constructed=False)  # 0x84
@@ -181,9 +182,7 @@ def build_enveloped_data(
         encrypted,
     )
     enveloped = der.sequence(der.integer(0), der.set_of(*infos), content_info)
-    return der.sequence(
-        der.oid(OID_ENVELOPED_DATA), der.encode(der.context_tag(0, constructed=True), enveloped)
-    )
+    return der.sequence(der.oid(OID_ENVELOPED_DATA), der.encode(der.context_tag(0, constructed=True), enveloped))
 
 
 # ---------------------------------------------------------------------------------------------- reader
@@ -205,10 +204,7 @@ def _parse_recipient(info: der.Tlv) -> KeyTransRecipient | None:
         fields[3],
     )
     algorithm_fields = algorithm.children()
-    if (
-        not algorithm_fields
-        or algorithm_fields[0].expect(der.OID, "algorithm").as_oid() != OID_RSA_ENCRYPTION
-    ):
+    if not algorithm_fields or algorithm_fields[0].expect(der.OID, "algorithm").as_oid() != OID_RSA_ENCRYPTION:
         return None  # RSA-OAEP or something else: ocicrypt never writes it
     rid: IssuerSerial | None = None
     if rid_tlv.tag == der.SEQUENCE:

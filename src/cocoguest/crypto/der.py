@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cocoguest.errors import ProtocolError
+from cocoguest.limits import DEFAULT_LIMITS
 
 # Universal tags (identifier octets, constructed bit included where DER requires it).
 INTEGER: Final = 0x02
@@ -34,8 +35,8 @@ _HIGH_TAG: Final = 0x1F
 
 # SECURITY: caps on hostile input. Nothing in CMS or X.509 nests deeper than about 10 levels, and a
 # 4-octet length already exceeds any annotation (lead: candidates for limits.py).
-MAX_DEPTH: Final = 32
-MAX_LENGTH_OCTETS: Final = 4
+MAX_DEPTH: Final = DEFAULT_LIMITS.max_der_depth
+MAX_LENGTH_OCTETS: Final = DEFAULT_LIMITS.max_der_length_octets
 
 
 def context_tag(number: int, *, constructed: bool) -> int:

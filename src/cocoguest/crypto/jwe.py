@@ -39,17 +39,14 @@ from jwcrypto import jwk as jwcrypto_jwk
 
 from cocoguest.crypto.keys import PrivateKeyMaterial, PublicKeyMaterial
 from cocoguest.errors import KeyUnwrapError
+from cocoguest.limits import DEFAULT_LIMITS
 
-ALLOWED_ALGS: Final = frozenset(
-    {"RSA-OAEP", "RSA-OAEP-256", "ECDH-ES+A128KW", "ECDH-ES+A192KW", "ECDH-ES+A256KW"}
-)
+ALLOWED_ALGS: Final = frozenset({"RSA-OAEP", "RSA-OAEP-256", "ECDH-ES+A128KW", "ECDH-ES+A192KW", "ECDH-ES+A256KW"})
 """Key management algorithms accepted on decryption (go-jose v4 whitelist of ocicrypt ≥ v1.2.0)."""
-ALLOWED_ENCS: Final = frozenset(
-    {"A128CBC-HS256", "A192CBC-HS384", "A256CBC-HS512", "A128GCM", "A192GCM", "A256GCM"}
-)
+ALLOWED_ENCS: Final = frozenset({"A128CBC-HS256", "A192CBC-HS384", "A256CBC-HS512", "A128GCM", "A192GCM", "A256GCM"})
 """Content encryption algorithms accepted on decryption (same whitelist)."""
 
-MAX_RECIPIENTS: Final = 128
+MAX_RECIPIENTS: Final = DEFAULT_LIMITS.max_key_recipients
 """Recipients in one JWE we are willing to try keys on (Go has no cap). TODO(lead): move to limits.py."""
 
 _ENC: Final = "A256GCM"
@@ -229,9 +226,7 @@ def _parse(text: str) -> tuple[str, list[dict[str, object]]]:
             # SECURITY: each recipient costs a private-key operation per key; cap the work.
             msg = f"{len(recipients)} recipients, more than the {MAX_RECIPIENTS} accepted"
             raise _MalformedError(msg)
-        per_recipient = [
-            _json_object(_json_object(r, "recipient").get("header", {}), "header") for r in recipients
-        ]
+        per_recipient = [_json_object(_json_object(r, "recipient").get("header", {}), "header") for r in recipients]
     else:
         per_recipient = [_json_object(obj.get("header", {}), "header")]
     headers = [_merge(protected, shared, own) for own in per_recipient]

@@ -144,15 +144,15 @@ def load_private_key(data: bytes, source: str, password: bytes | None = None) ->
         except TypeError as e:
             # cryptography raises TypeError for "encrypted but no password" and "password but not encrypted".
             if password is None:
-                msg = f"{source}: private key is encrypted; give its password as {source}:pass=PASSWORD"
+                msg = f"key file {source}: private key is encrypted; give its password as {source}:pass=PASSWORD"
                 raise ConfigError(msg) from e
             key = loader(data, password=None)
         except ValueError as e:
             if password is not None and is_pem and b"ENCRYPTED" in data:
-                msg = f"{source}: wrong password for the encrypted private key"
+                msg = f"key file {source}: wrong password for the encrypted private key"
                 raise ConfigError(msg) from e
             if is_pem:
-                msg = f"{source}: malformed private key ({e})"
+                msg = f"key file {source}: malformed PEM private key"
                 raise ConfigError(msg) from e
             return None
         except UnsupportedAlgorithm as e:

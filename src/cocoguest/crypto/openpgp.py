@@ -1,15 +1,20 @@
 """OpenPGP with pysequoia, no gpg binary: certificates, secret keys, encrypt and decrypt (ocicrypt.md §5.3).
 
-This is the only module that imports :mod:`pysequoia`.
+This is the only module that imports :mod:`pysequoia`. Sequoia does all key handling and encryption, and
+decrypts what gpg and sequoia write. It cannot read what Go's ``golang.org/x/crypto/openpgp`` (skopeo
+1.9.3) writes: partial body chunks under 512 octets, inside and outside the encryption, and RSA MPIs with a
+bit count of ``8 * len``. For those, RSA PKESK v3 + SEIPD v1 (AES, MDC, one literal packet) is decrypted
+here with :mod:`cryptography`, using the RSA encryption keys sequoia unlocked.
 
 Invariants:
     * :func:`encrypt` returns a binary (not armored) message that is exactly one PKESK v3 per recipient
-      encryption key followed by one SEIPD v1 (with MDC) packet, which Go's ``golang.org/x/crypto/openpgp``
-      and ``gpg`` read. Sequoia picks SEIPDv2 (RFC 9580) when every recipient advertises it; that output is
-      refused with :class:`UnsupportedError` rather than written.
-    * :func:`decrypt` only decrypts messages whose top level is session-key packets followed by one
-      integrity-protected (SEIPD) packet; it returns non-empty plaintext whose integrity sequoia checked
-      (MDC or AEAD tag), or raises :class:`KeyUnwrapError`.
+      encryption key followed by one SEIPD v1 (with MDC) packet, which Go and ``gpg`` read. Sequoia picks
+      SEIPDv2 (RFC 9580) when every recipient advertises it; that output is refused with
+      :class:`UnsupportedError` rather than written.
+    * :func:`decrypt` only decrypts binary messages whose top level is PKESK packets followed by one SEIPD
+      packet (SED, tag 9, is refused); it returns non-empty plaintext whose MDC or AEAD tag was checked
+      before the plaintext was parsed, or raises :class:`KeyUnwrapError`. Before sequoia sees a message it
+      is re-framed (definite lengths, canonical RSA MPIs); no encrypted octet is changed.
     * A secret key is split into one decryptor per secret encryption-capable key (primary or subkey):
       pysequoia's ``Tsk.decryptor()`` holds only the first such key, and gpg encrypts to the newest subkey.
     * Error messages are one line; pysequoia's multi-line (backtrace) texts are cut to their first line and
@@ -18,12 +23,17 @@ Invariants:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pysequoia
+from cryptography.hazmat.decrepit.ciphers.modes import CFB
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from pysequoia.packet import Packet, PacketPile, Tag
 
 from cocoguest.errors import ConfigError, KeyUnwrapError, UnsupportedError
@@ -34,6 +44,15 @@ _PKESK_V3 = 3
 _SEIPD_V1 = 1
 # pysequoia's Tsk.decryptor() error when a (split) key has no usable encryption key; such keys are skipped.
 _NO_DECRYPTION_KEY = "No suitable decryption subkey"
+_TAG_PKESK = 1
+_TAG_SED = 9
+_TAG_LITERAL = 11
+_TAG_SEIPD = 18
+_MDC_LENGTH = 22  # MDC packet: header 0xD3 0x14 + SHA-1
+_AES_KEY_SIZES = {7: 16, 8: 24, 9: 32}  # AES-128/192/256 (RFC 4880 §9.2)
+_HASHES = {2: "sha1", 8: "sha256", 9: "sha384", 10: "sha512", 11: "sha224"}  # RFC 4880 §9.4
+_RSA_ALGORITHMS = (1, 2)  # RSA (encrypt or sign), RSA encrypt-only (RFC 4880 §9.1)
+_PKESK_V3_MPI_OFFSET = 10  # version (1) + key ID (8) + algorithm (1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +78,20 @@ class OpenPgpCert:
     native: pysequoia.Cert = field(repr=False, compare=False)
 
 
+_RsaKey = tuple[bytes, rsa.RSAPrivateKey]  # (8-octet key ID, key)
+
+
 @dataclass(frozen=True, slots=True)
 class OpenPgpSecretKey:
-    """An OpenPGP secret key, unlocked: one decryptor per secret encryption-capable key."""
+    """An OpenPGP secret key, unlocked: one decryptor per secret encryption-capable key.
+
+    ``go_compat_keys`` holds the same RSA encryption keys for messages sequoia cannot read (Go's).
+    """
 
     fingerprint: str
     user_ids: tuple[UserIdInfo, ...]
     decryptors: tuple[pysequoia.PyDecryptor, ...] = field(repr=False, compare=False)
+    go_compat_keys: tuple[_RsaKey, ...] = field(default=(), repr=False, compare=False)
 
 
 def _first_line(error: BaseException) -> str:
@@ -159,6 +185,15 @@ def parse_certificates(data: bytes, source: str) -> list[OpenPgpCert] | None:
     return certs
 
 
+def _can_encrypt(signatures: list[Packet]) -> bool:
+    """Whether a subkey's binding signatures give it an encryption flag."""
+    for signature in signatures:
+        flags = signature.key_flags
+        if flags is not None and (flags.transport_encryption or flags.storage_encryption):
+            return True
+    return False
+
+
 def _decryptor(candidate: list[Packet], password: bytes | None, source: str) -> pysequoia.PyDecryptor | None:
     """Unlock the first encryption key of ``candidate``; ``None`` if it has none."""
     fingerprint = candidate[0].fingerprint or "?"
@@ -213,13 +248,21 @@ def parse_secret_keys(data: bytes, source: str, password: bytes | None) -> list[
         prefix = group[:first_subkey]
         # One candidate per subkey (primary + User IDs + that subkey and its binding signatures), plus
         # the primary alone in case it is itself encryption-capable.
-        candidates = [group]
+        candidates = [(group[0], prefix)] if _is_secret(group[0]) else []
         starts = [i for i, p in enumerate(group) if _is_subkey(p)] + [len(group)]
-        candidates += [prefix + group[a:b] for a, b in itertools.pairwise(starts) if _is_secret(group[a])]
-        decryptors = [d for c in candidates if (d := _decryptor(c, password, source)) is not None]
+        candidates += [(group[a], prefix + group[a:b]) for a, b in itertools.pairwise(starts) if _is_secret(group[a])]
+        decryptors: list[pysequoia.PyDecryptor] = []
+        usable: list[Packet] = []
+        for key_packet, candidate in candidates:
+            decryptor = _decryptor(candidate, password, source)
+            if decryptor is not None:
+                decryptors.append(decryptor)
+                if key_packet is group[0] or _can_encrypt(candidate[len(prefix) + 1 :]):
+                    usable.append(key_packet)
         if decryptors:
             fingerprint = (group[0].fingerprint or "?").upper()
-            keys.append(OpenPgpSecretKey(fingerprint, _user_ids(group), tuple(decryptors)))
+            compat = _go_compat_keys(usable, password)
+            keys.append(OpenPgpSecretKey(fingerprint, _user_ids(group), tuple(decryptors), compat))
     if not keys:
         msg = f"{source}: no OpenPGP secret key in it can decrypt (no secret encryption subkey)"
         raise ConfigError(msg)
@@ -250,13 +293,13 @@ def encrypt(plaintext: bytes, recipients: Sequence[OpenPgpCert]) -> bytes:
                 raise ConfigError(msg) from e2
         msg = f"OpenPGP encryption failed: {_first_line(e)}"
         raise ConfigError(msg) from e
-    packets = _packets(message) or []
+    packets = _read_packets(message)
     # Go (x/crypto/openpgp, ProtonMail without AEAD) reads only PKESK v3 + SEIPD v1 (ocicrypt.md §5.3).
     compatible = (
         len(packets) >= 2
-        and all(p.tag == Tag.PKESK and p.body[:1] == bytes([_PKESK_V3]) for p in packets[:-1])
-        and packets[-1].tag == Tag.SEIP
-        and packets[-1].body[:1] == bytes([_SEIPD_V1])
+        and all(tag == _TAG_PKESK and body[:1] == bytes([_PKESK_V3]) for tag, body in packets[:-1])
+        and packets[-1][0] == _TAG_SEIPD
+        and packets[-1][1][:1] == bytes([_SEIPD_V1])
     )
     if not compatible:
         names = ", ".join(r.fingerprint for r in recipients)
@@ -268,31 +311,264 @@ def encrypt(plaintext: bytes, recipients: Sequence[OpenPgpCert]) -> bytes:
     return message
 
 
-def _check_structure(message: bytes, what: str) -> None:
-    packets = _packets(message)
-    if not packets:
-        msg = f"{what}: not an OpenPGP message"
-        raise KeyUnwrapError(msg)
-    *session_keys, data = packets
-    if any(p.tag == Tag.SED for p in packets):
-        # SECURITY: a Symmetrically Encrypted Data packet (tag 9) has no integrity protection (no MDC):
-        # it is malleable (EFAIL); never decrypt one.
+# --- message framing (RFC 4880 §4.2) -----------------------------------------------------------------
+
+
+class _MalformedError(ValueError):
+    """The bytes are not a well-framed OpenPGP packet sequence."""
+
+
+def _read_packet(data: bytes, offset: int) -> tuple[int, bytes, int]:
+    """``(tag, body, next_offset)`` of the packet at ``offset``; partial body chunks are joined.
+
+    Raises:
+        _MalformedError: not a packet header, or truncated.
+    """
+    try:
+        first = data[offset]
+        if not first & 0x80:
+            raise _MalformedError("not a packet header")
+        if not first & 0x40:  # old format
+            length_type = first & 0x03
+            if length_type == 3:  # indeterminate: to the end of the data
+                return (first >> 2) & 0x0F, data[offset + 1 :], len(data)
+            start = offset + 1 + (1 << length_type)
+            end = start + int.from_bytes(data[offset + 1 : start], "big")
+            if end > len(data):
+                raise _MalformedError("truncated packet")
+            return (first >> 2) & 0x0F, data[start:end], end
+        body = bytearray()
+        pos = offset + 1
+        while True:
+            o1 = data[pos]
+            if 224 <= o1 < 255:  # partial body chunk of 2**n octets
+                size, pos = 1 << (o1 & 0x1F), pos + 1
+            elif o1 < 192:
+                size, pos = o1, pos + 1
+            elif o1 < 224:
+                size, pos = ((o1 - 192) << 8) + data[pos + 1] + 192, pos + 2
+            else:
+                size, pos = int.from_bytes(data[pos + 1 : pos + 5], "big"), pos + 5
+            if pos + size > len(data):
+                raise _MalformedError("truncated packet")
+            body += data[pos : pos + size]
+            pos += size
+            if not 224 <= o1 < 255:
+                return first & 0x3F, bytes(body), pos
+    except IndexError as e:
+        raise _MalformedError("truncated packet header") from e
+
+
+def _read_packets(data: bytes) -> list[tuple[int, bytes]]:
+    packets: list[tuple[int, bytes]] = []
+    offset = 0
+    while offset < len(data):
+        tag, body, offset = _read_packet(data, offset)
+        packets.append((tag, body))
+    return packets
+
+
+def _new_format_packet(tag: int, body: bytes) -> bytes:
+    """One packet with a definite new-format length (sequoia refuses partial chunks under 512 octets)."""
+    n = len(body)
+    if n < 192:
+        length = bytes([n])
+    elif n < 8384:
+        length = bytes([((n - 192) >> 8) + 192, (n - 192) & 0xFF])
+    else:
+        length = b"\xff" + n.to_bytes(4, "big")
+    return bytes([0xC0 | tag]) + length + body
+
+
+def _read_mpi(data: bytes, pos: int) -> tuple[int, int]:
+    """``(value, next_pos)`` of the MPI at ``pos``; the bit count only says how many octets follow."""
+    size = (int.from_bytes(data[pos : pos + 2], "big") + 7) // 8
+    if pos + 2 + size > len(data):
+        raise _MalformedError("truncated MPI")
+    return int.from_bytes(data[pos + 2 : pos + 2 + size], "big"), pos + 2 + size
+
+
+def _canonical_pkesk(body: bytes) -> bytes:
+    """An RSA PKESK v3 body with a canonical MPI (true bit count, no leading zero octets).
+
+    Go's ``golang.org/x/crypto/openpgp`` (skopeo 1.9.3) writes the RSA ciphertext with a bit count of
+    ``8 * len(ciphertext)``; sequoia refuses that ("leading bit is not set"). The value is unchanged.
+    """
+    if len(body) <= _PKESK_V3_MPI_OFFSET or body[0] != _PKESK_V3 or body[9] not in _RSA_ALGORITHMS:
+        return body
+    value, end = _read_mpi(body, _PKESK_V3_MPI_OFFSET)
+    bits = value.bit_length()
+    mpi = bits.to_bytes(2, "big") + value.to_bytes((bits + 7) // 8, "big")
+    return body[:_PKESK_V3_MPI_OFFSET] + mpi + body[end:]
+
+
+def _split_message(message: bytes, what: str) -> tuple[list[bytes], bytes]:
+    """``(PKESK bodies, SEIPD body)`` of a binary public-key encrypted message.
+
+    Raises:
+        KeyUnwrapError: malformed, not integrity-protected, or not PKESK+ followed by one SEIPD.
+    """
+    try:
+        packets = _read_packets(message)
+    except _MalformedError as e:
+        msg = f"{what}: not a binary OpenPGP message ({e})"
+        raise KeyUnwrapError(msg) from e
+    tags = [tag for tag, _ in packets]
+    if _TAG_SED in tags:
+        # SECURITY: a Symmetrically Encrypted Data packet (tag 9) has no integrity protection (no MDC); it
+        # is malleable (EFAIL). Never decrypt one.
         msg = f"{what}: OpenPGP message without integrity protection (SED packet) refused"
         raise KeyUnwrapError(msg)
-    # SECURITY: only PKESK* followed by one SEIPD (v1 with MDC, or v2 AEAD) is accepted.
-    if data.tag != Tag.SEIP or not session_keys or not all(p.tag == Tag.PKESK for p in session_keys):
-        tags = ", ".join(str(p.tag).removeprefix("Tag.") for p in packets)
-        msg = f"{what}: not a public-key encrypted OpenPGP message (packets: {tags})"
+    # SECURITY: only PKESK+ followed by exactly one SEIPD (v1 with MDC, or v2 AEAD) is accepted.
+    if len(tags) < 2 or tags[-1] != _TAG_SEIPD or any(t != _TAG_PKESK for t in tags[:-1]):
+        msg = f"{what}: not a public-key encrypted OpenPGP message (packet tags {tags})"
         raise KeyUnwrapError(msg)
+    return [body for _, body in packets[:-1]], packets[-1][1]
+
+
+# --- Go compatibility: RSA PKESK v3 + SEIPD v1 decrypted here --------------------------------------------
+# Go's x/crypto/openpgp writes partial body chunks of 128, 64, ... octets (inside the encryption, too);
+# RFC 4880 §4.2.2.4 wants the first chunk >= 512 and sequoia enforces it, so it cannot read any message
+# skopeo 1.9.3 makes. Go only encrypts to RSA and ElGamal keys, so RSA is handled here.
+
+
+def _s2k_key(password: bytes, spec: bytes, key_size: int) -> tuple[bytes, int]:
+    """``(key, spec_length)`` from a simple, salted or iterated+salted S2K specifier (RFC 4880 §3.7)."""
+    kind, hash_name = spec[0], _HASHES.get(spec[1])
+    if hash_name is None or kind not in (0, 1, 3):
+        raise _MalformedError(f"unsupported S2K {kind}/{spec[1]}")
+    salt = spec[2:10] if kind else b""
+    length = {0: 2, 1: 10, 3: 11}[kind]
+    seed = salt + password
+    count = len(seed)
+    if kind == 3:
+        c = spec[10]
+        count = max(count, (16 + (c & 15)) << ((c >> 4) + 6))
+    block = seed * max(1, 65536 // max(1, len(seed)))
+    key = b""
+    preload = 0
+    while len(key) < key_size:
+        h = hashlib.new(hash_name, b"\0" * preload)
+        remaining = count
+        while remaining > 0:
+            h.update(block[: min(remaining, len(block))])
+            remaining -= len(block)
+        key += h.digest()
+        preload += 1
+    return key[:key_size], length
+
+
+def _rsa_secret_key(body: bytes, password: bytes | None) -> rsa.RSAPrivateKey | None:
+    """The RSA private key of a v4 secret key packet body; ``None`` if not RSA or not decodable."""
+    if len(body) < 6 or body[0] != 4 or body[5] not in _RSA_ALGORITHMS:  # v4 key packets only
+        return None
+    n, pos = _read_mpi(body, 6)
+    e, pos = _read_mpi(body, pos)
+    usage, pos = body[pos], pos + 1
+    if usage == 0:
+        secret = body[pos:-2]
+    elif usage in (254, 255) and password is not None and body[pos] in _AES_KEY_SIZES:
+        key_size = _AES_KEY_SIZES[body[pos]]
+        key, spec_length = _s2k_key(password, body[pos + 1 :], key_size)
+        iv_start = pos + 1 + spec_length
+        iv, encrypted = body[iv_start : iv_start + 16], body[iv_start + 16 :]
+        plain = Cipher(algorithms.AES(key), CFB(iv)).decryptor().update(encrypted)
+        if usage == 254:  # SHA-1 check value (255: 2-octet sum)
+            secret, check = plain[:-20], plain[-20:]
+            if not hmac.compare_digest(hashlib.sha1(secret).digest(), check):  # noqa: S324 — RFC 4880 §5.5.3
+                return None
+        else:
+            secret = plain[:-2]
+    else:
+        return None
+    d, pos = _read_mpi(secret, 0)
+    p, pos = _read_mpi(secret, pos)
+    q, pos = _read_mpi(secret, pos)
+    try:
+        numbers = rsa.RSAPrivateNumbers(
+            p, q, d, rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q),
+            rsa.RSAPublicNumbers(e, n),
+        )  # fmt: skip
+        return numbers.private_key()
+    except ValueError:
+        return None
+
+
+def _go_compat_keys(usable: list[Packet], password: bytes | None) -> tuple[_RsaKey, ...]:
+    """The RSA encryption keys among ``usable`` (key packets sequoia unlocked for decryption)."""
+    keys: list[_RsaKey] = []
+    for packet in usable:
+        try:
+            key = _rsa_secret_key(packet.body, password)
+        except (_MalformedError, IndexError, KeyError):
+            key = None
+        if key is not None and packet.key_id:
+            keys.append((bytes.fromhex(packet.key_id), key))
+    return tuple(keys)
+
+
+def _session_key(pkesk: bytes, keys: Sequence[_RsaKey]) -> tuple[int, bytes] | None:
+    """``(cipher, key)`` from an RSA PKESK v3 addressed to one of ``keys`` (or to a wildcard key ID)."""
+    if len(pkesk) <= _PKESK_V3_MPI_OFFSET or pkesk[0] != _PKESK_V3 or pkesk[9] not in _RSA_ALGORITHMS:
+        return None
+    key_id = pkesk[1:9]
+    value, _ = _read_mpi(pkesk, _PKESK_V3_MPI_OFFSET)
+    for candidate_id, key in keys:
+        if key_id not in (candidate_id, bytes(8)):
+            continue
+        size = (key.key_size + 7) // 8
+        if value >= key.public_key().public_numbers().n:
+            continue
+        try:
+            session = key.decrypt(value.to_bytes(size, "big"), padding.PKCS1v15())
+        except ValueError:
+            continue
+        cipher, sym_key, checksum = session[0], session[1:-2], session[-2:]
+        if _AES_KEY_SIZES.get(cipher) == len(sym_key) and sum(sym_key) % 65536 == int.from_bytes(checksum, "big"):
+            return cipher, sym_key
+    return None
+
+
+def _decrypt_seipd_v1(seipd: bytes, sym_key: bytes) -> bytes | None:
+    """The literal data of a SEIPD v1 body, or ``None`` if the MDC does not match."""
+    if not seipd or seipd[0] != _SEIPD_V1:
+        return None
+    plain = Cipher(algorithms.AES(sym_key), CFB(bytes(16))).decryptor().update(seipd[1:])
+    if len(plain) < 16 + 2 + _MDC_LENGTH:
+        return None
+    # SECURITY: the MDC (SHA-1 over prefix, data and the MDC header) is checked before anything is parsed.
+    expected = hashlib.sha1(plain[:-20]).digest()  # noqa: S324 — the MDC is SHA-1 by definition
+    if plain[-_MDC_LENGTH:-20] != b"\xd3\x14" or not hmac.compare_digest(expected, plain[-20:]):
+        return None
+    packets = _read_packets(plain[18:-_MDC_LENGTH])
+    if len(packets) != 1 or packets[0][0] != _TAG_LITERAL:
+        raise _MalformedError(f"expected one literal data packet, got tags {[t for t, _ in packets]}")
+    literal = packets[0][1]
+    return literal[2 + literal[1] + 4 :]  # format, name length, name, date
+
+
+def _go_compat_decrypt(pkesks: list[bytes], seipd: bytes, keys: Sequence[OpenPgpSecretKey]) -> bytes | None:
+    rsa_keys = [k for key in keys for k in key.go_compat_keys]
+    for pkesk in pkesks:
+        session = _session_key(pkesk, rsa_keys)
+        if session is not None:
+            return _decrypt_seipd_v1(seipd, session[1])
+    return None
+
+
+# --- decryption -------------------------------------------------------------------------------------------
 
 
 def decrypt(message: bytes, keys: Sequence[OpenPgpSecretKey], what: str, max_plaintext: int) -> bytes:
-    """Decrypt a public-key encrypted message with the first key that fits.
+    """Decrypt a binary public-key encrypted message with the first key that fits.
+
+    Sequoia decrypts (after canonical re-framing); RSA + SEIPD v1 messages it refuses (Go's) are decrypted
+    here with the same keys.
 
     Args:
-        message: The binary (or armored) OpenPGP message.
+        message: The binary OpenPGP message.
         keys: Unlocked secret keys, tried in order.
-        what: Names the message and the keys in errors, e.g. ``"pgp entry (keys from a.gpg)"``.
+        what: Names the message and the keys in errors, e.g. ``"pgp: an entry (keys from a.gpg)"``.
         max_plaintext: Largest plaintext accepted, in bytes.
 
     Returns:
@@ -302,24 +578,35 @@ def decrypt(message: bytes, keys: Sequence[OpenPgpSecretKey], what: str, max_pla
         KeyUnwrapError: not an integrity-protected public-key message, no key fits, the message was
             tampered with, or the plaintext is empty or too large.
     """
-    _check_structure(message, what)
+    pkesks, seipd = _split_message(message, what)
+    try:
+        canonical = b"".join(_new_format_packet(_TAG_PKESK, _canonical_pkesk(b)) for b in pkesks)
+    except _MalformedError as e:
+        msg = f"{what}: malformed OpenPGP session key packet"
+        raise KeyUnwrapError(msg) from e
+    canonical += _new_format_packet(_TAG_SEIPD, seipd)
+    plaintext: bytes | None = None
     last_error: Exception | None = None
-    for key in keys:
-        for decryptor in key.decryptors:
-            try:
-                result = pysequoia.decrypt(message, decryptor=decryptor)
-            except (RuntimeError, ValueError) as e:
-                last_error = e
-                continue
-            plaintext = result.bytes
-            # SECURITY: an empty plaintext is never valid private options; refuse rather than pass it on.
-            if not plaintext:
-                msg = f"{what}: the decrypted OpenPGP message is empty"
-                raise KeyUnwrapError(msg)
-            if len(plaintext) > max_plaintext:
-                msg = f"{what}: the decrypted OpenPGP message exceeds {max_plaintext} bytes"
-                raise KeyUnwrapError(msg)
-            return plaintext
-    detail = f": {_first_line(last_error)}" if last_error is not None else ""
-    msg = f"{what}: none of the OpenPGP secret keys can decrypt the message{detail}"
-    raise KeyUnwrapError(msg) from last_error
+    for decryptor in (d for key in keys for d in key.decryptors):
+        try:
+            plaintext = pysequoia.decrypt(canonical, decryptor=decryptor).bytes
+            break
+        except (RuntimeError, ValueError) as e:
+            last_error = e
+    if plaintext is None:
+        try:
+            plaintext = _go_compat_decrypt(pkesks, seipd, keys)
+        except (_MalformedError, IndexError) as e:
+            last_error = e
+    if plaintext is None:
+        detail = f": {_first_line(last_error)}" if last_error is not None else ""
+        msg = f"{what}: none of the OpenPGP secret keys can decrypt the message{detail}"
+        raise KeyUnwrapError(msg) from last_error
+    # SECURITY: an empty plaintext is never valid private options; refuse rather than pass it on.
+    if not plaintext:
+        msg = f"{what}: the decrypted OpenPGP message is empty"
+        raise KeyUnwrapError(msg)
+    if len(plaintext) > max_plaintext:
+        msg = f"{what}: the decrypted OpenPGP message exceeds {max_plaintext} bytes"
+        raise KeyUnwrapError(msg)
+    return plaintext

@@ -5,7 +5,7 @@ both with ``CKM_RSA_PKCS_OAEP`` (MGF1 with the same hash as OAEP, empty label), 
 
 Module loading:
     * python-pkcs11 can load a given shared object only once per process, so loaded modules are cached
-      per path (:func:`loaded_module`).
+      per real path (:func:`loaded_module`).
     * C modules read their configuration from the process environment when they are initialised (e.g.
       SoftHSM's ``SOFTHSM2_CONF`` at ``C_Initialize``); there is no other way to pass it. So the key file's
       ``module.env`` is put into ``os.environ`` for the duration of the load under a process-wide lock and
@@ -196,18 +196,20 @@ def _environment(env: Env) -> Iterator[None]:
 
 
 def _load(module_path: str, env: Env, source: str) -> Pkcs11Lib:
-    cached = _modules.get(module_path)
+    # One entry per file: two paths to one library (a distro symlink) must not initialise it twice.
+    real_path = os.path.realpath(module_path)
+    cached = _modules.get(real_path)
     try:
         if cached is None:
             with _environment(env):
-                lib = pkcs11.lib(module_path)
-            _modules[module_path] = (lib, env)
+                lib = pkcs11.lib(real_path)
+            _modules[real_path] = (lib, env)
             return lib
         lib, loaded_env = cached
         if loaded_env != env or not lib.initialized:
             with _environment(env):
                 lib.reinitialize()
-            _modules[module_path] = (lib, env)
+            _modules[real_path] = (lib, env)
     except PKCS11Error as e:
         msg = f"{source}: cannot load the pkcs11 module {module_path} ({str(e) or type(e).__name__})"
         raise ConfigError(msg) from e
@@ -286,9 +288,7 @@ def _login(lib: Pkcs11Lib, selector: TokenKeySelector, *, private: bool) -> Sess
 
 def _find_key(session: Session, selector: TokenKeySelector, *, private: bool) -> TokenRsaKey:
     what = "private" if private else "public"
-    attrs: dict[Attribute, Any] = {
-        Attribute.CLASS: ObjectClass.PRIVATE_KEY if private else ObjectClass.PUBLIC_KEY
-    }
+    attrs: dict[Attribute, Any] = {Attribute.CLASS: ObjectClass.PRIVATE_KEY if private else ObjectClass.PUBLIC_KEY}
     if selector.key_label is not None:
         attrs[Attribute.LABEL] = selector.key_label
     if selector.key_id is not None:

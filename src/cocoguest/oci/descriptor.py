@@ -17,7 +17,7 @@ from typing import Any, Self
 from cocoguest.digest import Digest
 from cocoguest.oci import media_types
 
-JsonObject = dict[str, Any]  # type: ignore[misc]  # JSON is dynamically typed by nature
+JsonObject = dict[str, Any]  # JSON is dynamically typed by nature
 
 
 def _expect(obj: JsonObject, key: str, kind: type, where: str) -> Any:

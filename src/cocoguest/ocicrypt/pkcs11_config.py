@@ -91,7 +91,8 @@ def _split_attributes(part: str, separator: str, where: str, source: str) -> dic
     for item in part.split(separator):
         name, eq, value = item.partition("=")
         if not eq or not name or "=" in value:
-            msg = f"{source}: malformed pkcs11 URI {where} attribute {item!r}"
+            # SECURITY: only the name is echoed; the value may be a PIN.
+            msg = f"{source}: malformed pkcs11 URI {where} attribute {name!r}"
             raise ConfigError(msg)
         if name in attributes:
             msg = f"{source}: duplicate pkcs11 URI {where} attribute {name!r}"
@@ -163,9 +164,7 @@ class Pkcs11Uri:
             slot_id = int(slot_text)
         object_type = text_of(path, "type")
         if object_type is not None and object_type not in _OBJECT_TYPES:
-            msg = (
-                f"{source}: pkcs11 URI type {object_type!r} is not one of {', '.join(sorted(_OBJECT_TYPES))}"
-            )
+            msg = f"{source}: pkcs11 URI type {object_type!r} is not one of {', '.join(sorted(_OBJECT_TYPES))}"
             raise ConfigError(msg)
         uri = cls(
             token=text_of(path, "token"),
@@ -322,9 +321,7 @@ def _string_list(value: object, what: str, source: str) -> list[str]:
 
 def _internal_config() -> Pkcs11ModuleConfig:
     # Go's OCICRYPT_CONFIG=internal: the distribution directories, both searched and allowed.
-    return Pkcs11ModuleConfig(
-        INTERNAL_MODULE_DIRECTORIES, tuple(d + "/" for d in INTERNAL_MODULE_DIRECTORIES)
-    )
+    return Pkcs11ModuleConfig(INTERNAL_MODULE_DIRECTORIES, tuple(d + "/" for d in INTERNAL_MODULE_DIRECTORIES))
 
 
 def default_pkcs11_config_paths(env: Mapping[str, str]) -> list[str]:
@@ -463,9 +460,7 @@ def resolve_pkcs11_module(uri: Pkcs11Uri, config: Pkcs11ModuleConfig | None, sou
         if module_path.is_file():
             # SECURITY: loading a module runs its code; only modules the policy names are loaded.
             if not _is_allowed(uri.module_path, config):
-                msg = (
-                    f"{source}: pkcs11 module {uri.module_path} is not allowed by the ocicrypt config policy"
-                )
+                msg = f"{source}: pkcs11 module {uri.module_path} is not allowed by the ocicrypt config policy"
                 raise ConfigError(msg)
             return _collapse(uri.module_path)
         if not module_path.is_dir():

@@ -36,9 +36,7 @@ def _last_line(stderr: bytes) -> str:
 class CommandTransport:
     """A :class:`~cocoguest.ocicrypt.keyprovider.protocol.KeyProviderTransport` that executes a program."""
 
-    def __init__(
-        self, name: str, path: str, args: Sequence[str] = (), limits: Limits = DEFAULT_LIMITS
-    ) -> None:
+    def __init__(self, name: str, path: str, args: Sequence[str] = (), limits: Limits = DEFAULT_LIMITS) -> None:
         """Prepare to run ``path`` with ``args`` for provider ``name``.
 
         Args:

@@ -88,15 +88,11 @@ def _entry(name: str, value: object, path: str) -> KeyProviderEntry:
     if not present:
         # docs/keyprovider.md's first example puts "path" directly under the provider; Go ignores it.
         hint = " ('path' belongs under 'cmd')" if "path" in value else ""
-        msg = (
-            f"key provider config {path}: provider {name!r} has no cmd, grpc, ttrpc or native transport{hint}"
-        )
+        msg = f"key provider config {path}: provider {name!r} has no cmd, grpc, ttrpc or native transport{hint}"
         raise ConfigError(msg)
     chosen = present[0]
     if len(present) > 1:
-        _logger.warning(
-            "key provider config %s: provider %r: using %s, ignoring %s", path, name, chosen, present[1:]
-        )
+        _logger.warning("key provider config %s: provider %r: using %s, ignoring %s", path, name, chosen, present[1:])
     if chosen == "cmd":
         cmd_path, cmd_args = _cmd(value["cmd"], path, name)
         return KeyProviderEntry(name, cmd_path, cmd_args, None, None, None)

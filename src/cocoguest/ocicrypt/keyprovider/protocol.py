@@ -243,9 +243,7 @@ def build_wrap_response(annotation: bytes, *, number_array: bool = False) -> byt
     """A ``keywrap`` answer: Go form (base64, both result objects) or Rust form (byte array, one object)."""
     if number_array:
         return _dumps({"keywrapresults": {"annotation": list(annotation)}})
-    return _dumps(
-        {"keywrapresults": {"annotation": _b64(annotation)}, "keyunwrapresults": {"optsdata": None}}
-    )
+    return _dumps({"keywrapresults": {"annotation": _b64(annotation)}, "keyunwrapresults": {"optsdata": None}})
 
 
 def build_unwrap_response(optsdata: bytes, *, number_array: bool = False) -> bytes:
