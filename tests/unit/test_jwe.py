@@ -22,7 +22,7 @@ from cocoguest.errors import KeyUnwrapError
 from cocoguest.ocicrypt.keywrap import KeyUnwrapper, KeyWrapper
 from cocoguest.ocicrypt.keywrap.jwe import JweUnwrapper, JweWrapper
 
-VECTORS = Path("/work/shared/vectors/ocicrypt-rs")
+VECTORS = Path(__file__).parents[1] / "vectors" / "ocicrypt-rs"
 ANNOTATION = "org.opencontainers.image.enc.keys.jwe"
 OPTIONS = b'{"symkey":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=","digest":"","cipheroptions":{}}'
 KEY_KINDS = ["rsa2048", "rsa4096", "p256", "p384", "p521"]

@@ -34,7 +34,7 @@ from cocoguest.rpc.keyprovider_client import GrpcTransport, transport_for
 from tests.keyprovider_peers.grpc_provider import ProviderServicer, start_server
 
 PEER = str(Path(__file__).resolve().parent.parent / "keyprovider_peers" / "cmd_provider.py")
-VECTORS = Path("/work/shared/vectors")
+VECTORS = Path(__file__).parents[1] / "vectors"
 NAME = "kp"
 ANNOTATION_KEY = "org.opencontainers.image.enc.keys.provider.kp"
 OPTS = b'{"cipher":"AES_256_CTR_HMAC_SHA256","hmac":"aG1hYw==","cipheroptions":{"nonce":"bm9uY2U="}}'

@@ -22,7 +22,13 @@ from cocoguest.oci import media_types as mt
 from cocoguest.oci.descriptor import Descriptor
 from cocoguest.ocicrypt import annotations as enc
 from cocoguest.ocicrypt.keywrap.jwe import JweUnwrapper, JweWrapper
-from cocoguest.ocicrypt.layer import add_recipients, decrypt_layer, encrypt_layer, unwrap_layer_key
+from cocoguest.ocicrypt.layer import (
+    add_recipients,
+    check_authorization,
+    decrypt_layer,
+    encrypt_layer,
+    unwrap_layer_key,
+)
 
 BLOB = b"pretend this is a gzip'd tar layer " * 1000
 
@@ -149,3 +155,16 @@ def test_encrypting_twice_is_refused(rsa_key: rsa.RSAPrivateKey) -> None:
             desc,
             [JweWrapper([PublicKeyMaterial(rsa_key.public_key(), "p")])],
         )
+
+
+def test_check_authorization_checks_every_layer(rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey) -> None:
+    first, _ = _encrypt(rsa_key)
+    out = io.BytesIO()
+    second = encrypt_layer(
+        io.BytesIO(BLOB), out, _plain(), [JweWrapper([PublicKeyMaterial(ec_key.public_key(), "ec")])]
+    )
+    assert check_authorization([_plain(), first], [_unwrapper(rsa_key)]) == 1
+    assert check_authorization([first, second], [_unwrapper(rsa_key, ec_key)]) == 2
+    # The first layer passes with the RSA key alone; the second must still be checked and fail.
+    with pytest.raises(KeyUnwrapError, match=str(second.digest)):
+        check_authorization([first, second], [_unwrapper(rsa_key)])

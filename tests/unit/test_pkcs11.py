@@ -714,3 +714,29 @@ def test_two_module_environments(softhsm: SoftHsm) -> None:
     with pytest.raises(ConfigError, match="no pkcs11 token"):
         Pkcs11Unwrapper([wrong_env], softhsm.config).unwrap(ANNOTATION_KEY, entry)
     assert "SOFTHSM2_CONF" not in os.environ or os.environ["SOFTHSM2_CONF"] not in (str(other_conf), str(softhsm.conf))
+
+
+@pytest.mark.interop
+def test_cli_copy_round_trip_on_the_token(softhsm: SoftHsm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cocoguest copy` with pkcs11: recipients (key YAML and SPKI) and the key YAML to decrypt."""
+    from cocoguest.cli.main import main  # noqa: PLC0415
+    from cocoguest.image.build import build_layout  # noqa: PLC0415
+
+    layers = sorted((Path(__file__).parents[2] / "demo" / "layers").iterdir())
+    build_layout(tmp_path / "plain", layers)
+    key = softhsm.key_file("cli", f"token={TOKEN};object=imagekey")
+    monkeypatch.setenv("OCICRYPT_OAEP_HASHALG", "sha1")
+    monkeypatch.setenv("OCICRYPT_CONFIG", str(softhsm.root / "ocicrypt.conf"))
+    plain, enc, dec = (f"oci:{tmp_path / name}" for name in ("plain", "enc", "dec"))
+    spki = softhsm.spki["key2"]
+    assert main(["copy", "-q", "--encryption-key", f"pkcs11:{key.source}", "--encryption-key", f"pkcs11:{spki}",
+                 plain, enc]) == 0  # fmt: skip
+    index = json.loads((tmp_path / "enc" / "index.json").read_text())
+    manifest_digest = index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads((tmp_path / "enc" / "blobs" / "sha256" / manifest_digest).read_text())
+    entry = json.loads(base64.b64decode(manifest["layers"][0]["annotations"][ANNOTATION_KEY]))
+    assert [r["hash"] for r in entry["recipients"]] == ["sha1", "sha1"]
+    assert main(["copy", "-q", "--decryption-key", key.source, enc, dec]) == 0
+    assert (tmp_path / "dec" / "index.json").exists()
+    original = json.loads((tmp_path / "plain" / "index.json").read_text())["manifests"][0]["digest"]
+    assert json.loads((tmp_path / "dec" / "index.json").read_text())["manifests"][0]["digest"] == original

@@ -25,7 +25,7 @@ from cocoguest.limits import Limits
 from cocoguest.ocicrypt.keywrap import KeyUnwrapper, KeyWrapper
 from cocoguest.ocicrypt.keywrap.pkcs7 import ANNOTATION_KEY, Pkcs7Unwrapper, Pkcs7Wrapper
 
-VECTORS = Path("/work/shared/vectors/ocicrypt-rs")
+VECTORS = Path(__file__).parents[1] / "vectors" / "ocicrypt-rs"
 OPTIONS = b'{"cipher":"AES_256_CTR_HMAC_SHA256","symkey":"' + b"A" * 44 + b'","cipheroptions":{"nonce":"x"}}'
 RSA_ENCRYPTION_ALG = bytes.fromhex("300b06092a864886f70d010101")  # no NULL parameters
 AES128_GCM_OID = bytes.fromhex("0609608648016503040106")

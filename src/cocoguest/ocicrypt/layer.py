@@ -232,3 +232,22 @@ def decrypt_layer(
         size=result.size,
         annotations=enc.strip_encryption_annotations(desc.annotations),
     )
+
+
+def check_authorization(
+    layers: Sequence[Descriptor], unwrappers: Sequence[KeyUnwrapper], *, limits: Limits = DEFAULT_LIMITS
+) -> int:
+    """Check, without reading any layer data, that ``unwrappers`` can unwrap EVERY encrypted layer's key.
+
+    containerd/imgcrypt's ``CheckAuthorization`` returns after the first encrypted layer; we check all.
+    Returns the number of encrypted layers checked.
+
+    Raises:
+        MissingKeyError, KeyUnwrapError, ProtocolError: for the first layer that cannot be unwrapped.
+    """
+    checked = 0
+    for desc in layers:
+        if media_types.is_encrypted(desc.media_type):
+            unwrap_layer_key(desc, unwrappers, limits=limits)
+            checked += 1
+    return checked
