@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import BinaryIO, Final
+from typing import Final, Protocol
 
 from cocoguest.errors import DigestMismatchError, SizeMismatchError
 
@@ -66,13 +66,21 @@ class Digest:
         return f"{self.algorithm}:{self.hex}"
 
 
+class Readable(Protocol):
+    """Anything with ``read(n)`` (files, HTTP bodies, the readers of the layer chain)."""
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Up to ``n`` bytes; ``b""`` at EOF."""
+        ...
+
+
 class VerifyingReader:
     """Wrap a binary stream; check digest and exact size when EOF is reached.
 
     ``what`` names the content in error messages (e.g. ``"layer sha256:ab.. of oci:img"``).
     """
 
-    def __init__(self, stream: BinaryIO, expected: Digest, size: int | None, what: str) -> None:
+    def __init__(self, stream: Readable, expected: Digest, size: int | None, what: str) -> None:
         self._stream = stream
         self._expected = expected
         self._size = size
@@ -81,7 +89,7 @@ class VerifyingReader:
         self._read = 0
         self._done = False
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int = -1, /) -> bytes:
         """Read up to ``n`` bytes; raises on a size or digest mismatch."""
         if self._done:
             return b""

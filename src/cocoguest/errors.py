@@ -78,3 +78,7 @@ class EncryptionRequiredError(VerificationError):
 
 class UnsafeArchiveError(VerificationError):
     """An archive entry tried to escape or corrupt the unpack root."""
+
+
+class PolicyRejectedError(VerificationError):
+    """The signature policy rejected the image; the message says which requirement failed and why."""

@@ -33,9 +33,18 @@ def cli(debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    from cocoguest.cli.copy import copy_command  # noqa: PLC0415  (keeps `cocoguest --help` fast)
+    # Imported here so that `cocoguest --help` stays fast.
+    from cocoguest.cli.copy import copy_command  # noqa: PLC0415
+    from cocoguest.cli.pull import pull_command  # noqa: PLC0415
+    from cocoguest.cli.store_commands import (  # noqa: PLC0415
+        images_command,
+        inspect_command,
+        prune_command,
+        rmi_command,
+    )
 
-    cli.add_command(copy_command)
+    for command in (copy_command, pull_command, inspect_command, images_command, rmi_command, prune_command):
+        cli.add_command(command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,16 +23,17 @@ _LEGACY_HUB_NAMES: Final = frozenset({"index.docker.io", "registry-1.docker.io"}
 DOCKER_HUB_API_HOST: Final = "registry-1.docker.io"
 DEFAULT_TAG: Final = "latest"
 _MAX_NAME: Final = 255
+_IDENTIFIER: Final = re.compile(r"[a-f0-9]{64}")
 
 _COMPONENT: Final = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_TAG: Final = re.compile(r"[\w][\w.-]{0,127}")
+_TAG: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # Go's \w is ASCII-only
 _HOST: Final = re.compile(
-    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])"
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])"
     r"(?::[0-9]+)?"
 )
 
 
-class ReferenceError(ValueError):  # noqa: A001  (a ValueError subclass, named for its domain)
+class ImageReferenceError(ValueError):
     """A malformed image reference."""
 
 
@@ -57,10 +58,13 @@ class ImageReference:
         """Parse and normalise; a reference with neither tag nor digest gets ``latest`` if ``default_tag``.
 
         Raises:
-            ReferenceError: malformed.
+            ImageReferenceError: malformed.
         """
         original = text
         text = text.removeprefix("docker://")
+        if _IDENTIFIER.fullmatch(text):
+            msg = f"image reference {original!r}: a 64-character hex string is an image ID, not a repository name"
+            raise ImageReferenceError(msg)
         digest: Digest | None = None
         if "@" in text:
             text, _, digest_text = text.partition("@")
@@ -68,7 +72,7 @@ class ImageReference:
                 digest = Digest.parse(digest_text)
             except ValueError as e:
                 msg = f"image reference {original!r}: {e}"
-                raise ReferenceError(msg) from e
+                raise ImageReferenceError(msg) from e
         tag: str | None = None
         last_slash = text.rfind("/")
         colon = text.rfind(":")
@@ -76,24 +80,24 @@ class ImageReference:
             text, tag = text[:colon], text[colon + 1 :]
             if not _TAG.fullmatch(tag):
                 msg = f"image reference {original!r}: invalid tag {tag!r}"
-                raise ReferenceError(msg)
+                raise ImageReferenceError(msg)
         if not text:
             msg = f"image reference {original!r}: empty repository"
-            raise ReferenceError(msg)
+            raise ImageReferenceError(msg)
         registry, path = _split_domain(text)
         if not _HOST.fullmatch(registry):
             msg = f"image reference {original!r}: invalid registry host {registry!r}"
-            raise ReferenceError(msg)
+            raise ImageReferenceError(msg)
         if registry in _LEGACY_HUB_NAMES:
             registry = DOCKER_HUB
         if registry == DOCKER_HUB and "/" not in path:
             path = f"library/{path}"
         if not all(_COMPONENT.fullmatch(part) for part in path.split("/")):
             msg = f"image reference {original!r}: invalid repository name {path!r} (lowercase letters, digits, . _ -)"
-            raise ReferenceError(msg)
-        if len(registry) + 1 + len(path) > _MAX_NAME:
-            msg = f"image reference {original!r}: name longer than {_MAX_NAME} characters"
-            raise ReferenceError(msg)
+            raise ImageReferenceError(msg)
+        if len(path) > _MAX_NAME:
+            msg = f"image reference {original!r}: repository path longer than {_MAX_NAME} characters"
+            raise ImageReferenceError(msg)
         if tag is None and digest is None and default_tag:
             tag = DEFAULT_TAG
         return cls(registry, path, tag, digest)

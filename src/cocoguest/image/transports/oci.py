@@ -269,3 +269,31 @@ class StagedBlob:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._path, target)
         self.stored = True
+
+
+class OciLayoutImageSource:
+    """An OCI layout as an :class:`~cocoguest.image.transports.base.ImageSource` (for ``pull oci:...``)."""
+
+    def __init__(self, reference: OciReference, limits: Limits = DEFAULT_LIMITS) -> None:
+        self._layout = OciLayoutSource(reference, limits)
+        self._limits = limits
+
+    def describe(self) -> str:
+        """``oci:PATH[:REF]``."""
+        return str(self._layout.reference)
+
+    def get_manifest(self, digest: Digest | None = None) -> tuple[bytes, str | None]:
+        """The manifest the reference names (verified against index.json), or the one with ``digest``."""
+        if digest is None:
+            desc = self._layout.manifest_descriptor()
+            what = f"{self.describe()}: manifest {desc.digest}"
+            return self._layout.read_verified(desc, self._limits.max_manifest_bytes, what), desc.media_type
+        path = blob_path(self._layout.root, digest)
+        return _read_capped(path, self._limits.max_manifest_bytes, f"{self.describe()}: manifest {digest}"), None
+
+    def open_blob(self, desc: Descriptor) -> BinaryIO:
+        """The blob file (unverified)."""
+        return self._layout.open_blob(desc.digest)
+
+    def close(self) -> None:
+        """Nothing to release."""

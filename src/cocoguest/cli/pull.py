@@ -1,0 +1,139 @@
+"""``cocoguest pull`` and ``cocoguest inspect``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import click
+
+from cocoguest.cli.copy import key_context
+from cocoguest.cli.progress import LayerProgressView
+from cocoguest.cli.settings import default_work_dir, environment
+from cocoguest.errors import ConfigError
+from cocoguest.image.auth import default_auth_files
+from cocoguest.image.certs import default_cert_dirs
+from cocoguest.image.platform import PlatformSpec
+from cocoguest.image.policy import InsecureAcceptAnything
+from cocoguest.image.pull import PullOptions, pull_image
+from cocoguest.image.registries import RegistriesConfig
+from cocoguest.image.sources import SourceSettings, open_source
+from cocoguest.ocicrypt import keyspecs
+
+_logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def source_settings(
+    registries_conf: str | None, auth_file: str | None, cert_dir: str | None, tls_verify: bool
+) -> SourceSettings:
+    """Registry settings from flags and the environment."""
+    env = environment()
+    if registries_conf:
+        registries = RegistriesConfig.load(Path(registries_conf), missing_ok=False)
+    else:
+        registries = RegistriesConfig.load(Path("/etc/containers/registries.conf"))
+    auth_files = [Path(auth_file)] if auth_file else default_auth_files(env, os.getuid())
+    return SourceSettings(
+        registries=registries,
+        auth_files=auth_files,
+        cert_dirs=default_cert_dirs(env),
+        flat_cert_dir=Path(cert_dir) if cert_dir else None,
+        tls_verify=tls_verify,
+        env=env,
+    )
+
+
+def registry_options(function: F) -> F:
+    """The registry flags shared by pull, inspect and copy."""
+    for option in reversed(
+        [
+            click.option("--registries-conf", type=click.Path(dir_okay=False), help="registries.conf (v2 subset)."),
+            click.option("--auth-file", type=click.Path(dir_okay=False), help="containers-auth.json."),
+            click.option(
+                "--cert-dir", type=click.Path(file_okay=False), help="Directory of *.crt CAs and *.cert/*.key pairs."
+            ),
+            click.option(
+                "--tls-verify", type=bool, default=True, show_default=True, help="Verify registry TLS certificates."
+            ),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+@click.command("pull")
+@click.argument("image")
+@click.argument("bundle_dir", type=click.Path(file_okay=False))
+@click.option("--work-dir", type=click.Path(file_okay=False), help="Layer store (default /var/lib/cocoguest as root).")
+@click.option("--insecure-policy", is_flag=True, help="Accept any image without signature verification (warns).")
+@click.option("--policy", "policy_file", type=str, help="containers-policy.json (arrives with signature verification).")
+@registry_options
+@click.option("--decryption-key", "decryption_keys", multiple=True, metavar="SPEC", help="Key for encrypted layers.")
+@click.option("--keyprovider-config", type=click.Path(dir_okay=False), help="ocicrypt key provider config.")
+@click.option("--platform", "platform_text", help="OS/ARCH[/VARIANT] (default: this machine).")
+@click.option("--max-concurrent-downloads", type=click.IntRange(1, 32), default=3, show_default=True)
+@click.option("--snapshotter", type=click.Choice(["auto", "overlay", "copy"]), default="auto", show_default=True)
+@click.option("--require-encryption", is_flag=True, help="Refuse images with any unencrypted layer.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, no summary.")
+def pull_command(
+    image: str,
+    bundle_dir: str,
+    work_dir: str | None,
+    insecure_policy: bool,
+    policy_file: str | None,
+    registries_conf: str | None,
+    auth_file: str | None,
+    cert_dir: str | None,
+    tls_verify: bool,
+    decryption_keys: tuple[str, ...],
+    keyprovider_config: str | None,
+    platform_text: str | None,
+    max_concurrent_downloads: int,
+    snapshotter: Literal["auto", "overlay", "copy"],
+    require_encryption: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Pull IMAGE (docker://host/repo:tag, host/repo@digest, oci:PATH[:REF]) into an OCI bundle at BUNDLE_DIR."""
+    if policy_file is not None:
+        msg = "--policy: signature policies are not supported yet; use --insecure-policy for now"
+        raise ConfigError(msg)
+    if not insecure_policy:
+        # SECURITY: no policy configured is an error, never an implicit accept-anything.
+        msg = "no signature policy configured: pass --insecure-policy to accept images without verification"
+        raise ConfigError(msg)
+    env = environment()
+    context = key_context(env, keyprovider_config)
+    unwrappers = keyspecs.decryption_unwrappers(keyspecs.split_specs(decryption_keys), context)
+    options = PullOptions(
+        work_dir=Path(work_dir) if work_dir else default_work_dir(env),
+        policy=InsecureAcceptAnything(),
+        unwrappers=unwrappers,
+        platform=PlatformSpec.parse(platform_text) if platform_text else PlatformSpec.running(),
+        max_concurrent=max_concurrent_downloads,
+        snapshotter=snapshotter,
+        require_encryption=require_encryption,
+    )
+    opened = open_source(image, source_settings(registries_conf, auth_file, cert_dir, tls_verify))
+    view = LayerProgressView(enabled=sys.stderr.isatty() and not quiet and not as_json)
+    try:
+        result = pull_image(opened, Path(bundle_dir), options, view.update if view.enabled else None)
+    finally:
+        view.close()
+        opened.source.close()
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    elif not quiet:
+        for outcome in result.layers:
+            state = "pulled" if outcome.downloaded else "cached"
+            click.echo(f"layer {outcome.job.index}: {state:<6} {outcome.job.descriptor.digest}")
+        click.echo(f"manifest {result.manifest_digest}")
+        click.echo(f"bundle   {result.bundle} ({result.snapshotter})")

@@ -1,0 +1,213 @@
+"""Write an OCI runtime bundle: ``BUNDLE/rootfs`` (overlay mount or merged copy) and ``BUNDLE/config.json``.
+
+Steps (DESIGN.md §2 step 6):
+
+1. Check the image config (a dry-run conversion) before anything is created, so a malformed config or an
+   image without a command costs no mount or copy.
+2. Refuse an existing non-empty bundle directory; create the bundle (and missing parents) otherwise.
+3. ``rootfs``: overlay mount of the layer dirs (``overlay``), a merged copy by the caller's ``merge``
+   (``copy``), or overlay with a logged fallback to copy when the kernel refuses (``auto``).
+4. Resolve ``Config.User`` against the new rootfs (``users.resolve_user``, symlink-safe).
+5. Write ``config.json`` (indent 2) to a temporary file in the bundle and rename it into place.
+
+Invariants:
+    * An existing non-empty bundle is never touched: the refusal happens before any write.
+    * ``config.json`` appears complete or not at all (temp file + ``rename``), and only after the rootfs.
+    * On any failure (also KeyboardInterrupt) the rootfs is unmounted if it was mounted, and everything this
+      call created is removed: the bundle's contents, the bundle dir and parents it created (a pre-existing
+      empty bundle dir is left as it was), and the overlay upper/work dirs. A rootfs that cannot be unmounted
+      is left in place rather than deleted through the mount.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from cocoguest.errors import ConfigError, TransportError, UnsupportedError
+from cocoguest.image.bundle.rootfs import UPPER_DIR, WORK_DIR, mount_overlay, unmount
+from cocoguest.image.bundle.runtime_config import ProcessUser, config_user, runtime_config
+from cocoguest.image.bundle.users import resolve_user
+
+_logger = logging.getLogger(__name__)
+
+ROOTFS_DIR: Final = "rootfs"
+CONFIG_FILE: Final = "config.json"
+
+Snapshotter = Literal["overlay", "copy", "auto"]
+
+
+@dataclass(frozen=True, slots=True)
+class BundleResult:
+    """A written bundle.
+
+    Attributes:
+        bundle: The bundle directory.
+        rootfs: ``bundle/rootfs``.
+        snapshotter: How the rootfs was made (``auto`` resolves to one of the two).
+        config: The runtime config written to ``config.json``.
+    """
+
+    bundle: Path
+    rootfs: Path
+    snapshotter: Literal["overlay", "copy"]
+    config: dict[str, object]
+
+
+class _Undo:
+    """What ``write_bundle`` created, to remove on failure (in reverse order)."""
+
+    def __init__(self) -> None:
+        self.mounted: Path | None = None
+        self.paths: list[Path] = []  # files and dirs we created, parents before children
+
+    def run(self) -> None:
+        if self.mounted is not None:
+            try:
+                unmount(self.mounted)
+            except TransportError:
+                _logger.exception("bundle cleanup: cannot unmount %s; leaving it in place", self.mounted)
+                return
+            self.mounted = None
+        for path in reversed(self.paths):
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+            except OSError:
+                _logger.exception("bundle cleanup: cannot remove %s", path)
+
+
+def _prepare_bundle_dir(bundle: Path, undo: _Undo) -> None:
+    """Create ``bundle`` (and missing parents), or accept an existing empty directory.
+
+    Raises:
+        ConfigError: the bundle exists and is not an empty directory.
+        TransportError: it cannot be created.
+    """
+    try:
+        if bundle.is_dir():
+            if any(bundle.iterdir()):
+                msg = f"bundle {bundle}: directory exists and is not empty"
+                raise ConfigError(msg)
+            return
+        if bundle.exists() or bundle.is_symlink():
+            msg = f"bundle {bundle}: exists and is not a directory"
+            raise ConfigError(msg)
+        missing = [bundle]
+        missing.extend(parent for parent in bundle.parents if not parent.exists())
+        for directory in reversed(missing):
+            directory.mkdir(mode=0o755)
+            undo.paths.append(directory)
+    except OSError as e:
+        msg = f"bundle {bundle}: cannot create: {e.strerror}"
+        raise TransportError(msg) from e
+
+
+def _overlay_dirs(work_root: Path, undo: _Undo) -> None:
+    """Register the overlay dirs ``mount_overlay`` will create under ``work_root`` for cleanup."""
+    if not work_root.exists():
+        undo.paths.append(work_root)
+        return
+    for name in (UPPER_DIR, WORK_DIR):
+        if not (work_root / name).exists():
+            undo.paths.append(work_root / name)
+
+
+def _write_config(bundle: Path, config: dict[str, object], undo: _Undo) -> None:
+    data = (json.dumps(config, indent=2) + "\n").encode()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{CONFIG_FILE}.", suffix=".tmp", dir=bundle)
+    tmp = Path(tmp_name)
+    undo.paths.append(tmp)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            os.fchmod(stream.fileno(), 0o644)
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        final = bundle / CONFIG_FILE
+        undo.paths.append(final)
+        tmp.replace(final)
+    except OSError as e:
+        msg = f"bundle {bundle}: cannot write {CONFIG_FILE}: {e.strerror}"
+        raise TransportError(msg) from e
+
+
+def write_bundle(
+    bundle: Path,
+    layer_dirs: Sequence[Path],
+    image_config: Mapping[str, object],
+    *,
+    snapshotter: Snapshotter,
+    work_root: Path,
+    merge: Callable[[Sequence[Path], Path], None],
+    annotations: Mapping[str, str] | None = None,
+) -> BundleResult:
+    """Create an OCI runtime bundle from stored layer directories and an image config.
+
+    Args:
+        bundle: The bundle directory: must not exist, or be an empty directory.
+        layer_dirs: The unpacked layer directories, lowest (base) layer first.
+        image_config: The parsed image config JSON (untrusted).
+        snapshotter: ``overlay``, ``copy``, or ``auto`` (overlay, else copy).
+        work_root: Per-bundle directory for the overlay upper and work dirs.
+        merge: Merges layer dirs (lowest first) into an existing empty directory, applying whiteouts.
+        annotations: Extra annotations for ``config.json`` (they win over labels).
+
+    Returns:
+        The bundle, its rootfs, the snapshotter used and the runtime config.
+
+    Raises:
+        ConfigError: the bundle exists and is not empty; unknown image user or group.
+        ProtocolError: the image config is malformed or has no command.
+        UnsupportedError: ``overlay`` was requested and is not available; the image OS is not Linux.
+        TransportError: a filesystem operation failed.
+    """
+    # (1) check the config before doing anything expensive or visible.
+    user_spec = config_user(image_config)
+    runtime_config(image_config, ProcessUser(0, 0, (0,), None), annotations=annotations)
+
+    undo = _Undo()
+    try:
+        # (2) the bundle directory.
+        _prepare_bundle_dir(bundle, undo)
+        rootfs = bundle / ROOTFS_DIR
+        try:
+            rootfs.mkdir(mode=0o755)
+        except OSError as e:
+            msg = f"bundle {bundle}: cannot create {ROOTFS_DIR}: {e.strerror}"
+            raise TransportError(msg) from e
+        undo.paths.append(rootfs)
+
+        # (3) the rootfs.
+        used: Literal["overlay", "copy"] = "copy"
+        if snapshotter in {"overlay", "auto"}:
+            _overlay_dirs(work_root, undo)
+            try:
+                mount_overlay(layer_dirs, rootfs, work_root)
+                undo.mounted = rootfs
+                used = "overlay"
+            except UnsupportedError as e:
+                if snapshotter == "overlay":
+                    raise
+                _logger.info("bundle %s: overlay unavailable (%s); falling back to a merged copy", bundle, e)
+        if used == "copy":
+            merge(layer_dirs, rootfs)
+
+        # (4) the user, resolved inside the new rootfs; (5) config.json, atomically.
+        user = resolve_user(user_spec, rootfs)
+        config = runtime_config(image_config, user, annotations=annotations)
+        _write_config(bundle, config, undo)
+    except BaseException:
+        undo.run()
+        raise
+    _logger.info("bundle %s written (%s rootfs)", bundle, used)
+    return BundleResult(bundle=bundle, rootfs=rootfs, snapshotter=used, config=config)

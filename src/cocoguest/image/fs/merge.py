@@ -1,0 +1,299 @@
+"""The copy snapshotter: merge overlay-form layer directories into one plain directory tree.
+
+The result is what an overlayfs mount of the layers would show (lowest layer first in ``layer_dirs``):
+whiteouts delete, opaque directories (``<prefix>overlay.opaque="y"``) hide lower content, a directory
+replaces a lower non-directory and vice versa, and the top-most layer's metadata wins for directories
+present in several layers.
+
+Invariants:
+    * Every path of ``target`` is reached from its fd component by component with ``O_NOFOLLOW``; no symlink
+      (from any layer) is ever followed, in the layers or in ``target``.
+    * Type, mode (special bits included), ownership (when root), mtime and xattrs are preserved; overlay xattrs
+      (``trusted.overlay.*``, ``user.overlay.*``) are not copied. Directory modes and mtimes are set last,
+      deepest first.
+    * Hardlinks within one layer stay hardlinks; file data is shared by reflink where the filesystem can,
+      else copied in the kernel (``copy_file_range``) segment by segment, keeping holes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from cocoguest.errors import TransportError
+from cocoguest.image.fs.safe_ops import (
+    DIR_FLAGS,
+    Components,
+    DirCache,
+    NotADirectoryInPathError,
+    lstat_at,
+    open_dir_at,
+    opened,
+    proc_fd_path,
+    remove_at,
+)
+from cocoguest.image.fs.unpack import OVERLAY_XATTR_PREFIXES, WhiteoutFormat
+from cocoguest.limits import DEFAULT_LIMITS
+
+_logger = logging.getLogger(__name__)
+
+_FICLONE: Final = 0x40049409  # linux/fs.h _IOW(0x94, 9, int)
+_FILE_CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NO_FAST_COPY: Final = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTTY, errno.EBADF})
+_XATTR_SKIP_ERRNOS: Final = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EINVAL})
+
+
+def merge_layers(layer_dirs: Sequence[Path], target: Path, *, what: str, whiteouts: WhiteoutFormat) -> None:
+    """Apply the overlay-form ``layer_dirs`` (lowest first) onto ``target``.
+
+    Args:
+        layer_dirs: Layer directories written by :func:`~cocoguest.image.fs.unpack.unpack_layer`.
+        target: An existing, empty directory (the bundle's rootfs).
+        what: Names the image in errors.
+        whiteouts: The whiteout format the layers were unpacked with.
+
+    Raises:
+        TransportError: a filesystem operation failed (names the layer and path).
+        ValueError: ``target`` is not empty.
+    """
+    target_fd = os.open(target, DIR_FLAGS)
+    if os.listdir(target_fd):
+        os.close(target_fd)
+        msg = f"merge target {target} is not empty"
+        raise ValueError(msg)
+    merger = _Merger(DirCache(target_fd), fmt=whiteouts)
+    try:
+        for layer in layer_dirs:
+            try:
+                with opened(os.open(layer, DIR_FLAGS)) as layer_fd:
+                    merger.merge_layer(layer_fd)
+            except OSError as e:
+                path = "/".join(merger.current) or "."
+                msg = f"{what}: merging layer {layer.name}: {path}: {e.strerror or e}"
+                raise TransportError(msg) from e
+        merger.finish()
+    except OSError as e:
+        msg = f"{what}: merging layers: {e.strerror or e}"
+        raise TransportError(msg) from e
+    finally:
+        merger.cache.close()
+
+
+class _Merger:
+    def __init__(self, cache: DirCache, *, fmt: WhiteoutFormat) -> None:
+        self.cache = cache
+        self.fmt = fmt
+        self.is_root = os.geteuid() == 0
+        self.dir_meta: dict[Components, tuple[int, int]] = {}  # mode, mtime_ns
+        self.try_reflink = True
+        self.current: Components = ()
+
+    def merge_layer(self, layer_fd: int) -> None:
+        links: dict[tuple[int, int], Components] = {}
+        root_st = os.fstat(layer_fd)
+        if self._is_opaque(layer_fd):
+            self._clear(self.cache.root_fd, ())
+        self._dir_metadata(layer_fd, self.cache.root_fd, (), root_st)
+        # Iterative walk: (fd of the layer directory, its components); fds are closed when popped.
+        stack: list[tuple[int, Components]] = [(os.dup(layer_fd), ())]
+        try:
+            while stack:
+                src_fd, components = stack.pop()
+                try:
+                    with os.scandir(src_fd) as it:
+                        names = sorted(entry.name for entry in it)
+                    for name in names:
+                        child = self._entry(src_fd, components, name, links)
+                        if child is not None:
+                            stack.append(child)
+                finally:
+                    os.close(src_fd)
+        finally:
+            for fd, _ in stack:
+                os.close(fd)
+
+    def _is_opaque(self, dir_fd: int) -> bool:
+        try:
+            return os.getxattr(dir_fd, self.fmt.opaque_xattr) == b"y"
+        except OSError:
+            return False
+
+    def _clear(self, dir_fd: int, components: Components) -> None:
+        with os.scandir(dir_fd) as it:
+            names = [entry.name for entry in it]
+        for name in names:
+            self.cache.invalidate((*components, name))
+            remove_at(dir_fd, name)
+
+    def _remove(self, parent_fd: int, components: Components) -> None:
+        self.cache.invalidate(components)
+        remove_at(parent_fd, components[-1])
+
+    def _entry(
+        self, src_fd: int, parent: Components, name: str, links: dict[tuple[int, int], Components]
+    ) -> tuple[int, Components] | None:
+        components = (*parent, name)
+        self.current = components
+        st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
+        dst_parent = self.cache.dir_fd(parent)
+        existing = lstat_at(dst_parent, name)
+        if self.fmt.is_whiteout(src_fd, name, st):
+            if existing is not None:
+                self._remove(dst_parent, components)
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            child_src = open_dir_at(src_fd, name)
+            try:
+                if existing is not None and (not stat.S_ISDIR(existing.st_mode) or self._is_opaque(child_src)):
+                    self._remove(dst_parent, components)
+                    existing = None
+                if existing is None:
+                    os.mkdir(name, 0o700, dir_fd=dst_parent)
+                self._dir_metadata(child_src, self.cache.dir_fd(components), components, st)
+            except BaseException:
+                os.close(child_src)
+                raise
+            return child_src, components
+        if existing is not None:
+            self._remove(dst_parent, components)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            first = links.get(key)
+            if first is not None:
+                with opened(os.dup(dst_parent)) as dst_dup:
+                    src_parent = self.cache.dir_fd(first[:-1])
+                    os.link(first[-1], name, src_dir_fd=src_parent, dst_dir_fd=dst_dup, follow_symlinks=False)
+                return None
+            links[key] = components
+        self._copy_node(src_fd, dst_parent, name, st)
+        return None
+
+    def _dir_metadata(self, src_fd: int, dst_fd: int, components: Components, st: os.stat_result) -> None:
+        if self.is_root:
+            os.fchown(dst_fd, st.st_uid, st.st_gid)
+        self._copy_xattrs(src_fd, dst_fd, replace=True)
+        self.dir_meta[components] = (stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+
+    def _copy_xattrs(self, src_ref: int | str, dst_ref: int | str, *, replace: bool) -> None:
+        """Copy non-overlay xattrs between two fds, or two paths acted on without following a symlink."""
+        follow = isinstance(src_ref, int)  # fds cannot be combined with follow_symlinks=False
+        try:
+            names = os.listxattr(src_ref, follow_symlinks=follow)
+        except OSError as e:
+            if e.errno in _XATTR_SKIP_ERRNOS:
+                return
+            raise
+        wanted = {n for n in names if not n.startswith(OVERLAY_XATTR_PREFIXES)}
+        if replace:
+            for old in os.listxattr(dst_ref, follow_symlinks=follow):
+                if old not in wanted and not old.startswith(OVERLAY_XATTR_PREFIXES):
+                    os.removexattr(dst_ref, old, follow_symlinks=follow)
+        for key in sorted(wanted):
+            try:
+                os.setxattr(dst_ref, key, os.getxattr(src_ref, key, follow_symlinks=follow), follow_symlinks=follow)
+            except OSError as e:
+                if e.errno not in _XATTR_SKIP_ERRNOS:
+                    raise
+                _logger.debug("xattr %s not copied to %s: %s", key, "/".join(self.current), e.strerror)
+
+    def _copy_node(self, src_parent: int, dst_parent: int, name: str, st: os.stat_result) -> None:
+        mode = stat.S_IMODE(st.st_mode)
+        ns = (st.st_atime_ns, st.st_mtime_ns)
+        if stat.S_ISREG(st.st_mode):
+            with (
+                opened(os.open(name, _FILE_READ, dir_fd=src_parent)) as src,
+                opened(os.open(name, _FILE_CREATE, 0o600, dir_fd=dst_parent)) as dst,
+            ):
+                self._copy_data(src, dst, st.st_size)
+                if self.is_root:
+                    os.fchown(dst, st.st_uid, st.st_gid)  # before xattrs: chown drops security.capability
+                self._copy_xattrs(src, dst, replace=False)
+                os.fchmod(dst, mode)  # after chown, which clears setuid/setgid
+                os.utime(dst, ns=ns)
+            return
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(name, dir_fd=src_parent), name, dir_fd=dst_parent)
+        elif stat.S_ISFIFO(st.st_mode):
+            os.mkfifo(name, 0o600, dir_fd=dst_parent)
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            try:
+                os.mknod(name, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev, dir_fd=dst_parent)
+            except PermissionError:
+                _logger.warning("device %s not copied: mknod not permitted", "/".join(self.current))
+                return
+        else:
+            _logger.warning("%s not copied: unsupported file type", "/".join(self.current))
+            return
+        if self.is_root:
+            os.chown(name, st.st_uid, st.st_gid, dir_fd=dst_parent, follow_symlinks=False)
+        self._copy_xattrs(proc_fd_path(src_parent, name), proc_fd_path(dst_parent, name), replace=False)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(name, mode, dir_fd=dst_parent, follow_symlinks=False)
+        os.utime(name, ns=ns, dir_fd=dst_parent, follow_symlinks=False)
+
+    def _copy_data(self, src: int, dst: int, size: int) -> None:
+        if size == 0:
+            return
+        if self.try_reflink:
+            try:
+                fcntl.ioctl(dst, _FICLONE, src)
+            except OSError as e:
+                if e.errno not in _NO_FAST_COPY:
+                    raise
+                self.try_reflink = False
+            else:
+                return
+        offset = 0
+        while offset < size:
+            try:
+                data = os.lseek(src, offset, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:
+                    break  # only a hole is left
+                data = offset
+                hole = size
+            else:
+                hole = os.lseek(src, data, os.SEEK_HOLE)
+            _copy_range(src, dst, data, min(hole, size) - data)
+            offset = hole
+        os.ftruncate(dst, size)
+
+    def finish(self) -> None:
+        for components, (mode, mtime_ns) in sorted(self.dir_meta.items(), key=lambda item: -len(item[0])):
+            self.current = components
+            try:
+                fd = self.cache.dir_fd(components)
+            except (FileNotFoundError, NotADirectoryInPathError):
+                continue  # removed or replaced by a later layer
+            os.fchmod(fd, mode)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+
+
+def _copy_range(src: int, dst: int, position: int, length: int) -> None:
+    end = position + length
+    try:
+        while position < end:
+            copied = os.copy_file_range(src, dst, end - position, position, position)
+            if copied == 0:
+                return  # the source shrank
+            position += copied
+    except OSError as e:
+        if e.errno not in _NO_FAST_COPY:
+            raise
+        chunk = DEFAULT_LIMITS.stream_chunk_bytes
+        while position < end:
+            data = os.pread(src, min(chunk, end - position), position)
+            if not data:
+                return
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(dst, view, position)
+                position += written
+                view = view[written:]

@@ -1,0 +1,610 @@
+"""A streaming, tolerant, bounded reader of untrusted tar archives (layer tars).
+
+The reader parses 512-byte headers itself (ustar, GNU and PAX), so that its tolerance is explicit and tested
+rather than inherited: it never creates a file, it only yields :class:`TarEntry` values and the stored data of
+the current entry, in chunks.
+
+Invariants:
+    * Memory is bounded: an entry's data is handed out in chunks of at most ``limits.stream_chunk_bytes``;
+      PAX headers, GNU long names and sparse maps are capped (:class:`TarLimits`), and so is the number of
+      headers.
+    * Every header's checksum is verified; numbers are octal or base-256 (GNU); a malformed or truncated
+      archive raises :class:`~cocoguest.errors.ProtocolError` naming the layer (``what``) and the entry.
+    * Tolerance, as Go's archive/tar (umoci, containerd) has it: an archive may end without end-of-archive
+      blocks, after a single zero block, or without the padding of its last member's data. EOF inside a
+      header or inside member data is a truncation error.
+    * :meth:`TarStream.drain` reads the underlying stream to EOF, so that the caller's digest of the whole
+      stream (diff_id) and every end-of-stream check below it fire.
+    * Names are returned raw (``unsafe_name``, ``unsafe_linkname``): this module makes no path decision.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Final
+
+from cocoguest.errors import ProtocolError
+from cocoguest.limits import DEFAULT_LIMITS, KiB, Limits, MiB
+
+BLOCK: Final = 512
+_ZERO_BLOCK: Final = bytes(BLOCK)
+_READ_AHEAD: Final = 64 * KiB
+
+# Limits not (yet) in cocoguest.limits.Limits: read from it when present, else these defaults.
+MAX_TAR_ENTRIES: Final = 1_000_000
+"""Headers (entries plus PAX/GNU meta headers) in one layer; large distro images have ~100k entries."""
+MAX_TAR_NAME_BYTES: Final = 4096
+"""A member name or link name (PATH_MAX)."""
+MAX_TAR_PAX_HEADER_BYTES: Final = 1 * MiB
+"""One PAX or GNU long-name header's data (Go's archive/tar uses 1 MiB)."""
+MAX_TAR_SPARSE_SEGMENTS: Final = 65536
+"""Data segments in one sparse file's map."""
+MAX_TAR_FILE_REAL_BYTES: Final = 1 << 40
+"""Apparent size of one (sparse) file: 1 TiB."""
+
+
+@dataclass(frozen=True, slots=True)
+class TarLimits:
+    """The tar-specific caps, taken from a :class:`Limits` (fields ``max_tar_*``) or the module defaults."""
+
+    max_entries: int = MAX_TAR_ENTRIES
+    max_name_bytes: int = MAX_TAR_NAME_BYTES
+    max_pax_header_bytes: int = MAX_TAR_PAX_HEADER_BYTES
+    max_sparse_segments: int = MAX_TAR_SPARSE_SEGMENTS
+    max_file_real_bytes: int = MAX_TAR_FILE_REAL_BYTES
+    chunk_bytes: int = DEFAULT_LIMITS.stream_chunk_bytes
+
+    @classmethod
+    def from_limits(cls, limits: Limits) -> TarLimits:
+        """Read ``max_tar_entries`` etc. from ``limits`` when it has them (forward compatible)."""
+
+        def pick(name: str, default: int) -> int:
+            value = getattr(limits, name, default)
+            return value if isinstance(value, int) else default
+
+        return cls(
+            max_entries=pick("max_tar_entries", MAX_TAR_ENTRIES),
+            max_name_bytes=pick("max_tar_name_bytes", MAX_TAR_NAME_BYTES),
+            max_pax_header_bytes=pick("max_tar_pax_header_bytes", MAX_TAR_PAX_HEADER_BYTES),
+            max_sparse_segments=pick("max_tar_sparse_segments", MAX_TAR_SPARSE_SEGMENTS),
+            max_file_real_bytes=pick("max_tar_file_real_bytes", MAX_TAR_FILE_REAL_BYTES),
+            chunk_bytes=max(BLOCK, limits.stream_chunk_bytes),
+        )
+
+
+class EntryType(enum.Enum):
+    """The kinds of filesystem entries a layer tar can carry."""
+
+    FILE = "file"
+    HARDLINK = "hardlink"
+    SYMLINK = "symlink"
+    CHAR = "char"
+    BLOCK = "block"
+    DIR = "dir"
+    FIFO = "fifo"
+
+
+_TYPEFLAGS: Final = {
+    b"0": EntryType.FILE,
+    b"\0": EntryType.FILE,
+    b"7": EntryType.FILE,  # contiguous file: a regular file everywhere that matters
+    b"1": EntryType.HARDLINK,
+    b"2": EntryType.SYMLINK,
+    b"3": EntryType.CHAR,
+    b"4": EntryType.BLOCK,
+    b"5": EntryType.DIR,
+    b"D": EntryType.DIR,  # GNU dumpdir: a directory whose data (a name list) is skipped
+    b"6": EntryType.FIFO,
+    b"S": EntryType.FILE,  # old GNU sparse file
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TarEntry:
+    """One archive member, with PAX/GNU extensions applied. Names are raw archive bytes decoded with
+    ``os.fsdecode`` semantics (UTF-8, surrogateescape) and must be sanitized before use.
+
+    Attributes:
+        unsafe_name: The member name as stored (may be absolute, contain ``..``, ...).
+        type: The entry kind.
+        mode: Permission and special bits (``0o7777`` mask).
+        uid: Owner uid.
+        gid: Owner gid.
+        mtime_ns: Modification time in nanoseconds since the epoch.
+        size: The file's real (apparent) size for regular files; 0 for other kinds.
+        stored_size: Bytes of data stored in the archive for this entry (after any sparse map).
+        unsafe_linkname: Symlink target or hardlink target name; empty for other kinds.
+        devmajor: Device major number (char/block devices).
+        devminor: Device minor number.
+        untrusted_xattrs: Extended attributes from PAX ``SCHILY.xattr.*`` records, in archive order.
+        sparse_map: ``(offset, length)`` data segments of a sparse file (holes elsewhere), or ``None``.
+    """
+
+    unsafe_name: str
+    type: EntryType
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    size: int
+    stored_size: int
+    unsafe_linkname: str
+    devmajor: int
+    devminor: int
+    untrusted_xattrs: tuple[tuple[str, bytes], ...]
+    sparse_map: tuple[tuple[int, int], ...] | None
+
+
+@dataclass(slots=True)
+class _Meta:
+    """Extensions collected from meta headers for the next entry."""
+
+    long_name: bytes | None = None
+    long_link: bytes | None = None
+    pax: dict[str, bytes] = field(default_factory=dict)
+    pax_sparse: list[int] = field(default_factory=list)
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _cstr(field: bytes) -> bytes:
+    end = field.find(b"\0")
+    return field if end < 0 else field[:end]
+
+
+class TarStream:
+    """Iterate the entries of an uncompressed tar stream; read each entry's data in chunks.
+
+    Usage::
+
+        tar = TarStream(untrusted_stream, what="layer sha256:..")
+        for entry in tar:
+            for chunk in tar.data_chunks():   # optional; unread data is skipped
+                ...
+        tar.drain()
+    """
+
+    def __init__(
+        self,
+        untrusted_stream: BinaryIO,
+        *,
+        what: str,
+        limits: Limits = DEFAULT_LIMITS,
+        tar_limits: TarLimits | None = None,
+    ) -> None:
+        """Wrap ``untrusted_stream`` (read with ``read(n)`` only).
+
+        Args:
+            untrusted_stream: The uncompressed archive bytes.
+            what: Names the layer in error messages.
+            limits: Chunk size and tar caps.
+            tar_limits: Overrides the tar caps taken from ``limits``.
+        """
+        self._raw = untrusted_stream
+        self._what = what
+        self._limits = tar_limits if tar_limits is not None else TarLimits.from_limits(limits)
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self._offset = 0  # bytes consumed from the archive so far
+        self._remaining = 0  # stored data bytes of the current entry not yet consumed
+        self._padding = 0  # padding bytes after the current entry's data
+        self._current = ""
+        self._headers = 0
+        self._ended = False
+        self._global_pax: dict[str, bytes] = {}
+
+    # -- low-level input --------------------------------------------------------------------------------------
+
+    def _read(self, n: int) -> bytes:
+        """Up to ``n`` bytes (fewer only at EOF)."""
+        if self._pos < len(self._buf):
+            out = self._buf[self._pos : self._pos + n]
+            self._pos += len(out)
+            if len(out) == n:
+                self._offset += n
+                return out
+            parts = [out]
+            need = n - len(out)
+        else:
+            parts = []
+            need = n
+        while need > 0 and not self._eof:
+            want = max(need, _READ_AHEAD)
+            data = self._raw.read(want)
+            if not data:
+                self._eof = True
+                break
+            if len(data) > need:
+                parts.append(data[:need])
+                self._buf = data
+                self._pos = need
+                need = 0
+            else:
+                parts.append(data)
+                self._buf = b""
+                self._pos = 0
+                need -= len(data)
+        out = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._offset += len(out)
+        return out
+
+    def _error(self, message: str) -> ProtocolError:
+        where = f" entry {self._current!r}" if self._current else ""
+        return ProtocolError(f"{self._what}: malformed tar at byte {self._offset}{where}: {message}")
+
+    def _read_exact(self, n: int, what: str) -> bytes:
+        data = self._read(n)
+        if len(data) != n:
+            raise self._error(f"truncated {what}")
+        return data
+
+    def _skip(self, n: int, *, allow_eof: bool) -> None:
+        while n > 0:
+            got = len(self._read(min(n, self._limits.chunk_bytes)))
+            if got == 0:
+                if allow_eof:
+                    return
+                raise self._error("truncated entry data")
+            n -= got
+
+    # -- entry data -------------------------------------------------------------------------------------------
+
+    def data_chunks(self) -> Iterator[bytes]:
+        """The current entry's remaining stored data, in chunks of at most ``limits.stream_chunk_bytes``.
+
+        Raises:
+            ProtocolError: the archive ends inside the data.
+        """
+        while self._remaining > 0:
+            data = self._read(min(self._remaining, self._limits.chunk_bytes))
+            if not data:
+                raise self._error("truncated entry data")
+            self._remaining -= len(data)
+            yield data
+
+    def _finish_entry(self) -> None:
+        """Skip the rest of the current entry's data and its padding (EOF in the padding is tolerated)."""
+        if self._remaining:
+            self._skip(self._remaining, allow_eof=False)
+            self._remaining = 0
+        if self._padding:
+            # Tolerance: Go's tar.Writer writes a member's padding only at the next header or Close, so an
+            # archive whose writer was never closed (umoci) ends without it.
+            self._skip(self._padding, allow_eof=True)
+            self._padding = 0
+
+    def _read_meta_data(self, size: int, kind: str) -> bytes:
+        if size > self._limits.max_pax_header_bytes:
+            raise self._error(f"{kind} header of {size} bytes exceeds {self._limits.max_pax_header_bytes}")
+        data = self._read_exact(size, f"{kind} header")
+        self._skip(-size % BLOCK, allow_eof=False)
+        return data
+
+    # -- headers ----------------------------------------------------------------------------------------------
+
+    def _number(self, field: bytes, name: str) -> int:
+        if field and field[0] & 0x80:
+            # GNU base-256: big-endian two's complement with the top bit of the first byte as a marker.
+            value = int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+            if field[0] & 0x40:
+                value -= 1 << (8 * len(field) - 1)
+            return value
+        text = field.replace(b"\0", b" ").strip()
+        if not text:
+            return 0
+        try:
+            return int(text, 8)
+        except ValueError as e:
+            raise self._error(f"bad octal {name} field {text!r}") from e
+
+    def _checksum_ok(self, block: bytes) -> bool:
+        stored_field = block[148:156]
+        try:
+            stored = self._number(stored_field, "checksum")
+        except ProtocolError:
+            return False
+        unsigned = sum(block[:148]) + 8 * 0x20 + sum(block[156:])
+        if stored == unsigned:
+            return True
+        signed = sum((b ^ 0x80) - 0x80 for b in block[:148] + block[156:]) + 8 * 0x20
+        return stored == signed
+
+    def _parse_pax(self, data: bytes, into: dict[str, bytes], sparse: list[int]) -> None:
+        pos = 0
+        while pos < len(data):
+            if data[pos:].strip(b"\0") == b"":
+                break  # trailing NUL padding inside the declared size
+            space = data.find(b" ", pos)
+            if space < 0:
+                raise self._error("bad PAX record (no length)")
+            try:
+                length = int(data[pos:space])
+            except ValueError as e:
+                raise self._error("bad PAX record length") from e
+            end = pos + length
+            if length <= space - pos + 1 or end > len(data) or data[end - 1 : end] != b"\n":
+                raise self._error("bad PAX record")
+            key_raw, eq, value = data[space + 1 : end - 1].partition(b"=")
+            if not eq:
+                raise self._error("bad PAX record (no '=')")
+            key = key_raw.decode("utf-8", "surrogateescape")
+            if key in ("GNU.sparse.offset", "GNU.sparse.numbytes"):
+                # PAX sparse 0.0: repeated keys whose order is the map.
+                sparse.append(self._pax_int(value, key))
+            else:
+                into[key] = value
+            pos = end
+
+    def _pax_int(self, value: bytes, key: str) -> int:
+        try:
+            return int(value.decode("ascii"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise self._error(f"bad PAX {key} value") from e
+
+    def _pax_mtime_ns(self, value: bytes) -> int:
+        text = value.decode("ascii", "replace").strip()
+        whole, _, frac = text.partition(".")
+        try:
+            sign = -1 if whole.startswith("-") else 1
+            seconds = int(whole)
+            nanos = int((frac + "000000000")[:9]) if frac else 0
+        except ValueError as e:
+            raise self._error("bad PAX mtime") from e
+        return seconds * 1_000_000_000 + sign * nanos
+
+    def _check_name(self, name: bytes, kind: str) -> None:
+        if len(name) > self._limits.max_name_bytes:
+            raise self._error(f"{kind} of {len(name)} bytes exceeds {self._limits.max_name_bytes}")
+        if b"\0" in name:
+            raise self._error(f"{kind} contains a NUL byte")
+
+    def _sparse_pairs(self, numbers: list[int], kind: str) -> list[tuple[int, int]]:
+        if len(numbers) % 2:
+            raise self._error(f"odd {kind} sparse map")
+        if len(numbers) // 2 > self._limits.max_sparse_segments:
+            raise self._error(f"sparse map exceeds {self._limits.max_sparse_segments} segments")
+        return [(numbers[i], numbers[i + 1]) for i in range(0, len(numbers), 2)]
+
+    def _old_gnu_sparse(self, header: bytes) -> tuple[list[tuple[int, int]], int]:
+        numbers: list[int] = []
+
+        def take(area: bytes, count: int) -> None:
+            for i in range(count):
+                offset_field = area[i * 24 : i * 24 + 12]
+                if offset_field.strip(b"\0") == b"":
+                    continue
+                numbers.append(self._number(offset_field, "sparse offset"))
+                numbers.append(self._number(area[i * 24 + 12 : i * 24 + 24], "sparse length"))
+
+        take(header[386:482], 4)
+        extended = header[482]
+        real_size = self._number(header[483:495], "sparse real size")
+        while extended:
+            block = self._read_exact(BLOCK, "GNU sparse extension header")
+            take(block[:504], 21)
+            extended = block[504]
+            if len(numbers) // 2 > self._limits.max_sparse_segments:
+                raise self._error(f"sparse map exceeds {self._limits.max_sparse_segments} segments")
+        return self._sparse_pairs(numbers, "GNU"), real_size
+
+    def _sparse_1_0_map(self, stored: int) -> tuple[list[tuple[int, int]], int]:
+        """Read the PAX sparse 1.0 map at the start of the data; return it and the bytes it used."""
+        numbers: list[int] = []
+        used = 0
+        pending = b""
+        count: int | None = None
+        while count is None or len(numbers) < 2 * count:
+            if used + BLOCK > stored:
+                raise self._error("truncated PAX sparse 1.0 map")
+            block = self._read_exact(BLOCK, "PAX sparse 1.0 map")
+            used += BLOCK
+            lines = (pending + block).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                if count is not None and len(numbers) >= 2 * count:
+                    break
+                try:
+                    value = int(line)
+                except ValueError as e:
+                    raise self._error("bad PAX sparse 1.0 map") from e
+                if count is None:
+                    if not 0 <= value <= self._limits.max_sparse_segments:
+                        raise self._error(f"sparse map exceeds {self._limits.max_sparse_segments} segments")
+                    count = value
+                else:
+                    numbers.append(value)
+            complete = count is not None and len(numbers) >= 2 * count
+            if not complete and len(pending) > 64:  # a number cannot be that long
+                raise self._error("bad PAX sparse 1.0 map")
+        return self._sparse_pairs(numbers, "PAX 1.0"), used
+
+    def __iter__(self) -> Iterator[TarEntry]:
+        """Yield entries until the end of the archive (see the module invariants for what counts as one).
+
+        Raises:
+            ProtocolError: a malformed, truncated or over-limit archive.
+        """
+        meta = _Meta()
+        while True:
+            self._finish_entry()
+            self._current = ""
+            header = self._read(BLOCK)
+            if len(header) < BLOCK:
+                if header.strip(b"\0"):
+                    raise self._error("truncated header")
+                break  # EOF at (or zero bytes before) a header boundary: an archive without EOF blocks
+            if header == _ZERO_BLOCK:
+                following = self._read(BLOCK)
+                if following and following.strip(b"\0"):
+                    raise self._error("a lone zero block followed by data")
+                break
+            self._headers += 1
+            if self._headers > self._limits.max_entries:
+                raise self._error(f"more than {self._limits.max_entries} headers")
+            if not self._checksum_ok(header):
+                raise self._error("header checksum mismatch")
+            typeflag = header[156:157]
+            size = self._number(header[124:136], "size")
+            if size < 0:
+                raise self._error("negative size")
+            if self._meta_header(typeflag, size, meta):
+                continue
+            kind = _TYPEFLAGS.get(typeflag)
+            if kind is None:
+                raise self._error(f"unsupported entry type {typeflag!r}")
+            entry = self._entry(header, kind, typeflag, size, meta)
+            meta = _Meta()
+            yield entry
+        self._ended = True
+
+    def _meta_header(self, typeflag: bytes, size: int, meta: _Meta) -> bool:
+        """Consume a PAX / GNU long-name / volume header into ``meta``; ``False`` for other headers."""
+        if typeflag == b"x":
+            self._parse_pax(self._read_meta_data(size, "PAX"), meta.pax, meta.pax_sparse)
+        elif typeflag == b"g":
+            self._parse_pax(self._read_meta_data(size, "PAX global"), self._global_pax, meta.pax_sparse)
+        elif typeflag == b"L":
+            meta.long_name = _cstr(self._read_meta_data(size, "GNU long name"))
+        elif typeflag == b"K":
+            meta.long_link = _cstr(self._read_meta_data(size, "GNU long link"))
+        elif typeflag == b"V":  # volume label: metadata only
+            self._remaining, self._padding = size, -size % BLOCK
+        else:
+            return False
+        return True
+
+    def _names(self, header: bytes, records: dict[str, bytes], meta: _Meta) -> tuple[bytes, bytes]:
+        name = _cstr(header[0:100])
+        if header[257:263] == b"ustar\0":  # POSIX ustar: the prefix field holds the leading directories
+            prefix = _cstr(header[345:500])
+            if prefix:
+                name = prefix + b"/" + name
+        if meta.long_name is not None:
+            name = meta.long_name
+        if "path" in records:
+            name = records["path"]
+        if "GNU.sparse.name" in records:
+            name = records["GNU.sparse.name"]
+        link = meta.long_link if meta.long_link is not None else _cstr(header[157:257])
+        if "linkpath" in records:
+            link = records["linkpath"]
+        self._check_name(name, "name")
+        self._check_name(link, "link name")
+        return name, link
+
+    def _owner(self, header: bytes, records: dict[str, bytes]) -> tuple[int, int]:
+        uid = self._pax_int(records["uid"], "uid") if "uid" in records else self._number(header[108:116], "uid")
+        gid = self._pax_int(records["gid"], "gid") if "gid" in records else self._number(header[116:124], "gid")
+        for label, value in (("uid", uid), ("gid", gid)):
+            # SECURITY: 2**32-1 is chown's "leave unchanged"; refuse it and anything out of range.
+            if not 0 <= value < 0xFFFFFFFF:
+                raise self._error(f"{label} {value} out of range")
+        return uid, gid
+
+    def _sparse(
+        self, header: bytes, typeflag: bytes, size: int, records: dict[str, bytes], meta: _Meta
+    ) -> tuple[list[tuple[int, int]] | None, int, int]:
+        """The sparse map, real size and stored data size of an entry (the map for a dense file is None)."""
+        sparse_map: list[tuple[int, int]] | None = None
+        real_size = stored = size
+        if typeflag == b"S":
+            sparse_map, real_size = self._old_gnu_sparse(header)
+        elif records.get("GNU.sparse.major") == b"1" and records.get("GNU.sparse.minor") == b"0":
+            sparse_map, used = self._sparse_1_0_map(size)  # the map is part of the data
+            stored = size - used
+            real_size = self._pax_int(records.get("GNU.sparse.realsize", b""), "GNU.sparse.realsize")
+        elif "GNU.sparse.map" in records:  # PAX 0.1
+            text = records["GNU.sparse.map"]
+            numbers = [self._pax_int(v, "GNU.sparse.map") for v in text.split(b",")] if text else []
+            sparse_map = self._sparse_pairs(numbers, "PAX 0.1")
+            real_size = self._pax_int(records.get("GNU.sparse.size", b""), "GNU.sparse.size")
+        elif meta.pax_sparse:  # PAX 0.0
+            sparse_map = self._sparse_pairs(meta.pax_sparse, "PAX 0.0")
+            real_size = self._pax_int(records.get("GNU.sparse.size", b""), "GNU.sparse.size")
+        if sparse_map is not None:
+            self._check_sparse(sparse_map, real_size, stored)
+        return sparse_map, real_size, stored
+
+    def _entry(self, header: bytes, kind: EntryType, typeflag: bytes, size: int, meta: _Meta) -> TarEntry:
+        records = {**self._global_pax, **meta.pax}
+        name, link = self._names(header, records, meta)
+        self._current = _decode(name)
+        if "size" in records:
+            size = self._pax_int(records["size"], "size")
+            if size < 0:
+                raise self._error("negative size")
+        uid, gid = self._owner(header, records)
+        if "mtime" in records:
+            mtime_ns = self._pax_mtime_ns(records["mtime"])
+        else:
+            mtime_ns = self._number(header[136:148], "mtime") * 1_000_000_000
+        xattrs = tuple(
+            (key.removeprefix("SCHILY.xattr."), value)
+            for key, value in records.items()
+            if key.startswith("SCHILY.xattr.") and len(key) > len("SCHILY.xattr.")
+        )
+        devmajor = devminor = 0
+        if kind in (EntryType.CHAR, EntryType.BLOCK):
+            devmajor = self._number(header[329:337], "devmajor")
+            devminor = self._number(header[337:345], "devminor")
+            if not (0 <= devmajor < 1 << 32 and 0 <= devminor < 1 << 32):
+                raise self._error("device number out of range")
+        sparse_map, real_size, stored = self._sparse(header, typeflag, size, records, meta)
+        self._remaining = stored
+        self._padding = -size % BLOCK
+        is_file = kind is EntryType.FILE
+        return TarEntry(
+            unsafe_name=self._current,
+            type=kind,
+            mode=self._number(header[100:108], "mode") & 0o7777,
+            uid=uid,
+            gid=gid,
+            mtime_ns=mtime_ns,
+            size=real_size if is_file else 0,
+            stored_size=stored if is_file else 0,
+            unsafe_linkname=_decode(link) if kind in (EntryType.SYMLINK, EntryType.HARDLINK) else "",
+            devmajor=devmajor,
+            devminor=devminor,
+            untrusted_xattrs=xattrs,
+            sparse_map=None if sparse_map is None else tuple(sparse_map),
+        )
+
+    def _check_sparse(self, sparse_map: list[tuple[int, int]], real_size: int, stored: int) -> None:
+        if not 0 <= real_size <= self._limits.max_file_real_bytes:
+            raise self._error(f"sparse real size {real_size} out of range")
+        end = 0
+        total = 0
+        for offset, length in sparse_map:
+            if offset < end or length < 0 or offset + length > real_size:
+                raise self._error("sparse map segments overlap, are unordered or exceed the real size")
+            end = offset + length
+            total += length
+        if total != stored:
+            raise self._error(f"sparse map covers {total} bytes but {stored} are stored")
+
+    def drain(self) -> int:
+        """Skip the rest of the current entry, then read the underlying stream to EOF.
+
+        Returns:
+            The number of bytes after the end of the archive (end-of-archive blocks included).
+
+        Raises:
+            ProtocolError: called before the entries were exhausted and the archive is malformed there.
+        """
+        if not self._ended:
+            for _ in self:
+                pass
+        start = self._offset
+        while self._read(self._limits.chunk_bytes):
+            pass
+        return self._offset - start
+
+    @property
+    def entries_seen(self) -> int:
+        """Headers read so far (including PAX and GNU meta headers)."""
+        return self._headers

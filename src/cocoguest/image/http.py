@@ -1,0 +1,331 @@
+"""HTTP plumbing of the registry client: client factory, retry policy with backoff, error mapping.
+
+Invariants:
+    * A client is built only from a :class:`RegistryEndpoint` and an explicit ``env`` mapping: library code
+      never reads ``os.environ`` (``trust_env=False``); proxies come from ``HTTP(S)_PROXY``/``ALL_PROXY``/
+      ``NO_PROXY`` in ``env`` only.
+    * TLS verification is on unless the endpoint is ``insecure``; an insecure endpoint logs a warning every
+      time a client is made for it (SECURITY).
+    * Clients never follow redirects by themselves: the registry client follows them so that it can drop
+      credentials on cross-origin hops.
+    * :func:`retry_call` retries only what is safe to retry (connection failures, 5xx except 501, 429) and
+      never a TLS verification failure or a :class:`VerificationError`; delays grow exponentially with
+      jitter and are capped.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final, TypeVar
+
+import httpx
+
+from cocoguest.errors import TransportError
+from cocoguest.image.registry_types import RegistryEndpoint, TlsSettings
+from cocoguest.limits import Limits
+
+_logger = logging.getLogger(__name__)
+
+# Limits of the registry client. TODO(limits.py): move into Limits (reported to the lead).
+REGISTRY_CONNECT_TIMEOUT_S: Final = 30.0
+"""Connecting to a registry (containers/image: 30 s dial timeout)."""
+REGISTRY_READ_TIMEOUT_S: Final = 60.0
+"""Waiting for the next bytes of a response."""
+REGISTRY_RETRY_ATTEMPTS: Final = 5
+"""Tries of one request, the first included (containers/image retries 5 times)."""
+REGISTRY_RETRY_BASE_DELAY_S: Final = 0.5
+"""First backoff delay; doubled on each further attempt."""
+REGISTRY_RETRY_MAX_DELAY_S: Final = 10.0
+"""Cap of one backoff delay."""
+REGISTRY_RETRY_AFTER_CAP_S: Final = 30.0
+"""Cap of a server's ``Retry-After`` (a hostile server must not park us for hours)."""
+REGISTRY_MAX_REDIRECTS: Final = 5
+"""Redirect hops followed for one request."""
+REGISTRY_ERROR_BODY_BYTES: Final = 64 * 1024
+"""Bytes of an error response body read to extract the registry error code."""
+REGISTRY_TOKEN_MAX_BYTES: Final = 1024 * 1024
+"""A token server's JSON answer."""
+REGISTRY_BLOB_RESUMES: Final = 5
+"""Resumptions (HTTP Range) of one interrupted blob download."""
+REGISTRY_UPLOAD_CHUNK_BYTES: Final = 1024 * 1024
+"""Read size when streaming a blob upload."""
+
+
+class HttpStatusError(TransportError):
+    """A registry or token server answered with an unexpected HTTP status.
+
+    TODO(errors.py): STYLE.md §8.1 places ``HttpStatusError(status)`` under ``TransportError``; it lives here
+    until errors.py gains it.
+    """
+
+    def __init__(
+        self, message: str, status: int, *, retryable: bool = False, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, retryable=retryable)
+        self.status = status
+        self.retry_after_s = retry_after_s
+        """The server's ``Retry-After``, in seconds, if it sent one."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a request is retried."""
+
+    attempts: int = REGISTRY_RETRY_ATTEMPTS
+    """Tries, the first included (>= 1)."""
+    base_delay_s: float = REGISTRY_RETRY_BASE_DELAY_S
+    max_delay_s: float = REGISTRY_RETRY_MAX_DELAY_S
+    retry_after_cap_s: float = REGISTRY_RETRY_AFTER_CAP_S
+    blob_resumes: int = REGISTRY_BLOB_RESUMES
+    """Range resumptions of one blob download."""
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.blob_resumes < 0:
+            msg = "RetryPolicy: attempts must be >= 1 and blob_resumes >= 0"
+            raise ValueError(msg)
+
+    def delay(self, attempt: int, retry_after_s: float | None = None) -> float:
+        """Seconds to wait before try number ``attempt + 1`` (``attempt`` counts from 1).
+
+        A server's ``Retry-After`` is honoured up to :attr:`retry_after_cap_s`; otherwise exponential backoff
+        with full jitter in [50 %, 100 %] of the capped exponential value.
+        """
+        if retry_after_s is not None:
+            return max(0.0, min(retry_after_s, self.retry_after_cap_s))
+        ceiling = min(self.max_delay_s, self.base_delay_s * float(2 ** (attempt - 1)))
+        return float(ceiling * (0.5 + random.random() / 2))  # noqa: S311  (jitter, not crypto)
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); ``None`` if absent or malformed."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def is_retryable_status(status: int) -> bool:
+    """5xx except 501 (Not Implemented is permanent), and 429."""
+    return status == httpx.codes.TOO_MANY_REQUESTS or (500 <= status <= 599 and status != 501)
+
+
+# --- TLS ---------------------------------------------------------------------------------------------
+
+
+def ssl_context(tls: TlsSettings, *, insecure: bool) -> ssl.SSLContext:
+    """The TLS context for one registry.
+
+    Extra CA files are added to the system roots (certs.d semantics); a client certificate pair enables
+    mutual TLS.
+
+    Raises:
+        TransportError: a CA or client certificate file cannot be loaded.
+    """
+    ctx = ssl.create_default_context()
+    try:
+        for ca in tls.ca_files:
+            ctx.load_verify_locations(cafile=str(ca))
+        if tls.client_cert is not None:
+            cert, key = tls.client_cert
+            ctx.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as e:
+        msg = f"cannot load TLS certificates ({e})"
+        raise TransportError(msg) from e
+    if insecure or not tls.verify:
+        # SECURITY: certificate verification off: only on explicit insecure / --tls-verify=false (warned).
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+# --- proxies -----------------------------------------------------------------------------------------
+
+
+def _env_get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name.upper()) or env.get(name.lower())
+    return value.strip() if value and value.strip() else None
+
+
+def _no_proxy_patterns(no_proxy: str) -> list[str] | None:
+    """httpx mount patterns that bypass the proxy; ``None`` means "no proxy for anything" (``*``)."""
+    patterns: list[str] = []
+    for raw in no_proxy.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        if entry == "*":
+            return None
+        if "://" in entry:
+            patterns.append(entry)
+            continue
+        entry = entry.lstrip(".")
+        try:
+            address = ipaddress.ip_address(entry.strip("[]"))
+        except ValueError:
+            address = None
+        if address is not None:
+            patterns.append(f"all://[{address}]" if address.version == 6 else f"all://{address}")
+        elif "/" in entry:
+            # CIDR ranges are not expressible as httpx patterns (Go's httpproxy supports them).
+            _logger.debug("NO_PROXY entry %r (CIDR) is not supported and ignored", entry)
+        else:
+            # "*name" matches name and its subdomains; an optional ":port" restricts to that port.
+            patterns.append(f"all://*{entry}")
+    return patterns
+
+
+def proxy_mounts(env: Mapping[str, str], verify: ssl.SSLContext) -> dict[str, httpx.BaseTransport | None]:
+    """httpx ``mounts`` implementing ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` from ``env``.
+
+    Both upper- and lower-case names are honoured (upper first), as Go's ``httpproxy``.
+    """
+    by_scheme: dict[str, str] = {}
+    all_proxy = _env_get(env, "ALL_PROXY")
+    for scheme, var in (("http", "HTTP_PROXY"), ("https", "HTTPS_PROXY")):
+        url = _env_get(env, var) or all_proxy
+        if url:
+            by_scheme[scheme] = url if "://" in url else f"http://{url}"
+    if not by_scheme:
+        return {}
+    no_proxy = _env_get(env, "NO_PROXY")
+    bypass = _no_proxy_patterns(no_proxy) if no_proxy else []
+    if bypass is None:
+        return {}
+    mounts: dict[str, httpx.BaseTransport | None] = {
+        f"{scheme}://": httpx.HTTPTransport(verify=verify, proxy=url) for scheme, url in by_scheme.items()
+    }
+    for pattern in bypass:
+        # None = "use the client's default (direct) transport" for matching hosts.
+        mounts[pattern] = None
+    return mounts
+
+
+def make_client(endpoint: RegistryEndpoint, *, limits: Limits, env: Mapping[str, str] | None = None) -> httpx.Client:
+    """An HTTP client for one registry endpoint.
+
+    Args:
+        endpoint: the registry host and its TLS settings.
+        limits: size/time limits (timeouts are module constants until :class:`Limits` has them).
+        env: the process environment as passed down by the CLI (proxy variables only); ``None`` = no proxy.
+
+    Raises:
+        TransportError: the endpoint's certificates cannot be loaded.
+    """
+    del limits  # timeouts move into Limits later; accepted now so call sites are stable
+    insecure = endpoint.insecure or not endpoint.tls.verify
+    if insecure:
+        # SECURITY: warn on every use of an insecure endpoint (DESIGN.md §5).
+        _logger.warning("registry %s: TLS certificate verification is disabled (insecure registry)", endpoint.host)
+    verify = ssl_context(endpoint.tls, insecure=insecure)
+    timeout = httpx.Timeout(REGISTRY_READ_TIMEOUT_S, connect=REGISTRY_CONNECT_TIMEOUT_S)
+    return httpx.Client(
+        verify=verify,
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+        mounts=proxy_mounts(env or {}, verify),
+    )
+
+
+# --- error mapping -----------------------------------------------------------------------------------
+
+
+def _tls_verify_failure(error: BaseException) -> ssl.SSLCertVerificationError | None:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def is_tls_failure(error: BaseException) -> bool:
+    """Whether an httpx error came from the TLS layer (handshake or plain-HTTP answer to TLS)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return True
+        current = current.__cause__ or current.__context__
+    text = str(error).lower()
+    return "ssl" in text or "tls" in text or "wrong version number" in text
+
+
+def map_http_error(error: httpx.HTTPError, *, what: str, host: str) -> TransportError:
+    """A :class:`TransportError` for an httpx exception, naming ``what`` (image, blob) and the host.
+
+    TLS verification failures are not retryable and carry a hint about ``--cert-dir`` and
+    ``--tls-verify=false``; connection and read failures are retryable.
+    """
+    verify_failure = _tls_verify_failure(error)
+    if verify_failure is not None:
+        reason = verify_failure.verify_message or str(verify_failure)
+        msg = (
+            f"{what}: TLS certificate of registry {host} not trusted ({reason}); "
+            "add its CA with --cert-dir, or use --tls-verify=false for a test registry"
+        )
+        return TransportError(msg, retryable=False)
+    if isinstance(error, httpx.TimeoutException):
+        return TransportError(f"{what}: registry {host} timed out ({type(error).__name__})", retryable=True)
+    if isinstance(error, httpx.ConnectError) and is_tls_failure(error):
+        # A TLS handshake failure (e.g. a plain-HTTP server) does not go away by retrying.
+        msg = (
+            f"{what}: TLS handshake with registry {host} failed ({error}); "
+            "if it serves plain HTTP, use --tls-verify=false or mark it insecure in registries.conf"
+        )
+        return TransportError(msg, retryable=False)
+    if isinstance(error, httpx.TransportError):
+        detail = str(error) or type(error).__name__
+        return TransportError(f"{what}: cannot reach registry {host}: {detail}", retryable=True)
+    return TransportError(f"{what}: HTTP error talking to registry {host}: {error}", retryable=False)
+
+
+_T = TypeVar("_T")
+
+
+def retry_call(
+    call: Callable[[], _T],
+    *,
+    policy: RetryPolicy,
+    what: str,
+    sleep: Callable[[float], None] = time.sleep,
+) -> _T:
+    """Run ``call`` until it succeeds or fails permanently.
+
+    ``call`` raises :class:`TransportError` (``retryable`` says whether another try may help); the
+    ``retry_after_s`` of an :class:`HttpStatusError` is honoured. Any other exception propagates at once.
+
+    Raises:
+        TransportError: the last error once attempts are exhausted or the error is permanent.
+    """
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except TransportError as e:
+            if not e.retryable or attempt >= policy.attempts:
+                raise
+            retry_after = e.retry_after_s if isinstance(e, HttpStatusError) else None
+            delay = policy.delay(attempt, retry_after)
+            _logger.info("%s: %s; retrying in %.1f s (attempt %d of %d)", what, e, delay, attempt + 1, policy.attempts)
+            sleep(delay)
+            attempt += 1

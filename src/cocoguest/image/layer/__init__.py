@@ -1,0 +1,1 @@
+"""The per-layer stream chain: fetch, verify, decrypt, decompress, unpack, commit."""

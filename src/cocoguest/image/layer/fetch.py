@@ -1,0 +1,142 @@
+"""Pull one layer into the store: the numbered chain of DESIGN.md §2 step 5.
+
+stream the blob -> verify compressed digest and size -> decrypt (AES-CTR, HMAC) -> decompress -> unpack into a
+private staging directory while hashing the tar stream -> drain to EOF so every end-of-stream check fires ->
+verify HMAC (at EOF of the ciphertext) and diff_id -> atomic commit into the store.
+
+Invariants:
+    * Nothing reaches ``layers/`` of the store unless the compressed digest, the size, the HMAC (encrypted
+      layers) and the diff_id all verified; on any failure the staging directory is removed by the store.
+    * A layer already committed under its diff_id is reused without reading the blob (the caller ran the
+      policy first).
+    * ``cancel`` aborts a running layer at its next read.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cocoguest.digest import Digest, Readable, VerifyingReader
+from cocoguest.errors import CocoError, ProtocolError, VerificationError
+from cocoguest.image.fs.unpack import WhiteoutFormat, unpack_layer
+from cocoguest.image.layer.readers import (
+    DecryptingReader,
+    HashingReader,
+    decompressing_reader,
+    drain,
+)
+from cocoguest.image.store import LayerRecord, Store
+from cocoguest.image.transports.base import ImageSource
+from cocoguest.limits import DEFAULT_LIMITS, Limits
+from cocoguest.oci import media_types
+from cocoguest.oci.descriptor import Descriptor
+from cocoguest.ocicrypt.layer import UnwrappedKey
+from cocoguest.ocicrypt.options import PublicOptions
+
+
+class PullCancelledError(CocoError):
+    """Another layer failed; this one stopped."""
+
+
+@dataclass(frozen=True)
+class LayerJob:
+    """One layer to pull: its manifest descriptor, expected diff_id, and for encrypted layers the unwrapped key."""
+
+    index: int
+    descriptor: Descriptor
+    diff_id: Digest
+    key: UnwrappedKey | None = None
+    public: PublicOptions | None = None
+
+    @property
+    def what(self) -> str:
+        """How messages name this layer."""
+        return f"layer {self.index} ({self.descriptor.digest})"
+
+
+@dataclass(frozen=True)
+class LayerOutcome:
+    """What happened to one layer."""
+
+    job: LayerJob
+    record: LayerRecord
+    downloaded: bool
+    compressed_bytes: int
+
+
+class _CountingReader:
+    def __init__(self, source: Readable, progress: Callable[[int], None] | None, cancel: threading.Event) -> None:
+        self._source = source
+        self._progress = progress
+        self._cancel = cancel
+        self.count = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._cancel.is_set():
+            msg = "cancelled because another layer failed"
+            raise PullCancelledError(msg)
+        data = self._source.read(n)
+        self.count += len(data)
+        if self._progress is not None and data:
+            self._progress(self.count)
+        return data
+
+
+def pull_layer(
+    source: ImageSource,
+    job: LayerJob,
+    store: Store,
+    *,
+    image: str,
+    whiteouts: WhiteoutFormat,
+    cancel: threading.Event,
+    limits: Limits = DEFAULT_LIMITS,
+    progress: Callable[[int], None] | None = None,
+) -> LayerOutcome:
+    """Make the layer available in the store (see the module docstring).
+
+    Raises:
+        VerificationError: digest, size, HMAC or diff_id mismatch; an unsafe archive.
+        ProtocolError, TransportError, UnsupportedError: the source or the data is broken.
+    """
+    desc = job.descriptor
+    what = f"{image}: {job.what}"
+    with store.acquire_layer(job.diff_id) as slot:
+        if slot.existing is not None:
+            return LayerOutcome(job, slot.existing, downloaded=False, compressed_bytes=0)
+        assert slot.staging is not None  # noqa: S101  (the store's contract: staging iff not existing)
+        with source.open_blob(desc) as untrusted_blob:
+            counting = _CountingReader(untrusted_blob, progress, cancel)
+            # (5a) compressed digest and exact size, checked at EOF
+            verified = VerifyingReader(counting, desc.digest, desc.size, what)
+            stream: Readable = verified
+            media_type = desc.media_type
+            if media_types.is_encrypted(media_type):
+                if job.key is None or job.public is None:  # pragma: no cover - defensive: the orchestrator unwraps
+                    msg = f"{what}: encrypted layer without an unwrapped key"
+                    raise ValueError(msg)
+                # (5b) decrypt; the HMAC is checked at EOF of the ciphertext
+                stream = DecryptingReader(stream, job.key.options.symkey, job.key.options.nonce, job.public.hmac, what)
+                media_type = media_types.decrypted_type(media_type)
+            # (5c) decompress, (5d) hash the tar stream for the diff_id
+            tar_stream = HashingReader(decompressing_reader(stream, media_type, what, limits), job.diff_id, what)
+            try:
+                # (5e) unpack into the private staging dir
+                unpack_layer(tar_stream.as_binary_io(), slot.staging, what=what, whiteouts=whiteouts, limits=limits)
+                # (5f) drain: every end-of-stream check (size, digest, HMAC, decompressor) fires now
+                drain(tar_stream, limits.stream_chunk_bytes)
+            except ProtocolError as e:
+                # Corrupt data is most often wrong bytes from the source: if the blob does not match its
+                # digest, say that (the root cause) rather than what the decompressor or tar reader saw.
+                try:
+                    drain(verified, limits.stream_chunk_bytes)
+                except VerificationError as mismatch:
+                    raise mismatch from e
+                raise
+            # (5g) the uncompressed stream must be what the (policy-checked) config promises
+            tar_stream.verify()
+        record = slot.commit(tar_stream.size)
+    store.remember_compressed(desc.digest, job.diff_id)
+    return LayerOutcome(job, record, downloaded=True, compressed_bytes=counting.count)

@@ -1,0 +1,145 @@
+"""Step (1) of the pull: turn IMAGE into an opened, untrusted source (DESIGN.md §2).
+
+``oci:PATH[:REF]`` opens a local layout. Anything else is a registry reference (``docker://`` optional):
+registries.conf is applied (blocked refused, mirrors first, remapped location last), credentials come from
+auth.json per location, TLS settings from certs.d. The first location that serves the manifest is used.
+
+Invariant: a blocked registry is refused before any network access.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from cocoguest.digest import Digest
+from cocoguest.errors import CocoError, ConfigError, ResourceNotFoundError, TransportError
+from cocoguest.image.auth import load_credentials
+from cocoguest.image.certs import tls_settings_for, tls_settings_in
+from cocoguest.image.pull import OpenedSource
+from cocoguest.image.registries import RegistriesConfig, RegistryBlockedError
+from cocoguest.image.registry_types import TlsSettings
+from cocoguest.image.transports.docker import DockerSource
+from cocoguest.image.transports.oci import OciLayoutImageSource, OciReference
+from cocoguest.limits import DEFAULT_LIMITS, Limits
+from cocoguest.oci.descriptor import Descriptor
+from cocoguest.oci.reference import ImageReference, ImageReferenceError
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """Registry settings gathered by the CLI."""
+
+    registries: RegistriesConfig = field(default_factory=lambda: RegistriesConfig.from_toml("", "<defaults>"))
+    auth_files: Sequence[Path] = ()
+    cert_dirs: Sequence[Path] = ()
+    """certs.d roots: ``<dir>/<host[:port]>/``."""
+    flat_cert_dir: Path | None = None
+    """``--cert-dir``: one flat directory used for every registry (skopeo's meaning)."""
+    tls_verify: bool = True
+    env: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
+
+
+class FallbackSource:
+    """Tries registry locations in order for the first manifest, then sticks to the one that answered."""
+
+    def __init__(self, candidates: Sequence[DockerSource], name: str) -> None:
+        self._candidates = list(candidates)
+        self._chosen: DockerSource | None = None
+        self._name = name
+
+    def describe(self) -> str:
+        """The chosen location, or the reference as given."""
+        return self._chosen.describe() if self._chosen is not None else self._name
+
+    def get_manifest(self, digest: Digest | None = None) -> tuple[bytes, str | None]:
+        """The manifest from the first location that has it."""
+        if self._chosen is not None:
+            return self._chosen.get_manifest(digest)
+        errors: list[CocoError] = []
+        for candidate in self._candidates:
+            try:
+                result = candidate.get_manifest(digest)
+            except (TransportError, ResourceNotFoundError) as e:
+                _logger.info("%s: %s; trying the next location", candidate.describe(), e)
+                errors.append(e)
+                continue
+            self._chosen = candidate
+            return result
+        if len(errors) == 1:
+            raise errors[0]
+        msg = f"{self._name}: no location could serve the manifest: " + "; ".join(str(e) for e in errors)
+        raise ResourceNotFoundError(msg) from errors[-1]
+
+    def open_blob(self, desc: Descriptor) -> BinaryIO:
+        """A blob from the chosen location."""
+        if self._chosen is None:  # pragma: no cover - defensive: the manifest always comes first
+            msg = "open_blob before get_manifest"
+            raise RuntimeError(msg)
+        return self._chosen.open_blob(desc)
+
+    def close(self) -> None:
+        """Close every location."""
+        for candidate in self._candidates:
+            candidate.close()
+
+
+def _is_unqualified(text: str) -> bool:
+    """No registry host in the name (distribution's rule: a first component with '.', ':', upper case, or
+    'localhost' is a host)."""
+    first, sep, _ = text.partition("/")
+    return not sep or not ("." in first or ":" in first or first == "localhost" or first != first.lower())
+
+
+def _tls(host: str, settings: SourceSettings) -> TlsSettings:
+    if settings.flat_cert_dir is not None:
+        return tls_settings_in(settings.flat_cert_dir, verify=settings.tls_verify)
+    return tls_settings_for(host, settings.cert_dirs, verify=settings.tls_verify)
+
+
+def open_source(image: str, settings: SourceSettings) -> OpenedSource:
+    """Parse ``image`` and open its source (no network access yet).
+
+    Raises:
+        ConfigError: a malformed reference or a blocked registry.
+    """
+    if image.startswith("oci:"):
+        layout = OciReference.parse(image)
+        return OpenedSource(OciLayoutImageSource(layout, settings.limits), str(layout), "oci")
+    text = image.removeprefix("docker://")
+    try:
+        if _is_unqualified(text.split("@", 1)[0]):
+            references = settings.registries.expand_unqualified(text)
+        else:
+            references = [ImageReference.parse(text)]
+    except ImageReferenceError as e:
+        raise ConfigError(str(e)) from e
+    candidates: list[DockerSource] = []
+    blocked: list[RegistryBlockedError] = []
+    for reference in references:
+        try:
+            sources = settings.registries.pull_sources(
+                reference, tls=lambda host: _tls(host, settings), insecure_override=not settings.tls_verify
+            )
+        except RegistryBlockedError as e:
+            blocked.append(e)  # a short name may still resolve in another search registry
+            continue
+        for pull_source in sources:
+            credentials = load_credentials(pull_source.reference, settings.auth_files)
+            candidates.append(
+                DockerSource(
+                    pull_source.reference, pull_source.endpoint, credentials, limits=settings.limits, env=settings.env
+                )
+            )
+    if not candidates:
+        raise blocked[0]
+    primary = references[0]
+    return OpenedSource(
+        FallbackSource(candidates, f"docker://{primary}"), f"docker://{primary}", "docker", primary.digest
+    )

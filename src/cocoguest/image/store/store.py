@@ -1,0 +1,515 @@
+"""The Store facade: committed layers, images, references, rmi, prune and repair over one work dir.
+
+Invariants:
+    * Nothing unverified is ever under ``layers/``: callers unpack into a :class:`LayerSlot`'s staging
+      directory and call ``commit`` only after every check passed; a body that raises or never commits leaves
+      no staging directory behind.
+    * A layer is committed in this order, under its lock: flush, ``rename`` into ``layers/``, fsync the
+      parents, then its DB row in one transaction. A crash (kill -9, power loss) between any two steps leaves
+      either a staging directory or a layer directory without a row; :meth:`Store.repair` (run by
+      :meth:`Store.open`) removes both once no live process holds the layer's lock.
+    * Whoever needs a layer takes its lock first, so concurrent pulls (threads or processes) that need the
+      same layer serialise and all but the first see it committed: a layer is unpacked once.
+    * An image row names only committed layers (checked in the transaction that writes it); prune deletes a
+      layer only when no image uses it, in a transaction, under the layer's lock.
+    * Prune holds ``locks/gc.lock`` exclusively; a pull that wants its fresh layers to survive until its image
+      is recorded holds :meth:`Store.lease` (shared) from its first layer to :meth:`Store.record_image`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from cocoguest.digest import Digest
+from cocoguest.errors import TransportError
+from cocoguest.image.store.db import ImageRecord, MetadataDB
+from cocoguest.image.store.layers import (
+    HeldLock,
+    LayerLayout,
+    LayerRecord,
+    LayerSlot,
+    hold_layer_lock,
+    hold_shared_file_lock,
+    lock_key,
+    parse_key,
+    publish,
+    remove_tree,
+)
+from cocoguest.limits import DEFAULT_LIMITS, Limits
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What :meth:`Store.repair` cleaned up.
+
+    Attributes:
+        staging_removed: abandoned staging (or half-deleted) directories removed.
+        orphan_layer_dirs_removed: layer directories without a DB row (crash between rename and DB write).
+        missing_layer_rows_removed: DB rows whose layer directory is gone.
+        images_removed: images dropped because one of their layers was gone.
+        bytes_freed: disk space given back.
+    """
+
+    staging_removed: int = 0
+    orphan_layer_dirs_removed: int = 0
+    missing_layer_rows_removed: int = 0
+    images_removed: int = 0
+    bytes_freed: int = 0
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything was repaired."""
+        return any(
+            (self.staging_removed, self.orphan_layer_dirs_removed, self.missing_layer_rows_removed, self.images_removed)
+        )
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What :meth:`Store.prune` removed.
+
+    Attributes:
+        images_removed: dangling images (no reference names them).
+        layers_removed: committed layers no image used.
+        staging_removed: abandoned staging directories and orphan layer directories.
+        compressed_mappings_removed: blob digest -> diff_id mappings whose layer is gone.
+        lock_files_removed: lock files of layers that are not in the store.
+        bytes_freed: disk space given back.
+    """
+
+    images_removed: int = 0
+    layers_removed: int = 0
+    staging_removed: int = 0
+    compressed_mappings_removed: int = 0
+    lock_files_removed: int = 0
+    bytes_freed: int = 0
+
+
+class Store:
+    """Content-addressed layers plus SQLite metadata under one work dir. Thread-safe; many processes may share it."""
+
+    def __init__(self, layout: LayerLayout, db: MetadataDB, limits: Limits, *, durable: bool) -> None:
+        """Wrap an open layout and DB; use :meth:`open`."""
+        self._layout = layout
+        self._db = db
+        self._limits = limits
+        self._durable = durable
+        self._closed = False
+
+    @classmethod
+    def open(cls, work_dir: Path, *, limits: Limits = DEFAULT_LIMITS, durable: bool = True) -> Store:
+        """Open (creating if needed) the store in ``work_dir`` and repair what a crash left behind.
+
+        Args:
+            work_dir: the store's directory (created private to the owner).
+            limits: size and time limits.
+            durable: flush layer content to disk before a commit becomes visible (turn off only for
+                throwaway work dirs, e.g. on tmpfs, where a power loss loses everything anyway).
+
+        Raises:
+            TransportError: the directories or the DB cannot be created or opened.
+            UnsupportedError: the DB was written by a newer cocoguest.
+        """
+        layout = LayerLayout(work_dir)
+        try:
+            layout.create()
+        except OSError as e:
+            msg = f"work dir {work_dir}: cannot create the store: {e}"
+            raise TransportError(msg) from e
+        db = MetadataDB.open(work_dir / "metadata.db")
+        store = cls(layout, db, limits, durable=durable)
+        try:
+            report = store.repair()
+        except BaseException:
+            db.close()
+            raise
+        if report.changed:
+            _logger.warning("work dir %s: repaired after an interrupted run: %s", work_dir, report)
+        return store
+
+    @property
+    def work_dir(self) -> Path:
+        """The store's directory."""
+        return self._layout.work_dir
+
+    def close(self) -> None:
+        """Close the DB; the store cannot be used afterwards."""
+        if not self._closed:
+            self._closed = True
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        """Use as a context manager that closes the store."""
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Close the store."""
+        self.close()
+
+    # -- layers ---------------------------------------------------------------------------------------------
+
+    def _record(self, diff_id: Digest, size: int) -> LayerRecord:
+        return LayerRecord(diff_id, size, self._layout.diff_dir(diff_id))
+
+    def layer(self, diff_id: Digest) -> LayerRecord | None:
+        """The committed layer with this diff_id, or None.
+
+        SECURITY: a hit proves only that these bytes were verified once. For a layer that is encrypted in
+        the manifest, the caller must still prove it may decrypt it (unwrap the key) before using the hit,
+        or an image could borrow another image's decrypted layer by naming its diff_id.
+
+        Raises:
+            TransportError: the DB failed.
+        """
+        row = self._db.get_layer(diff_id)
+        if row is None or not self._layout.is_committed(diff_id):
+            return None
+        return self._record(diff_id, row.size)
+
+    def layer_for_compressed(self, compressed: Digest) -> LayerRecord | None:
+        """The committed layer a blob digest was verified to unpack to, or None.
+
+        Raises:
+            TransportError: the DB failed.
+        """
+        row = self._db.layer_for_compressed(compressed)
+        if row is None or not self._layout.is_committed(row.diff_id):
+            return None
+        return self._record(row.diff_id, row.size)
+
+    def remember_compressed(self, compressed: Digest, diff_id: Digest) -> None:
+        """Record that the blob ``compressed`` unpacks to ``diff_id``.
+
+        SECURITY: call only after that very blob was verified (digest, size) and unpacked to a verified
+        diff_id; the mapping lets later pulls skip the download.
+
+        Raises:
+            TransportError: the DB failed.
+        """
+        self._db.put_compressed(compressed, diff_id)
+
+    @contextlib.contextmanager
+    def acquire_layer(self, diff_id: Digest) -> Iterator[LayerSlot]:
+        """Hold the layer's lock and yield a slot: the existing layer, or an empty staging directory.
+
+        Concurrent callers (threads or processes) for the same diff_id serialise; the later ones see
+        ``existing``. If the body raises or does not call ``commit``, the staging directory is removed.
+
+        Raises:
+            TransportError: the lock, the staging directory or the DB failed.
+        """
+        with self._locked(diff_id, blocking=True):
+            yield from self._slot_under_lock(diff_id)
+
+    @contextlib.contextmanager
+    def _locked(self, diff_id: Digest, *, blocking: bool) -> Iterator[HeldLock | None]:
+        """The layer's lock; OSErrors while taking it (not in the body) become TransportError."""
+        path = self._layout.lock_path(diff_id)
+        stack = contextlib.ExitStack()
+        try:
+            held = stack.enter_context(hold_layer_lock(path, blocking=blocking))
+        except OSError as e:
+            msg = f"layer {diff_id}: cannot lock {path}: {e}"
+            raise TransportError(msg) from e
+        with stack:
+            yield held
+
+    @contextlib.contextmanager
+    def _gc_locked(self, *, exclusive: bool) -> Iterator[None]:
+        path = self._layout.gc_lock_path
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(hold_shared_file_lock(path, exclusive=exclusive))
+        except OSError as e:
+            msg = f"work dir {self.work_dir}: cannot lock {path}: {e}"
+            raise TransportError(msg) from e
+        with stack:
+            yield
+
+    def _slot_under_lock(self, diff_id: Digest) -> Iterator[LayerSlot]:
+        existing = self.layer(diff_id)
+        if existing is not None:
+            yield LayerSlot(diff_id, existing, None, None)
+            return
+        # A layer directory without a row (or a row without content), or a staging directory of this layer,
+        # is a dead holder's leftover: we hold the lock, so nobody else is working on it.
+        self._retire(diff_id)
+        prefix = f"{lock_key(diff_id)}."
+        for name in self._listdir(self._layout.staging_dir):
+            if name.startswith(prefix):
+                self._remove_quietly(self._layout.staging_dir / name, f"staging directory of layer {diff_id}")
+        try:
+            staging_root = self._layout.new_staging(diff_id)
+        except OSError as e:
+            msg = f"layer {diff_id}: cannot create a staging directory in {self._layout.staging_dir}: {e}"
+            raise TransportError(msg) from e
+
+        def publisher(size: int, after_rename: Callable[[], None] | None) -> LayerRecord:
+            return self._publish(diff_id, staging_root, size, after_rename)
+
+        slot = LayerSlot(diff_id, None, staging_root / "diff", publisher)
+        try:
+            yield slot
+        finally:
+            if slot.committed is None:
+                self._remove_quietly(staging_root, f"staging directory of layer {diff_id}")
+
+    def _publish(
+        self, diff_id: Digest, staging_root: Path, size: int, after_rename: Callable[[], None] | None
+    ) -> LayerRecord:
+        try:
+            publish(self._layout, diff_id, staging_root, durable=self._durable)
+        except OSError as e:
+            self._retire(diff_id)
+            msg = f"layer {diff_id}: cannot commit {staging_root} into {self._layout.layer_dir(diff_id)}: {e}"
+            raise TransportError(msg) from e
+        try:
+            if after_rename is not None:
+                after_rename()
+            self._db.insert_layer(diff_id, size, time.time())
+        except BaseException:
+            # SECURITY: never leave a layer directory the DB does not vouch for.
+            self._retire(diff_id)
+            raise
+        return self._record(diff_id, size)
+
+    def _retire(self, diff_id: Digest) -> int:
+        """Move the layer's directory (if any) out of ``layers/`` atomically, then delete it; the lock is held."""
+        layer_dir = self._layout.layer_dir(diff_id)
+        trash = self._layout.trash_path(diff_id)
+        try:
+            os.rename(layer_dir, trash)
+        except FileNotFoundError:
+            return 0
+        except OSError as e:
+            msg = f"layer {diff_id}: cannot remove {layer_dir}: {e}"
+            raise TransportError(msg) from e
+        try:
+            return remove_tree(trash)
+        except OSError as e:
+            # Out of layers/ already; the next repair finishes the job.
+            _logger.warning("layer %s: cannot delete %s: %s", diff_id, trash, e)
+            return 0
+
+    @staticmethod
+    def _remove_quietly(path: Path, what: str) -> int:
+        try:
+            return remove_tree(path)
+        except OSError as e:
+            _logger.warning("%s: cannot delete %s: %s", what, path, e)
+            return 0
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[None]:
+        """Keep :meth:`prune` out while held (shared: any number of pulls may hold it at once).
+
+        Hold it from the first :meth:`acquire_layer` of a pull to its :meth:`record_image`, so that a
+        concurrent prune cannot remove layers committed for an image not recorded yet. Never call
+        :meth:`prune` while holding it (it would wait for itself).
+
+        Raises:
+            TransportError: the lock file cannot be locked.
+        """
+        with self._gc_locked(exclusive=False):
+            yield
+
+    # -- images ---------------------------------------------------------------------------------------------
+
+    def record_image(self, image: ImageRecord) -> None:
+        """Insert or replace an image; its references move to it (a reference names one image).
+
+        An image that loses its last reference this way stays, dangling, until :meth:`prune`.
+
+        Raises:
+            ValueError: ``layers`` and ``compressed_layers`` differ in length.
+            ResourceNotFoundError: a layer of the image is not committed.
+            TransportError: the DB failed.
+        """
+        self._db.upsert_image(image)
+
+    def find_image(self, name_or_digest: str) -> ImageRecord | None:
+        """The image named by a reference, a manifest digest, or a unique digest prefix (>= 12 hex digits).
+
+        References are matched exactly as recorded; normalise them the same way before both calls.
+
+        Raises:
+            ConfigError: the digest prefix is ambiguous.
+            TransportError: the DB failed.
+        """
+        return self._db.find_image(name_or_digest)
+
+    def images(self) -> list[ImageRecord]:
+        """Every image, newest first.
+
+        Raises:
+            TransportError: the DB failed.
+        """
+        return self._db.images()
+
+    def remove_image(self, name_or_digest: str) -> ImageRecord:
+        """rmi: remove a reference (the image goes with its last one) or, by digest, the image and all its names.
+
+        Layers stay until :meth:`prune`.
+
+        Returns:
+            The image as it was before the removal.
+
+        Raises:
+            ResourceNotFoundError: no image has that name.
+            ConfigError: the digest prefix is ambiguous.
+            TransportError: the DB failed.
+        """
+        return self._db.remove_image(name_or_digest)
+
+    # -- maintenance ----------------------------------------------------------------------------------------
+
+    def prune(self) -> PruneReport:
+        """Remove dangling images, layers no image uses, abandoned staging, orphan mappings and lock files.
+
+        Waits for every :meth:`lease` to be released; skips layers someone is acquiring right now.
+
+        Raises:
+            TransportError: a lock, the DB or a deletion failed.
+        """
+        with self._gc_locked(exclusive=True):
+            return self._prune_locked()
+
+    def _prune_locked(self) -> PruneReport:
+        images_removed = self._db.delete_dangling_images()
+        layers_removed = 0
+        freed = 0
+        for row in self._db.unused_layers():
+            with self._try_lock(row.diff_id) as held:
+                if held is None or not self._db.delete_layer_if_unused(row.diff_id):
+                    continue
+                freed += self._retire(row.diff_id)
+                layers_removed += 1
+                held.unlink_on_release = True
+        repaired = self.repair()
+        mappings = self._db.delete_orphan_compressed()
+        locks_removed = self._sweep_lock_files()
+        return PruneReport(
+            images_removed=images_removed,
+            layers_removed=layers_removed,
+            staging_removed=repaired.staging_removed + repaired.orphan_layer_dirs_removed,
+            compressed_mappings_removed=mappings,
+            lock_files_removed=locks_removed,
+            bytes_freed=freed + repaired.bytes_freed,
+        )
+
+    def _try_lock(self, diff_id: Digest) -> contextlib.AbstractContextManager[HeldLock | None]:
+        return self._locked(diff_id, blocking=False)
+
+    def _sweep_lock_files(self) -> int:
+        removed = 0
+        for diff_id, _path in self._layout.layer_lock_files():
+            if self._db.get_layer(diff_id) is not None:
+                continue
+            with self._try_lock(diff_id) as held:
+                # Holding it proves nobody is staging this layer; recheck the row under the lock.
+                if held is not None and self._db.get_layer(diff_id) is None:
+                    held.unlink_on_release = True
+                    removed += 1
+        return removed
+
+    def repair(self) -> RepairReport:
+        """Reconcile directories and DB after a crash; idempotent, safe while other processes use the store.
+
+        Removes staging leftovers whose layer lock nobody holds, layer directories without a DB row, and DB
+        rows whose layer directory is gone (with the images that used them). Anything locked by a live
+        holder is left alone.
+
+        Raises:
+            TransportError: a lock, the DB or a deletion failed.
+        """
+        staging, freed = self._repair_staging()
+        orphans, orphan_bytes = self._repair_orphan_dirs()
+        rows, images = self._repair_missing_dirs()
+        return RepairReport(
+            staging_removed=staging,
+            orphan_layer_dirs_removed=orphans,
+            missing_layer_rows_removed=rows,
+            images_removed=images,
+            bytes_freed=freed + orphan_bytes,
+        )
+
+    def _listdir(self, path: Path) -> list[str]:
+        try:
+            return sorted(os.listdir(path))
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            msg = f"work dir {self.work_dir}: cannot list {path}: {e}"
+            raise TransportError(msg) from e
+
+    def _remove(self, path: Path, what: str) -> int:
+        try:
+            return remove_tree(path)
+        except OSError as e:
+            msg = f"{what}: cannot delete {path}: {e}"
+            raise TransportError(msg) from e
+
+    def _repair_staging(self) -> tuple[int, int]:
+        removed = freed = 0
+        for name in self._listdir(self._layout.staging_dir):
+            path = self._layout.staging_dir / name
+            diff_id = parse_key(name)
+            if diff_id is None:
+                # Only this module writes here, always with a key; anything else is debris.
+                freed += self._remove(path, f"work dir {self.work_dir}")
+                removed += 1
+                continue
+            with self._try_lock(diff_id) as held:
+                if held is None:
+                    continue  # a live holder is unpacking or deleting it
+                freed += self._remove(path, f"staging directory of layer {diff_id}")
+                removed += 1
+        return removed, freed
+
+    def _repair_orphan_dirs(self) -> tuple[int, int]:
+        removed = freed = 0
+        known = set(self._db.layer_ids())
+        for algorithm in self._listdir(self._layout.layers_dir):
+            algorithm_dir = self._layout.layers_dir / algorithm
+            for name in self._listdir(algorithm_dir) if algorithm_dir.is_dir() else []:
+                try:
+                    diff_id = Digest(algorithm, name)
+                except ValueError:
+                    freed += self._remove(algorithm_dir / name, f"work dir {self.work_dir}")
+                    removed += 1
+                    continue
+                if diff_id in known:
+                    continue
+                with self._try_lock(diff_id) as held:
+                    # Recheck under the lock: a holder may have written the row since we listed.
+                    if held is None or self._db.get_layer(diff_id) is not None:
+                        continue
+                    _logger.warning("layer %s: removing %s, which has no DB row", diff_id, algorithm_dir / name)
+                    freed += self._retire(diff_id)
+                    removed += 1
+        return removed, freed
+
+    def _repair_missing_dirs(self) -> tuple[int, int]:
+        rows = images = 0
+        for diff_id in self._db.layer_ids():
+            if self._layout.is_committed(diff_id):
+                continue
+            with self._try_lock(diff_id) as held:
+                if held is None or self._layout.is_committed(diff_id) or self._db.get_layer(diff_id) is None:
+                    continue
+                _logger.warning("layer %s: its directory is gone; forgetting it and the images using it", diff_id)
+                images += self._db.delete_layer_and_users(diff_id)
+                self._retire(diff_id)
+                rows += 1
+        return rows, images
