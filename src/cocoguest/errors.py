@@ -40,6 +40,18 @@ class TransportError(CocoError):
         self.retryable = retryable
 
 
+class HttpStatusError(TransportError):
+    """A registry, token server or KBS answered with an unexpected HTTP status."""
+
+    def __init__(
+        self, message: str, status: int, *, retryable: bool = False, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, retryable=retryable)
+        self.status = status
+        self.retry_after_s = retry_after_s
+        """The server's ``Retry-After``, in seconds, if it sent one."""
+
+
 class ProtocolError(CocoError):
     """A peer (registry, key provider, KBS, ttrpc) sent malformed or unexpected data."""
 

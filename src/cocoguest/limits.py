@@ -41,6 +41,54 @@ class Limits:
     """Nesting depth of DER structures (CMS)."""
     max_der_length_octets: int = 4
     """Octets of a DER long-form length (4 = lengths under 4 GiB)."""
+    max_auth_file_bytes: int = 1 * MiB
+    """containers-auth.json file."""
+    max_registries_conf_bytes: int = 1 * MiB
+    """registries.conf file."""
+    registry_connect_timeout_s: float = 30.0
+    """Connecting to a registry."""
+    registry_read_timeout_s: float = 60.0
+    """Between two reads from a registry."""
+    registry_retry_attempts: int = 5
+    """Tries of one registry request (5xx, 429, resets)."""
+    registry_retry_base_delay_s: float = 0.5
+    """First backoff delay; doubles per try, with jitter."""
+    registry_retry_max_delay_s: float = 10.0
+    """Longest backoff delay."""
+    registry_retry_after_cap_s: float = 30.0
+    """Longest Retry-After honoured."""
+    registry_max_redirects: int = 5
+    """Redirects followed per request."""
+    registry_error_body_bytes: int = 64 * KiB
+    """Error body read for the message."""
+    registry_token_max_bytes: int = 1 * MiB
+    """Token endpoint answer."""
+    registry_blob_resumes: int = 5
+    """Range resumes of one interrupted blob download."""
+    registry_upload_chunk_bytes: int = 1 * MiB
+    """Read size when pushing a blob."""
+    registry_default_token_lifetime_s: float = 60.0
+    """Token lifetime when the server gives none (token spec)."""
+    registry_token_expiry_margin_s: float = 10.0
+    """Refresh tokens this long before they expire."""
+    max_user_db_bytes: int = 4 * MiB
+    """An image's /etc/passwd or /etc/group."""
+    max_symlink_hops: int = 40
+    """Symlinks followed resolving one path inside a rootfs (Linux MAXSYMLINKS)."""
+    store_db_busy_timeout_s: float = 30.0
+    """Waiting for the store database lock."""
+    gpg_export_timeout_s: float = 60.0
+    """`gpg --export` for pgp:UID recipients."""
+    max_tar_entries: int = 1_000_000
+    """Entries in one layer tar."""
+    max_tar_name_bytes: int = 4096
+    """A member name or link name (PATH_MAX)."""
+    max_tar_pax_header_bytes: int = 1 * MiB
+    """One PAX extended header (Go's archive/tar cap)."""
+    max_tar_sparse_segments: int = 65536
+    """Segments of one sparse file."""
+    max_tar_file_real_bytes: int = 1 << 40
+    """Expanded size of one (sparse) file."""
     stream_chunk_bytes: int = 1 * MiB
     """Read size of the streaming layer pipeline."""
     stream_queue_chunks: int = 4

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,9 +58,8 @@ def image(tmp_path: Path) -> WrittenImage:
 
 
 @pytest.fixture
-def work_dir(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "work"
-    yield path
+def work_dir(tmp_path: Path) -> Path:
+    return tmp_path / "work"
 
 
 def read_config(bundle: Path) -> dict[str, object]:

@@ -117,8 +117,9 @@ def test_encrypted_image(
     assert run("pull", "--insecure-policy", "-q", "--work-dir", str(work_dir), f"oci:{enc}", str(tmp_path / "b0")) == 1
     assert "missing private key" in capsys.readouterr().err
     assert store_layer_dirs(work_dir) == []
-    assert run("pull", "--insecure-policy", "-q", "--require-encryption", "--work-dir", str(work_dir),
-               "--decryption-key", str(private), "--snapshotter", "copy", f"oci:{enc}", str(tmp_path / "b1")) == 0  # fmt: skip
+    key_args = ["--decryption-key", str(private), "--snapshotter", "copy"]
+    assert run("pull", "--insecure-policy", "-q", "--require-encryption", "--work-dir", str(work_dir), *key_args,
+               f"oci:{enc}", str(tmp_path / "b1")) == 0  # fmt: skip
     assert (tmp_path / "b1" / "rootfs" / "data" / "new.txt").read_text() == "new\n"
     # the plain image's layers are shared with the encrypted one (same diff_ids), but a cache hit still
     # needs the key for the encrypted image

@@ -38,11 +38,12 @@ from typing import Final
 
 from cocoguest.errors import ConfigError
 from cocoguest.image.registry_types import Credentials
+from cocoguest.limits import DEFAULT_LIMITS
 from cocoguest.oci.reference import ImageReference
 
 _logger = logging.getLogger(__name__)
 
-MAX_AUTH_FILE_BYTES: Final = 1024 * 1024
+MAX_AUTH_FILE_BYTES: Final = DEFAULT_LIMITS.max_auth_file_bytes
 """Largest auth file read (bytes). TODO(limits.py): move to ``Limits.max_auth_file_bytes``."""
 
 _LEGACY_FILE_NAME: Final = ".dockercfg"

@@ -27,51 +27,35 @@ from typing import Final, TypeVar
 
 import httpx
 
-from cocoguest.errors import TransportError
+from cocoguest.errors import HttpStatusError, TransportError
 from cocoguest.image.registry_types import RegistryEndpoint, TlsSettings
-from cocoguest.limits import Limits
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 _logger = logging.getLogger(__name__)
 
 # Limits of the registry client. TODO(limits.py): move into Limits (reported to the lead).
-REGISTRY_CONNECT_TIMEOUT_S: Final = 30.0
+REGISTRY_CONNECT_TIMEOUT_S: Final = DEFAULT_LIMITS.registry_connect_timeout_s
 """Connecting to a registry (containers/image: 30 s dial timeout)."""
-REGISTRY_READ_TIMEOUT_S: Final = 60.0
+REGISTRY_READ_TIMEOUT_S: Final = DEFAULT_LIMITS.registry_read_timeout_s
 """Waiting for the next bytes of a response."""
-REGISTRY_RETRY_ATTEMPTS: Final = 5
+REGISTRY_RETRY_ATTEMPTS: Final = DEFAULT_LIMITS.registry_retry_attempts
 """Tries of one request, the first included (containers/image retries 5 times)."""
-REGISTRY_RETRY_BASE_DELAY_S: Final = 0.5
+REGISTRY_RETRY_BASE_DELAY_S: Final = DEFAULT_LIMITS.registry_retry_base_delay_s
 """First backoff delay; doubled on each further attempt."""
-REGISTRY_RETRY_MAX_DELAY_S: Final = 10.0
+REGISTRY_RETRY_MAX_DELAY_S: Final = DEFAULT_LIMITS.registry_retry_max_delay_s
 """Cap of one backoff delay."""
-REGISTRY_RETRY_AFTER_CAP_S: Final = 30.0
+REGISTRY_RETRY_AFTER_CAP_S: Final = DEFAULT_LIMITS.registry_retry_after_cap_s
 """Cap of a server's ``Retry-After`` (a hostile server must not park us for hours)."""
-REGISTRY_MAX_REDIRECTS: Final = 5
+REGISTRY_MAX_REDIRECTS: Final = DEFAULT_LIMITS.registry_max_redirects
 """Redirect hops followed for one request."""
-REGISTRY_ERROR_BODY_BYTES: Final = 64 * 1024
+REGISTRY_ERROR_BODY_BYTES: Final = DEFAULT_LIMITS.registry_error_body_bytes
 """Bytes of an error response body read to extract the registry error code."""
-REGISTRY_TOKEN_MAX_BYTES: Final = 1024 * 1024
+REGISTRY_TOKEN_MAX_BYTES: Final = DEFAULT_LIMITS.registry_token_max_bytes
 """A token server's JSON answer."""
-REGISTRY_BLOB_RESUMES: Final = 5
+REGISTRY_BLOB_RESUMES: Final = DEFAULT_LIMITS.registry_blob_resumes
 """Resumptions (HTTP Range) of one interrupted blob download."""
-REGISTRY_UPLOAD_CHUNK_BYTES: Final = 1024 * 1024
+REGISTRY_UPLOAD_CHUNK_BYTES: Final = DEFAULT_LIMITS.registry_upload_chunk_bytes
 """Read size when streaming a blob upload."""
-
-
-class HttpStatusError(TransportError):
-    """A registry or token server answered with an unexpected HTTP status.
-
-    TODO(errors.py): STYLE.md §8.1 places ``HttpStatusError(status)`` under ``TransportError``; it lives here
-    until errors.py gains it.
-    """
-
-    def __init__(
-        self, message: str, status: int, *, retryable: bool = False, retry_after_s: float | None = None
-    ) -> None:
-        super().__init__(message, retryable=retryable)
-        self.status = status
-        self.retry_after_s = retry_after_s
-        """The server's ``Retry-After``, in seconds, if it sent one."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,12 +42,13 @@ from typing import Final
 
 from cocoguest.errors import ConfigError
 from cocoguest.image.registry_types import RegistryEndpoint, TlsSettings
+from cocoguest.limits import DEFAULT_LIMITS
 from cocoguest.oci import reference as oci_reference
 from cocoguest.oci.reference import DOCKER_HUB, ImageReference
 
 _logger = logging.getLogger(__name__)
 
-MAX_REGISTRIES_CONF_BYTES: Final = 1024 * 1024
+MAX_REGISTRIES_CONF_BYTES: Final = DEFAULT_LIMITS.max_registries_conf_bytes
 """Largest registries.conf read (bytes). TODO(limits.py): move to ``Limits.max_registries_conf_bytes``."""
 
 PULL_FROM_MIRROR_VALUES: Final = ("all", "digest-only", "tag-only")

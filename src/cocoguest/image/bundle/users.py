@@ -42,13 +42,13 @@ from typing import Final
 
 from cocoguest.errors import ConfigError, TransportError
 from cocoguest.image.bundle.runtime_config import ProcessUser
-from cocoguest.limits import MiB
+from cocoguest.limits import DEFAULT_LIMITS, MiB
 
 _logger = logging.getLogger(__name__)
 
-MAX_USER_DB_BYTES: Final = 4 * MiB
+MAX_USER_DB_BYTES: Final = DEFAULT_LIMITS.max_user_db_bytes
 """Largest /etc/passwd or /etc/group read from an image (TODO: move to limits.Limits)."""
-MAX_SYMLINK_HOPS: Final = 40
+MAX_SYMLINK_HOPS: Final = DEFAULT_LIMITS.max_symlink_hops
 """Symlinks followed while resolving one path (Linux's MAXSYMLINKS)."""
 MAX_ID: Final = 2**32 - 2
 """Largest valid uid/gid (``(uid_t)-1`` means "no change" to the kernel)."""

@@ -26,22 +26,22 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 
 from cocoguest.errors import ProtocolError
-from cocoguest.limits import DEFAULT_LIMITS, KiB, Limits, MiB
+from cocoguest.limits import DEFAULT_LIMITS, KiB, Limits
 
 BLOCK: Final = 512
 _ZERO_BLOCK: Final = bytes(BLOCK)
 _READ_AHEAD: Final = 64 * KiB
 
 # Limits not (yet) in cocoguest.limits.Limits: read from it when present, else these defaults.
-MAX_TAR_ENTRIES: Final = 1_000_000
+MAX_TAR_ENTRIES: Final = DEFAULT_LIMITS.max_tar_entries
 """Headers (entries plus PAX/GNU meta headers) in one layer; large distro images have ~100k entries."""
-MAX_TAR_NAME_BYTES: Final = 4096
+MAX_TAR_NAME_BYTES: Final = DEFAULT_LIMITS.max_tar_name_bytes
 """A member name or link name (PATH_MAX)."""
-MAX_TAR_PAX_HEADER_BYTES: Final = 1 * MiB
+MAX_TAR_PAX_HEADER_BYTES: Final = DEFAULT_LIMITS.max_tar_pax_header_bytes
 """One PAX or GNU long-name header's data (Go's archive/tar uses 1 MiB)."""
-MAX_TAR_SPARSE_SEGMENTS: Final = 65536
+MAX_TAR_SPARSE_SEGMENTS: Final = DEFAULT_LIMITS.max_tar_sparse_segments
 """Data segments in one sparse file's map."""
-MAX_TAR_FILE_REAL_BYTES: Final = 1 << 40
+MAX_TAR_FILE_REAL_BYTES: Final = DEFAULT_LIMITS.max_tar_file_real_bytes
 """Apparent size of one (sparse) file: 1 TiB."""
 
 
@@ -58,18 +58,14 @@ class TarLimits:
 
     @classmethod
     def from_limits(cls, limits: Limits) -> TarLimits:
-        """Read ``max_tar_entries`` etc. from ``limits`` when it has them (forward compatible)."""
-
-        def pick(name: str, default: int) -> int:
-            value = getattr(limits, name, default)
-            return value if isinstance(value, int) else default
+        """The tar caps of ``limits``."""
 
         return cls(
-            max_entries=pick("max_tar_entries", MAX_TAR_ENTRIES),
-            max_name_bytes=pick("max_tar_name_bytes", MAX_TAR_NAME_BYTES),
-            max_pax_header_bytes=pick("max_tar_pax_header_bytes", MAX_TAR_PAX_HEADER_BYTES),
-            max_sparse_segments=pick("max_tar_sparse_segments", MAX_TAR_SPARSE_SEGMENTS),
-            max_file_real_bytes=pick("max_tar_file_real_bytes", MAX_TAR_FILE_REAL_BYTES),
+            max_entries=limits.max_tar_entries,
+            max_name_bytes=limits.max_tar_name_bytes,
+            max_pax_header_bytes=limits.max_tar_pax_header_bytes,
+            max_sparse_segments=limits.max_tar_sparse_segments,
+            max_file_real_bytes=limits.max_tar_file_real_bytes,
             chunk_bytes=max(BLOCK, limits.stream_chunk_bytes),
         )
 

@@ -348,6 +348,9 @@ class _Unpacker:
             self._hardlink(entry, components)
             return
         parent_fd = self.parent_fd(parent)
+        if entry.type is EntryType.FILE:
+            self._file(entry, parent_fd, components, data)
+            return
         existing = lstat_at(parent_fd, base)
         if entry.type is EntryType.DIR:
             if existing is not None and stat.S_ISDIR(existing.st_mode):
@@ -366,9 +369,7 @@ class _Unpacker:
             return
         if existing is not None:
             self.remove_existing(parent_fd, components, existing)
-        if entry.type is EntryType.FILE:
-            self._file(entry, parent_fd, base, data)
-        elif entry.type is EntryType.SYMLINK:
+        if entry.type is EntryType.SYMLINK:
             os.symlink(entry.unsafe_linkname, base, dir_fd=parent_fd)
             self._meta_by_name(entry, parent_fd, base, symlink=True)
         elif entry.type is EntryType.FIFO:
@@ -426,8 +427,16 @@ class _Unpacker:
         finally:
             os.close(fd)
 
-    def _file(self, entry: TarEntry, parent_fd: int, base: str, data: Iterable[bytes]) -> None:
-        fd = os.open(base, _FILE_CREATE, 0o600, dir_fd=parent_fd)
+    def _file(self, entry: TarEntry, parent_fd: int, components: Components, data: Iterable[bytes]) -> None:
+        base = components[-1]
+        try:
+            # O_EXCL never follows a symlink; the common case (a new name) costs no lstat.
+            fd = os.open(base, _FILE_CREATE, 0o600, dir_fd=parent_fd)
+        except FileExistsError:
+            existing = lstat_at(parent_fd, base)
+            if existing is not None:
+                self.remove_existing(parent_fd, components, existing)
+            fd = os.open(base, _FILE_CREATE, 0o600, dir_fd=parent_fd)
         try:
             segments = entry.sparse_map if entry.sparse_map is not None else ((0, entry.stored_size),)
             _write_segments(fd, segments, data)

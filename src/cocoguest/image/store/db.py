@@ -32,8 +32,9 @@ from typing import Final
 
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, ResourceNotFoundError, TransportError, UnsupportedError
+from cocoguest.limits import DEFAULT_LIMITS
 
-DB_BUSY_TIMEOUT_S: Final = 30.0
+DB_BUSY_TIMEOUT_S: Final = DEFAULT_LIMITS.store_db_busy_timeout_s
 """How long a DB operation waits for another process's write lock (belongs in ``Limits``)."""
 
 MIN_DIGEST_PREFIX: Final = 12

@@ -33,13 +33,12 @@ from typing import TYPE_CHECKING, BinaryIO, Final, cast
 import httpx
 
 from cocoguest.digest import Digest
-from cocoguest.errors import ProtocolError, ResourceNotFoundError, TransportError
+from cocoguest.errors import HttpStatusError, ProtocolError, ResourceNotFoundError, TransportError
 from cocoguest.image.http import (
     DEFAULT_RETRY,
     REGISTRY_ERROR_BODY_BYTES,
     REGISTRY_MAX_REDIRECTS,
     REGISTRY_UPLOAD_CHUNK_BYTES,
-    HttpStatusError,
     RetryPolicy,
     is_retryable_status,
     make_client,

@@ -27,10 +27,9 @@ from typing import Final
 
 import httpx
 
-from cocoguest.errors import ProtocolError, TransportError
+from cocoguest.errors import HttpStatusError, ProtocolError, TransportError
 from cocoguest.image.http import (
     REGISTRY_TOKEN_MAX_BYTES,
-    HttpStatusError,
     RetryPolicy,
     is_retryable_status,
     map_http_error,
@@ -38,12 +37,13 @@ from cocoguest.image.http import (
     retry_call,
 )
 from cocoguest.image.registry_types import Credentials
+from cocoguest.limits import DEFAULT_LIMITS
 
 _logger = logging.getLogger(__name__)
 
-DEFAULT_TOKEN_LIFETIME_S: Final = 60.0
+DEFAULT_TOKEN_LIFETIME_S: Final = DEFAULT_LIMITS.registry_default_token_lifetime_s
 """token.md: "When omitted, [expires_in] defaults to 60 seconds"."""
-TOKEN_EXPIRY_MARGIN_S: Final = 10.0
+TOKEN_EXPIRY_MARGIN_S: Final = DEFAULT_LIMITS.registry_token_expiry_margin_s
 """A cached token is renewed this long before it expires (clock skew, request latency)."""
 OAUTH_CLIENT_ID: Final = "cocoguest"
 """``client_id`` sent with OAuth2 refresh-token requests (oauth.md requires one)."""

@@ -30,7 +30,7 @@ from cocoguest.ocicrypt.annotations import keys_annotation
 SCHEME: Final = "pgp"
 ANNOTATION_KEY: Final = keys_annotation(SCHEME)
 
-_GPG_EXPORT_TIMEOUT_S: Final = 60.0
+_GPG_EXPORT_TIMEOUT_S: Final = DEFAULT_LIMITS.gpg_export_timeout_s
 """``gpg --export`` of the user's keyring (not untrusted input; belongs in ``Limits``)."""
 
 _KEY_HANDLE_HEX_LENGTHS: Final = (16, 40, 64)
