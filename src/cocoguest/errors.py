@@ -94,3 +94,7 @@ class UnsafeArchiveError(VerificationError):
 
 class PolicyRejectedError(VerificationError):
     """The signature policy rejected the image; the message says which requirement failed and why."""
+
+
+class SignatureError(VerificationError):
+    """A signature is malformed, made by an untrusted key, or does not cover what it claims."""

@@ -112,7 +112,18 @@ class PullResult:
         }
 
 
-def _fetch_manifest(opened: OpenedSource, options: PullOptions) -> tuple[bytes, Digest, ImageManifest]:
+@dataclass(frozen=True)
+class FetchedManifest:
+    """The manifest for our platform, verified against whatever pinned it."""
+
+    untrusted_bytes: bytes
+    digest: Digest
+    manifest: ImageManifest
+    index_digest: Digest | None = None
+    """The index/manifest list it was selected from, if any."""
+
+
+def _fetch_manifest(opened: OpenedSource, options: PullOptions) -> FetchedManifest:
     """(2) The manifest for our platform, digest-checked, resolved through an index if needed."""
     source, what = opened.source, opened.source.describe()
     untrusted, declared = source.get_manifest(None)
@@ -121,7 +132,9 @@ def _fetch_manifest(opened: OpenedSource, options: PullOptions) -> tuple[bytes, 
         msg = f"{what}: manifest has digest {digest}, the reference pins {opened.pinned_digest}"
         raise DigestMismatchError(msg)
     media_type = _media_type(untrusted, declared, what)
+    index_digest: Digest | None = None
     if media_type in _INDEX_TYPES:
+        index_digest = digest
         try:
             index = ImageIndex.from_bytes(untrusted, f"{what}: index")
         except ValueError as e:
@@ -140,7 +153,7 @@ def _fetch_manifest(opened: OpenedSource, options: PullOptions) -> tuple[bytes, 
         manifest = ImageManifest.from_bytes(untrusted, f"{what}: manifest {digest}", media_type)
     except ValueError as e:
         raise ProtocolError(str(e)) from e
-    return untrusted, digest, manifest
+    return FetchedManifest(untrusted, digest, manifest, index_digest)
 
 
 def _media_type(untrusted: bytes, declared: str | None, what: str) -> str:
@@ -266,10 +279,18 @@ def pull_image(
     what = opened.source.describe()
     # (1) is the caller's: reference parsed, registries.conf applied, source opened.
     # (2) the manifest, once, size-capped and digest-checked
-    untrusted_manifest, manifest_digest, manifest = _fetch_manifest(opened, options)
+    fetched = _fetch_manifest(opened, options)
+    manifest, manifest_digest = fetched.manifest, fetched.digest
     # (3) policy, BEFORE anything else is read or any cache is consulted
     decision = options.policy.evaluate(
-        PolicyRequest(opened.reference, opened.transport, manifest_digest, untrusted_manifest, opened.source)
+        PolicyRequest(
+            opened.reference,
+            opened.transport,
+            manifest_digest,
+            fetched.untrusted_bytes,
+            opened.source,
+            index_digest=fetched.index_digest,
+        )
     )
     if not decision.accepted:
         msg = f"{what}: rejected by the signature policy: {'; '.join(decision.reasons) or 'no reason given'}"
@@ -324,6 +345,6 @@ def pull_image(
 
 def inspect_image(opened: OpenedSource, options: PullOptions) -> tuple[Digest, dict[str, object], dict[str, object]]:
     """Steps (2) and (4) only: the manifest digest, manifest JSON and config JSON, all verified; nothing stored."""
-    untrusted_manifest, digest, manifest = _fetch_manifest(opened, options)
-    config = _read_config(opened.source, manifest, options)
-    return digest, json.loads(untrusted_manifest), config
+    fetched = _fetch_manifest(opened, options)
+    config = _read_config(opened.source, fetched.manifest, options)
+    return fetched.digest, json.loads(fetched.untrusted_bytes), config

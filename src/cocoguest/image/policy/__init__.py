@@ -28,6 +28,8 @@ class PolicyRequest:
     manifest_digest: Digest
     untrusted_manifest: bytes
     source: ImageSource
+    index_digest: Digest | None = None
+    """The index the manifest was selected from, if any: signatures may cover it instead."""
 
 
 @dataclass(frozen=True, slots=True)
