@@ -34,6 +34,7 @@ test: $(STAMP) peers lint typecheck
 
 bench: $(STAMP) peers
 	$(BIN)/python bench/ocicrypt.py
+	$(BIN)/python bench/pull.py
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

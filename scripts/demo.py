@@ -1,4 +1,5 @@
-"""The cocoguest demo: encrypt a small image for a JWE and a PGP recipient, then decrypt it back.
+"""The cocoguest demo: encrypt a small image for a JWE and a PGP recipient, decrypt it back, and pull the
+encrypted image into an OCI runtime bundle.
 
 Run by `make demo`. Everything happens under ./demo-out (recreated each run). gpg only makes the demo's
 PGP key; cocoguest reads the exported key files and never runs gpg itself here.
@@ -104,6 +105,16 @@ def main() -> int:
         same = [(a["mediaType"], a["digest"]) for a in after] == [(b["mediaType"], b["digest"]) for b in before]
         ok = ok and same
         print(f"  -> {'identical to the original' if same else 'DIFFERENT from the original'}")
+    print("\npulling the encrypted image into an OCI runtime bundle (decrypting in the guest):")
+    store, bundle = str(OUT / "store"), str(OUT / "bundle")
+    cocoguest("pull", "--insecure-policy", "--snapshotter", "copy", "--work-dir", store,
+              "--decryption-key", str(keys / "jwe.pem"), "--require-encryption", encrypted, bundle)  # fmt: skip
+    config = json.loads((OUT / "bundle" / "config.json").read_text())
+    rootfs = OUT / "bundle" / "rootfs"
+    files = sorted(str(p.relative_to(rootfs)) for p in rootfs.rglob("*") if p.is_file())
+    print(f"  config.json process.args: {config['process']['args']}")
+    print(f"  rootfs files: {', '.join(files)}")
+    ok = ok and (rootfs / "etc" / "motd").read_text().startswith("Welcome")
     print("\ndemo " + ("succeeded" if ok else "FAILED"))
     return 0 if ok else 1
 
