@@ -101,6 +101,7 @@ class _GzipSink(io.RawIOBase):
         self.tar_hash = hashlib.sha256()
         self.gz_hash = hashlib.sha256()
         self.size = 0
+        self.tar_bytes = 0
 
     def writable(self) -> bool:
         return True
@@ -108,6 +109,7 @@ class _GzipSink(io.RawIOBase):
     def write(self, data: Any) -> int:
         view = memoryview(data)
         self.tar_hash.update(view)
+        self.tar_bytes += len(view)
         self._emit(self._gz.compress(view))
         return len(view)
 
@@ -200,6 +202,7 @@ class BuiltLayer:
     diff_id: str
     size: int
     files: int
+    tar_bytes: int
 
 
 def _info(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, size: int = 0) -> tarfile.TarInfo:
@@ -267,7 +270,7 @@ def build_layer(blobs: Path, seed: int, index: int, budget: int) -> BuiltLayer:
         sink.finish()
     digest = sink.gz_hash.hexdigest()
     tmp.rename(blobs / digest)
-    return BuiltLayer(f"sha256:{digest}", f"sha256:{sink.tar_hash.hexdigest()}", sink.size, len(files))
+    return BuiltLayer(f"sha256:{digest}", f"sha256:{sink.tar_hash.hexdigest()}", sink.size, len(files), sink.tar_bytes)
 
 
 def _write_blob(blobs: Path, data: bytes) -> dict[str, Any]:
@@ -338,29 +341,34 @@ class Images:
     encrypted: Path
     priv: Path
     pub: Path
+    tar_bytes: int
+    files: int
 
 
 def cached_images(base: Path, size: int, layers: int, seed: int, cocoguest: Path) -> Images:
     """Build the fixture under ``base``, or reuse it if a previous run completed it for the same parameters."""
     root = base / f"cocoguest-bench-pull-cache/v{FORMAT_VERSION}-{size // MB}MB-{layers}l-seed{seed}"
-    images = Images(root / "plain", root / "encrypted", root / "priv.pem", root / "pub.pem")
-    if (root / "complete").exists():
+    done = root / "complete.json"
+    if done.exists():
         print(f"bench: reusing the image cache {root}")
-        return images
+        meta = json.loads(done.read_text())
+        return Images(root / "plain", root / "encrypted", root / "priv.pem", root / "pub.pem", **meta)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     print(f"bench: building the image in {root} (cached for later runs) ...", flush=True)
     start = time.perf_counter()
-    built = build_layout(images.plain, size, layers, seed)
+    built = build_layout(root / "plain", size, layers, seed)
     total = sum(b.size for b in built)
     print(f"bench: built {layers} layers, {total / MB:.0f} MB compressed, in {time.perf_counter() - start:.1f} s")
+    meta = {"tar_bytes": sum(b.tar_bytes for b in built), "files": sum(b.files for b in built)}
+    images = Images(root / "plain", root / "encrypted", root / "priv.pem", root / "pub.pem", **meta)
     make_rsa_keys(root)
     subprocess.run(
         [str(cocoguest), "copy", "-q", "--encryption-key", f"jwe:{images.pub}",
          f"oci:{images.plain}:{TAG}", f"oci:{images.encrypted}:{TAG}"],
         check=True,
     )  # fmt: skip
-    (root / "complete").write_text("ok\n")
+    done.write_text(json.dumps(meta))
     return images
 
 
@@ -665,6 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = Path(os.environ.get("TMPDIR") or "/var/tmp")
     print(f"bench: {args.size_mb} MB, {args.layers} layers; cpus {os.cpu_count()}, load {os.getloadavg()[0]:.2f}")
     images = cached_images(base, args.size_mb * MB, args.layers, args.seed, cocoguest)
+    print(f"bench: {images.tar_bytes / MB:.0f} MB of tar, {images.files} regular files (plus dirs, symlinks)")
     work = Path(tempfile.mkdtemp(prefix="cocoguest-bench-pull-", dir=base))
     try:
         with registry(work / "registry") as host:

@@ -1,30 +1,37 @@
-"""``cocoguest copy``: skopeo-compatible image copy with layer encryption and decryption."""
+"""``cocoguest copy``: skopeo-compatible image copy (``oci:`` and ``docker://``, both ways) with layer
+encryption and decryption.
+
+Invariants:
+    * Each side gets its own :class:`RegistryAccess` from skopeo-style flags (``--src-*``/``--dest-*``);
+      explicit credentials beat auth files; ``--*-tls-verify=false`` is the only way (besides registries.conf
+      ``insecure``) to turn certificate verification off.
+    * The environment is read here once and passed down; library code never reads it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 import click
 
+from cocoguest.cli.settings import environment
 from cocoguest.errors import ConfigError
-from cocoguest.image.copy import CopyOptions, CopyReport, copy_image
-from cocoguest.image.transports.oci import OciLayoutDestination, OciLayoutSource, OciReference
+from cocoguest.image.auth import default_auth_files
+from cocoguest.image.certs import default_cert_dirs
+from cocoguest.image.copy import CopyOptions, CopyReport, copy_image, open_copy_source
+from cocoguest.image.destinations import open_destination
+from cocoguest.image.registries import RegistriesConfig
+from cocoguest.image.registry_access import RegistryAccess, parse_credentials
 from cocoguest.limits import DEFAULT_LIMITS
 from cocoguest.ocicrypt import keyspecs
 from cocoguest.ocicrypt.keyprovider.config import KeyProviderEntry, load_keyprovider_config
 from cocoguest.ocicrypt.keyprovider.protocol import KeyProviderTransport
 from cocoguest.ocicrypt.pkcs11_config import default_pkcs11_config_paths, load_pkcs11_module_config
-
-
-def _oci_reference(text: str, role: str) -> OciReference:
-    if not text.startswith("oci:"):
-        transport = text.split(":", 1)[0] if ":" in text else "(none)"
-        msg = f"{role} {text!r}: transport {transport!r} is not supported yet by copy (use oci:PATH[:REF])"
-        raise ConfigError(msg)
-    return OciReference.parse(text)
 
 
 def key_context(env: Mapping[str, str], keyprovider_config: str | None) -> keyspecs.KeyContext:
@@ -99,6 +106,30 @@ def _print_report(report: CopyReport, as_json: bool) -> None:
     click.echo(f"manifest {report.manifest.digest}")
 
 
+def _access(
+    *,
+    env: Mapping[str, str],
+    registries: RegistriesConfig,
+    auth_file: str | None,
+    creds: str | None,
+    creds_flag: str,
+    cert_dir: str | None,
+    tls_verify: bool,
+) -> RegistryAccess:
+    """Registry settings for one side of the copy."""
+    return RegistryAccess(
+        registries=registries,
+        auth_files=[Path(auth_file)] if auth_file else default_auth_files(env, os.getuid()),
+        credentials=parse_credentials(creds, creds_flag) if creds is not None else None,
+        cert_dirs=default_cert_dirs(env),
+        flat_cert_dir=Path(cert_dir) if cert_dir else None,
+        tls_verify=tls_verify,
+        env=env,
+        # containers/image stages big temporary files in /var/tmp unless TMPDIR says otherwise.
+        tmp_dir=Path(env.get("TMPDIR") or "/var/tmp"),  # noqa: S108  (a parent for mkdtemp, not a fixed file)
+    )
+
+
 @click.command("copy")
 @click.argument("source")
 @click.argument("destination")
@@ -129,6 +160,32 @@ def _print_report(report: CopyReport, as_json: bool) -> None:
     default=None,
     help="ocicrypt key provider config (default: $OCICRYPT_KEYPROVIDER_CONFIG).",
 )
+@click.option("--registries-conf", type=click.Path(dir_okay=False), help="registries.conf (v2 subset).")
+@click.option(
+    "--authfile",
+    "--auth-file",
+    "auth_file",
+    type=click.Path(dir_okay=False),
+    help="containers-auth.json for both sides (default: $REGISTRY_AUTH_FILE, then the usual paths).",
+)
+@click.option("--src-authfile", type=click.Path(dir_okay=False), help="containers-auth.json for the source.")
+@click.option("--dest-authfile", type=click.Path(dir_okay=False), help="containers-auth.json for the destination.")
+@click.option("--src-creds", metavar="USER:PASSWORD", help="Source registry credentials (instead of auth files).")
+@click.option("--dest-creds", metavar="USER:PASSWORD", help="Destination registry credentials (instead of auth files).")
+@click.option(
+    "--src-cert-dir", type=click.Path(file_okay=False), help="Source: directory of *.crt CAs and a *.cert/*.key pair."
+)
+@click.option(
+    "--dest-cert-dir",
+    type=click.Path(file_okay=False),
+    help="Destination: directory of *.crt CAs and a *.cert/*.key pair.",
+)
+@click.option(
+    "--src-tls-verify", type=bool, default=True, show_default=True, help="Source: HTTPS with certificate checks."
+)
+@click.option(
+    "--dest-tls-verify", type=bool, default=True, show_default=True, help="Destination: HTTPS with certificate checks."
+)
 @click.option(
     "--max-concurrent",
     type=click.IntRange(1, 64),
@@ -145,15 +202,27 @@ def copy_command(
     encrypt_layers: tuple[str, ...],
     decryption_keys: tuple[str, ...],
     keyprovider_config: str | None,
+    registries_conf: str | None,
+    auth_file: str | None,
+    src_authfile: str | None,
+    dest_authfile: str | None,
+    src_creds: str | None,
+    dest_creds: str | None,
+    src_cert_dir: str | None,
+    dest_cert_dir: str | None,
+    src_tls_verify: bool,
+    dest_tls_verify: bool,
     max_concurrent: int,
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Copy an image from SOURCE to DESTINATION (oci:PATH[:REF]), encrypting or decrypting layers.
+    """Copy an image from SOURCE to DESTINATION, encrypting or decrypting layers (like skopeo copy).
 
-    With --encryption-key the selected layers are encrypted (an already encrypted layer gets the new
-    recipients if --decryption-key can unwrap its key); with only --decryption-key encrypted layers are
-    decrypted. The destination appears only when everything has been verified.
+    SOURCE and DESTINATION are oci:PATH[:REF] or docker://HOST/REPO[:TAG] (a source may also name
+    @DIGEST). With --encryption-key the selected layers are encrypted (an already encrypted layer gets the
+    new recipients if --decryption-key can unwrap its key); with only --decryption-key encrypted layers are
+    decrypted. An oci: destination appears only when everything has been verified; a registry gets the
+    manifest last, so a failed copy leaves no tag pointing at a partial image.
     """
     layers: list[int] = []
     for value in keyspecs.split_specs(encrypt_layers):
@@ -165,10 +234,32 @@ def copy_command(
     if layers and not encryption_keys:
         msg = "--encrypt-layer needs --encryption-key"
         raise ConfigError(msg)
-    context = key_context(os.environ, keyprovider_config)
+    env = environment()
+    context = key_context(env, keyprovider_config)
     wrappers = keyspecs.encryption_wrappers(keyspecs.split_specs(encryption_keys), context)
     unwrappers = keyspecs.decryption_unwrappers(keyspecs.split_specs(decryption_keys), context)
-    src = OciLayoutSource(_oci_reference(source, "source"))
+    if registries_conf:
+        registries = RegistriesConfig.load(Path(registries_conf), missing_ok=False)
+    else:
+        registries = RegistriesConfig.load(Path("/etc/containers/registries.conf"))
+    src_access = _access(
+        env=env,
+        registries=registries,
+        auth_file=src_authfile or auth_file,
+        creds=src_creds,
+        creds_flag="--src-creds",
+        cert_dir=src_cert_dir,
+        tls_verify=src_tls_verify,
+    )
+    dest_access = _access(
+        env=env,
+        registries=registries,
+        auth_file=dest_authfile or auth_file,
+        creds=dest_creds,
+        creds_flag="--dest-creds",
+        cert_dir=dest_cert_dir,
+        tls_verify=dest_tls_verify,
+    )
     options = CopyOptions(
         encryption_wrappers=wrappers,
         encrypt_layers=layers,
@@ -176,8 +267,9 @@ def copy_command(
         max_concurrent=max_concurrent,
     )
     progress = _Progress(enabled=sys.stderr.isatty() and not quiet)
-    with OciLayoutDestination(_oci_reference(destination, "destination")) as dst:
-        report = copy_image(src, dst, options, progress if progress.enabled else None)
+    opened = open_copy_source(source, src_access)
+    with contextlib.closing(opened.source), contextlib.closing(open_destination(destination, dest_access)) as dst:
+        report = copy_image(opened, dst, options, progress if progress.enabled else None)
     progress.finish()
     if not quiet:
         _print_report(report, as_json)

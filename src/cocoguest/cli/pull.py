@@ -22,7 +22,8 @@ from cocoguest.image.platform import PlatformSpec
 from cocoguest.image.policy import InsecureAcceptAnything
 from cocoguest.image.pull import PullOptions, pull_image
 from cocoguest.image.registries import RegistriesConfig
-from cocoguest.image.sources import SourceSettings, open_source
+from cocoguest.image.registry_access import RegistryAccess
+from cocoguest.image.sources import open_source
 from cocoguest.ocicrypt import keyspecs
 
 _logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def source_settings(
     registries_conf: str | None, auth_file: str | None, cert_dir: str | None, tls_verify: bool
-) -> SourceSettings:
+) -> RegistryAccess:
     """Registry settings from flags and the environment."""
     env = environment()
     if registries_conf:
@@ -40,7 +41,7 @@ def source_settings(
     else:
         registries = RegistriesConfig.load(Path("/etc/containers/registries.conf"))
     auth_files = [Path(auth_file)] if auth_file else default_auth_files(env, os.getuid())
-    return SourceSettings(
+    return RegistryAccess(
         registries=registries,
         auth_files=auth_files,
         cert_dirs=default_cert_dirs(env),

@@ -1,28 +1,51 @@
-"""Copy an image between OCI layouts, encrypting or decrypting layers on the way (skopeo copy semantics).
+"""Copy an image between OCI layouts and registries, encrypting or decrypting layers on the way (skopeo copy).
 
 Steps:
-    1. Select the manifest in the source layout; read it and the config with size caps, verifying digests.
+    1. Read the source's manifest, size-capped and checked against the digest the reference pins; an index
+       (OCI index, Docker manifest list) is resolved to the manifest of one platform, which is checked against
+       the index's digest. Docker schema 1 is refused. Read the config, digest-checked.
     2. Plan each layer: copy, encrypt, add recipients (already encrypted + new recipients + its key) or decrypt.
-    3. Run the layer work concurrently (``max_concurrent``), each blob streamed into the staging area and
-       verified (source digest and size; HMAC when decrypting) before it gets its content address.
-    4. Write the rewritten manifest (always OCI: only OCI manifests carry encryption, ocicrypt.md §2) and
-       commit the destination atomically.
+    3. Run the layer work concurrently (``max_concurrent``). Unchanged blobs stream from the source through a
+       verifying reader into the destination; transformed blobs are produced by ocicrypt (which verifies the
+       source digest and, when decrypting, the HMAC) into a destination sink that is stored only afterwards.
+       The first failure cancels the other layers (they stop at their next chunk).
+    4. Write the manifest, last (see :mod:`cocoguest.image.destinations` for what commit means per
+       destination).
+
+Manifest format on write:
+    * If no layer changed and the destination accepts the source manifest's type, the source manifest bytes
+      are written unchanged, so the manifest digest is kept (a Docker schema2 image pushed to a registry stays
+      Docker schema2).
+    * Otherwise the manifest is rewritten as OCI (only OCI manifests carry encryption, ocicrypt.md §2; and
+      ``oci:`` layouts hold OCI manifests only, as with skopeo): Docker layer and config media types are mapped
+      to their OCI equivalents; the config blob itself is copied unchanged.
 
 Invariants:
-    * Any failure leaves the destination as it was (see :class:`OciLayoutDestination`).
+    * Any failure leaves the destination without a new image (see :class:`ImageDestination`); the copy
+      aborts the destination itself.
+    * Nothing unverified is written: every blob is verified against its source descriptor (and decrypted
+      blobs against their HMAC) before the destination names it.
     * The config blob and ``rootfs.diff_ids`` are never changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from cocoguest.digest import VerifyingReader
-from cocoguest.errors import ConfigError, ProtocolError, UnsupportedError
-from cocoguest.image.transports.oci import OciLayoutDestination, OciLayoutSource
+from cocoguest.digest import Readable, VerifyingReader
+from cocoguest.errors import ConfigError, ProtocolError
+from cocoguest.image.destinations import ImageDestination
+from cocoguest.image.manifests import fetch_manifest, read_config_blob
+from cocoguest.image.platform import PlatformSpec
+from cocoguest.image.pull import OpenedSource
+from cocoguest.image.registry_access import RegistryAccess
+from cocoguest.image.sources import open_source
+from cocoguest.image.transports.base import ImageSource
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import Descriptor, ImageManifest
@@ -30,7 +53,7 @@ from cocoguest.ocicrypt import layer as ocicrypt_layer
 from cocoguest.ocicrypt.keywrap import KeyUnwrapper, KeyWrapper
 
 LayerProgress = Callable[[int, int], None]
-"""Called with (layer index, bytes done so far in that layer)."""
+"""Called with (layer index, bytes of that layer processed so far)."""
 
 
 class LayerAction(enum.StrEnum):
@@ -51,6 +74,8 @@ class CopyOptions:
     """skopeo's ``--encrypt-layer``: 0-based, negative from the end; empty means every layer."""
     decryption_unwrappers: Sequence[KeyUnwrapper] = ()
     max_concurrent: int = 3
+    platform: PlatformSpec | None = None
+    """The index entry copied when the source is multi-platform; ``None``: the running machine's."""
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
 
 
@@ -72,6 +97,10 @@ class CopyReport:
     layers: tuple[LayerReport, ...]
 
 
+class _CancelledError(Exception):
+    """Raised inside a layer worker after another layer failed (never leaves this module)."""
+
+
 def selected_layers(count: int, requested: Sequence[int]) -> set[int]:
     """containers/image's index rule: ``(n + l) % n`` with Go's truncating modulo; empty selects all."""
     if not requested:
@@ -82,6 +111,35 @@ def selected_layers(count: int, requested: Sequence[int]) -> set[int]:
         if count and shifted >= 0:  # a negative dividend in Go gives a negative index: matches nothing
             chosen.add(shifted % count)
     return chosen
+
+
+# --- opening a source ---------------------------------------------------------------------------------
+
+
+def open_copy_source(text: str, access: RegistryAccess) -> OpenedSource:
+    """Open ``oci:PATH[:REF]`` or ``docker://HOST/REPO[:TAG][@DIGEST]`` for reading (no network access yet).
+
+    As skopeo's ``docker://``: the name is normalised (``docker.io/library/...``), never searched in
+    unqualified-search registries; registries.conf applies (blocked refused, mirrors first, remaps).
+
+    Raises:
+        ConfigError: unknown transport, malformed reference, blocked registry, bad settings.
+        ResourceNotFoundError: the layout does not exist.
+    """
+    if not text.startswith(("oci:", "docker://")):
+        transport = text.split(":", 1)[0] if ":" in text else "(none)"
+        msg = (
+            f"source {text!r}: transport {transport!r} is not supported by copy "
+            "(use oci:PATH[:REF] or docker://HOST/REPO[:TAG])"
+        )
+        raise ConfigError(msg)
+    return open_source(text, access, search_unqualified=False)
+
+
+# --- (1) manifest and config ----------------------------------------------------------------------------
+
+
+# --- (2) plan -----------------------------------------------------------------------------------------
 
 
 def _to_oci_manifest(manifest: ImageManifest) -> ImageManifest:
@@ -120,11 +178,27 @@ def _plan(manifest: ImageManifest, options: CopyOptions) -> list[LayerAction]:
     return plan
 
 
+# --- (3) layers -----------------------------------------------------------------------------------------
+
+
+class _LayerReader:
+    """A verifying reader over a source blob that reports progress and stops when the copy is cancelled."""
+
+    def __init__(self, verifying: VerifyingReader, on_chunk: Callable[[int], None]) -> None:
+        self._verifying = verifying
+        self._on_chunk = on_chunk
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._verifying.read(n)
+        self._on_chunk(len(data))
+        return data
+
+
 class _LayerCopier:
     def __init__(
         self,
-        source: OciLayoutSource,
-        destination: OciLayoutDestination,
+        source: ImageSource,
+        destination: ImageDestination,
         options: CopyOptions,
         progress: LayerProgress | None,
     ) -> None:
@@ -132,9 +206,12 @@ class _LayerCopier:
         self._destination = destination
         self._options = options
         self._progress = progress
+        self.cancelled = threading.Event()
 
     def run(self, index: int, desc: Descriptor, action: LayerAction) -> Descriptor:
         limits = self._options.limits
+        if self.cancelled.is_set():
+            raise _CancelledError
         if desc.size > limits.max_blob_bytes:
             msg = f"layer {desc.digest}: {desc.size} bytes is over the {limits.max_blob_bytes}-byte limit"
             raise ProtocolError(msg)
@@ -145,95 +222,123 @@ class _LayerCopier:
             return ocicrypt_layer.add_recipients(
                 desc, self._options.encryption_wrappers, self._options.decryption_unwrappers, limits=limits
             )
-        progress = self._layer_progress(index)
-        with self._source.open_blob(desc.digest) as src, self._destination.blob_writer() as (dst, staged):
+        on_chunk = self._chunk_callback(index)
+        with self._source.open_blob(desc) as src, self._destination.blob_writer() as sink:
+            # ocicrypt verifies the source blob's digest and size (and, decrypting, the HMAC) before returning.
             if action is LayerAction.ENCRYPTED:
                 result = ocicrypt_layer.encrypt_layer(
-                    src, dst, desc, self._options.encryption_wrappers, limits=limits, progress=progress
+                    src, sink.file, desc, self._options.encryption_wrappers, limits=limits, progress=on_chunk
                 )
             else:
                 result = ocicrypt_layer.decrypt_layer(
-                    src, dst, desc, self._options.decryption_unwrappers, limits=limits, progress=progress
+                    src, sink.file, desc, self._options.decryption_unwrappers, limits=limits, progress=on_chunk
                 )
-            dst.flush()
-            staged.store(result.digest)
+            # SECURITY: stored (named, uploaded) only now, after every check passed.
+            sink.store(result.digest)
         return result
 
-    def _layer_progress(self, index: int) -> Callable[[int], None] | None:
+    def _chunk_callback(self, index: int) -> Callable[[int], None]:
+        """Per chunk: stop if cancelled; report the cumulative byte count."""
         report = self._progress
-        if report is None:
-            return None
-        return lambda done: report(index, done)
+        done = 0
+
+        def on_chunk(count: int) -> None:
+            nonlocal done
+            if self.cancelled.is_set():
+                raise _CancelledError
+            done += count
+            if report is not None and count:
+                report(index, done)
+
+        return on_chunk
 
     def _copy_blob(self, index: int, desc: Descriptor) -> None:
-        """Copy a blob unchanged, verifying its digest and size."""
+        """Copy a blob unchanged, verifying its digest and size on the way."""
         if self._destination.has_blob(desc.digest):
             return
-        chunk = self._options.limits.stream_chunk_bytes
-        with self._source.open_blob(desc.digest) as raw, self._destination.blob_writer() as (dst, staged):
-            reader = VerifyingReader(raw, desc.digest, desc.size, f"layer {desc.digest}")
-            while data := reader.read(chunk):
-                dst.write(data)
-                if self._progress is not None:
-                    self._progress(index, reader.bytes_read)
-            dst.flush()
-            staged.store(desc.digest)
+        what = f"layer {desc.digest}"
+
+        @contextlib.contextmanager
+        def open_reader() -> Iterator[Readable]:
+            with self._source.open_blob(desc) as raw:
+                yield _LayerReader(VerifyingReader(raw, desc.digest, desc.size, what), self._chunk_callback(index))
+
+        self._destination.put_blob(desc, open_reader)
 
 
-def copy_image(
-    source: OciLayoutSource,
-    destination: OciLayoutDestination,
-    options: CopyOptions,
-    progress: LayerProgress | None = None,
-) -> CopyReport:
-    """Copy one image; see the module docstring. The caller commits nothing: this function commits.
-
-    Raises:
-        CocoError: any failure; the destination is then left as it was.
-    """
-    limits = options.limits
-    # (1) manifest and config, verified
-    manifest_desc = source.manifest_descriptor()
-    if manifest_desc.media_type in {media_types.OCI_INDEX, media_types.DOCKER_MANIFEST_LIST}:
-        msg = f"{source.reference}: is a multi-platform index; copying indexes is not supported yet"
-        raise UnsupportedError(msg)
-    what = f"{source.reference}: manifest {manifest_desc.digest}"
-    raw_manifest = source.read_verified(manifest_desc, limits.max_manifest_bytes, what)
-    try:
-        manifest = ImageManifest.from_bytes(raw_manifest, what, manifest_desc.media_type)
-    except ValueError as e:
-        raise ProtocolError(str(e)) from e
-    if len(manifest.layers) > limits.max_layers:
-        msg = f"{what}: {len(manifest.layers)} layers, over the limit of {limits.max_layers}"
-        raise ProtocolError(msg)
-    config = source.read_verified(manifest.config, limits.max_config_bytes, f"{source.reference}: config")
-    # (2) plan
-    plan = _plan(manifest, options)
-    destination.put_bytes(config)
-    # (3) layers, concurrently; the first failure cancels the rest
-    copier = _LayerCopier(source, destination, options, progress)
-    results: list[Descriptor] = list(manifest.layers)
-    with ThreadPoolExecutor(max_workers=max(1, options.max_concurrent), thread_name_prefix="layer") as pool:
+def _run_layers(
+    copier: _LayerCopier, layers: Sequence[Descriptor], plan: Sequence[LayerAction], max_concurrent: int
+) -> list[Descriptor]:
+    results: list[Descriptor] = list(layers)
+    with ThreadPoolExecutor(max_workers=max(1, max_concurrent), thread_name_prefix="layer") as pool:
         futures: dict[Future[Descriptor], int] = {
-            pool.submit(copier.run, index, layer, plan[index]): index for index, layer in enumerate(manifest.layers)
+            pool.submit(copier.run, index, layer, plan[index]): index for index, layer in enumerate(layers)
         }
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
+        if pending:
+            # One layer failed: the queued ones never start, the running ones stop at their next chunk.
+            copier.cancelled.set()
+            for future in pending:
+                future.cancel()
         for future in sorted(done, key=lambda f: futures[f]):
             if (error := future.exception()) is not None:
                 raise error
             results[futures[future]] = future.result()
-        if pending:  # pragma: no cover - defensive: wait() returns all futures unless one failed
-            wait(pending)
-    # (4) manifest, commit
-    new_manifest = _to_oci_manifest(manifest.with_changes(layers=tuple(results)))
-    manifest_bytes = new_manifest.to_bytes()
-    digest = destination.put_bytes(manifest_bytes)
-    manifest_out = Descriptor(media_types.OCI_MANIFEST, digest, len(manifest_bytes))
-    destination.commit(manifest_out)
+    return results
+
+
+# --- orchestrator -----------------------------------------------------------------------------------------
+
+
+def copy_image(
+    opened: OpenedSource,
+    destination: ImageDestination,
+    options: CopyOptions,
+    progress: LayerProgress | None = None,
+) -> CopyReport:
+    """Copy one image; see the module docstring. This function commits, or aborts the destination on failure.
+
+    Args:
+        opened: the source and the digest its reference pins (if any).
+        destination: where to write; the caller closes it.
+        options: keys and layer selection, concurrency, platform, limits.
+        progress: per-layer progress callback (called from worker threads).
+
+    Raises:
+        CocoError: any failure; the destination then holds no new image.
+    """
+    try:
+        return _copy(opened, destination, options, progress)
+    except BaseException:
+        destination.abort()
+        raise
+
+
+def _copy(
+    opened: OpenedSource, destination: ImageDestination, options: CopyOptions, progress: LayerProgress | None
+) -> CopyReport:
+    source = opened.source
+    # (1) manifest and config, verified
+    read = fetch_manifest(opened, options.platform or PlatformSpec.running(), options.limits)
+    manifest = read.manifest
+    config = read_config_blob(source, manifest.config, options.limits)
+    # (2) plan
+    plan = _plan(manifest, options)
+    # (3) blobs: config, then the layers concurrently; the first failure cancels the rest
+    destination.put_small_blob(config)
+    copier = _LayerCopier(source, destination, options, progress)
+    results = _run_layers(copier, manifest.layers, plan, options.max_concurrent)
+    # (4) manifest, last
+    unchanged = all(action is LayerAction.COPIED for action in plan)
+    if unchanged and destination.supports_manifest_type(manifest.media_type):
+        # Keep the source bytes: the manifest digest (and any signature over it) stays valid.
+        out_manifest, manifest_bytes, media_type = manifest, read.untrusted_bytes, manifest.media_type
+    else:
+        out_manifest = _to_oci_manifest(manifest.with_changes(layers=tuple(results)))
+        manifest_bytes, media_type = out_manifest.to_bytes(), media_types.OCI_MANIFEST
+    manifest_out = destination.commit(manifest_bytes, media_type)
     reports = tuple(
         LayerReport(i, src_desc, out_desc, action)
-        for i, (src_desc, out_desc, action) in enumerate(zip(manifest.layers, new_manifest.layers, plan, strict=True))
+        for i, (src_desc, out_desc, action) in enumerate(zip(manifest.layers, out_manifest.layers, plan, strict=True))
     )
     return CopyReport(manifest_out, reports)

@@ -32,19 +32,18 @@ import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
 from cocoguest.digest import Digest, Readable
 from cocoguest.errors import ConfigError
-from cocoguest.image.auth import load_credentials
-from cocoguest.image.certs import tls_settings_for, tls_settings_in
 from cocoguest.image.http import DEFAULT_RETRY, RetryPolicy, retry_call
-from cocoguest.image.registries import RegistriesConfig, RegistryBlockedError
-from cocoguest.image.registry_types import Credentials, RegistryEndpoint, TlsSettings
+from cocoguest.image.registries import RegistryBlockedError
+from cocoguest.image.registry_access import RegistryAccess
+from cocoguest.image.registry_types import RegistryEndpoint
 from cocoguest.image.transports.docker import DockerDestination
 from cocoguest.image.transports.oci import OciLayoutDestination, OciReference, StagedBlob
 from cocoguest.limits import DEFAULT_LIMITS, Limits
@@ -141,61 +140,6 @@ class ImageDestination(Protocol):
     def close(self) -> None:
         """Release files and connections; aborts if :meth:`commit` did not succeed."""
         ...
-
-
-@dataclass(frozen=True)
-class RegistryAccess:
-    """How to reach registries on one side of a copy (skopeo's ``--src-*`` / ``--dest-*`` flags)."""
-
-    registries: RegistriesConfig = field(default_factory=lambda: RegistriesConfig.from_toml("", "<defaults>"))
-    auth_files: Sequence[Path] = ()
-    credentials: Credentials | None = None
-    """``--src-creds`` / ``--dest-creds``: used for every registry of this side, instead of auth files."""
-    cert_dirs: Sequence[Path] = ()
-    """certs.d roots: ``<dir>/<host[:port]>/``."""
-    flat_cert_dir: Path | None = None
-    """``--src-cert-dir`` / ``--dest-cert-dir``: one flat directory used for every registry."""
-    tls_verify: bool = True
-    """False: ``--*-tls-verify=false``; every endpoint is insecure. SECURITY: warned on every use."""
-    env: Mapping[str, str] = field(default_factory=dict)
-    """Environment for proxy variables."""
-    tmp_dir: Path | None = None
-    """Parent of the staging directory of transformed blobs bound for a registry (``None``: the system default)."""
-    limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
-    retry: RetryPolicy = DEFAULT_RETRY
-
-    def tls_for(self, registry: str) -> TlsSettings:
-        """TLS settings for ``registry`` (as written in the reference).
-
-        Raises:
-            ConfigError: unreadable or inconsistent certificate directory.
-        """
-        if self.flat_cert_dir is not None:
-            return tls_settings_in(self.flat_cert_dir, verify=self.tls_verify)
-        return tls_settings_for(registry, self.cert_dirs, verify=self.tls_verify)
-
-    def credentials_for(self, reference: ImageReference) -> Credentials | None:
-        """The explicit credentials, else those of the auth files for ``reference`` (the physical one).
-
-        Raises:
-            ConfigError: an auth file is malformed.
-        """
-        if self.credentials is not None:
-            return self.credentials
-        return load_credentials(reference, self.auth_files)
-
-
-def parse_credentials(text: str, flag: str) -> Credentials:
-    """``USER:PASSWORD`` as skopeo's ``--src-creds`` / ``--dest-creds`` (the password may contain ``:``).
-
-    Raises:
-        ConfigError: no ``:`` or an empty user name (the message never repeats the password).
-    """
-    user, sep, password = text.partition(":")
-    if not sep or not user:
-        msg = f"{flag}: expected USERNAME:PASSWORD"
-        raise ConfigError(msg)
-    return Credentials(username=user, password=password, source=flag)
 
 
 class _ReaderStream(io.RawIOBase):
@@ -320,7 +264,9 @@ class _RegistrySink:
 class RegistryDestination:
     """A registry repository as an :class:`ImageDestination`: blobs uploaded as they come, manifest PUT last."""
 
-    def __init__(self, remote: DockerDestination, *, tmp_dir: Path | None = None, retry: RetryPolicy = DEFAULT_RETRY) -> None:
+    def __init__(
+        self, remote: DockerDestination, *, tmp_dir: Path | None = None, retry: RetryPolicy = DEFAULT_RETRY
+    ) -> None:
         """Wrap ``remote`` and create the private staging directory under ``tmp_dir``.
 
         Raises:
@@ -334,7 +280,8 @@ class RegistryDestination:
             # SECURITY: mkdtemp gives 0700 and mkstemp 0600: staged plaintext (decryption) is private to us.
             self._staging: Path | None = Path(tempfile.mkdtemp(prefix="cocoguest-push-", dir=tmp_dir))
         except OSError as e:
-            msg = f"{remote.describe()}: cannot create a staging directory in {tmp_dir or tempfile.gettempdir()}: {e.strerror}"
+            where = tmp_dir or tempfile.gettempdir()
+            msg = f"{remote.describe()}: cannot create a staging directory in {where}: {e.strerror}"
             raise ConfigError(msg) from e
 
     @property

@@ -22,35 +22,26 @@ from typing import Literal
 
 from cocoguest.digest import Digest
 from cocoguest.errors import (
-    DigestMismatchError,
     EncryptionRequiredError,
     PolicyRejectedError,
     ProtocolError,
-    UnsupportedError,
 )
 from cocoguest.image.bundle import write_bundle
 from cocoguest.image.fs.merge import merge_layers
 from cocoguest.image.fs.unpack import detect_whiteout_format
 from cocoguest.image.layer.fetch import LayerJob, LayerOutcome, pull_layer
-from cocoguest.image.platform import PlatformSpec, select_manifest
+from cocoguest.image.manifests import fetch_manifest, parse_config, read_config_blob
+from cocoguest.image.platform import PlatformSpec
 from cocoguest.image.policy import PolicyDecision, PolicyEvaluator, PolicyRequest
 from cocoguest.image.store import ImageRecord, Store
 from cocoguest.image.transports.base import ImageSource
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci import media_types
-from cocoguest.oci.descriptor import ImageIndex, ImageManifest, media_type_of
+from cocoguest.oci.descriptor import ImageManifest
 from cocoguest.ocicrypt.keywrap import KeyUnwrapper
 from cocoguest.ocicrypt.layer import public_options, unwrap_layer_key
 
 _logger = logging.getLogger(__name__)
-
-_SCHEMA1_TYPES = frozenset(
-    {
-        "application/vnd.docker.distribution.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v1+prettyjws",
-    }
-)
-_INDEX_TYPES = frozenset({media_types.OCI_INDEX, media_types.DOCKER_MANIFEST_LIST})
 
 LayerProgress = Callable[[int, int, int], None]
 """Called with (layer index, bytes done, layer size)."""
@@ -110,86 +101,6 @@ class PullResult:
             ],
             "policy": json.loads(self.decision.to_json()),
         }
-
-
-@dataclass(frozen=True)
-class FetchedManifest:
-    """The manifest for our platform, verified against whatever pinned it."""
-
-    untrusted_bytes: bytes
-    digest: Digest
-    manifest: ImageManifest
-    index_digest: Digest | None = None
-    """The index/manifest list it was selected from, if any."""
-
-
-def _fetch_manifest(opened: OpenedSource, options: PullOptions) -> FetchedManifest:
-    """(2) The manifest for our platform, digest-checked, resolved through an index if needed."""
-    source, what = opened.source, opened.source.describe()
-    untrusted, declared = source.get_manifest(None)
-    digest = Digest.of_bytes(untrusted)
-    if opened.pinned_digest is not None and digest != Digest.of_bytes(untrusted, opened.pinned_digest.algorithm):
-        msg = f"{what}: manifest has digest {digest}, the reference pins {opened.pinned_digest}"
-        raise DigestMismatchError(msg)
-    media_type = _media_type(untrusted, declared, what)
-    index_digest: Digest | None = None
-    if media_type in _INDEX_TYPES:
-        index_digest = digest
-        try:
-            index = ImageIndex.from_bytes(untrusted, f"{what}: index")
-        except ValueError as e:
-            raise ProtocolError(str(e)) from e
-        chosen = select_manifest(index, options.platform, what)
-        untrusted, declared = source.get_manifest(chosen.digest)
-        digest = Digest.of_bytes(untrusted, chosen.digest.algorithm)
-        if digest != chosen.digest:
-            msg = f"{what}: manifest for {options.platform} has digest {digest}, the index says {chosen.digest}"
-            raise DigestMismatchError(msg)
-        media_type = _media_type(untrusted, declared or chosen.media_type, what)
-        if media_type in _INDEX_TYPES:
-            msg = f"{what}: nested index for {options.platform} is not supported"
-            raise UnsupportedError(msg)
-    try:
-        manifest = ImageManifest.from_bytes(untrusted, f"{what}: manifest {digest}", media_type)
-    except ValueError as e:
-        raise ProtocolError(str(e)) from e
-    return FetchedManifest(untrusted, digest, manifest, index_digest)
-
-
-def _media_type(untrusted: bytes, declared: str | None, what: str) -> str:
-    try:
-        inner = media_type_of(untrusted, f"{what}: manifest")
-    except ValueError as e:
-        raise ProtocolError(str(e)) from e
-    media_type = inner or declared or media_types.OCI_MANIFEST
-    if media_type in _SCHEMA1_TYPES or b'"schemaVersion":1' in untrusted.replace(b" ", b""):
-        msg = f"{what}: Docker schema 1 manifests are not supported (deprecated and unverifiable); re-push the image"
-        raise UnsupportedError(msg)
-    return media_type
-
-
-def _read_config(source: ImageSource, manifest: ImageManifest, options: PullOptions) -> dict[str, object]:
-    """(4) The config blob, digest-checked and size-capped, with a diff_ids count that matches the layers."""
-    what = f"{source.describe()}: config {manifest.config.digest}"
-    if manifest.config.size > options.limits.max_config_bytes:
-        msg = f"{what}: {manifest.config.size} bytes is over the {options.limits.max_config_bytes}-byte limit"
-        raise ProtocolError(msg)
-    with source.open_blob(manifest.config) as blob:
-        untrusted = blob.read(options.limits.max_config_bytes + 1)
-    if len(untrusted) != manifest.config.size or Digest.of_bytes(untrusted, manifest.config.digest.algorithm) != (
-        manifest.config.digest
-    ):
-        msg = f"{what}: content does not match the manifest's digest and size"
-        raise DigestMismatchError(msg)
-    try:
-        config = json.loads(untrusted)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        msg = f"{what}: not valid JSON"
-        raise ProtocolError(msg) from e
-    if not isinstance(config, dict):
-        msg = f"{what}: must be a JSON object"
-        raise ProtocolError(msg)
-    return config
 
 
 def _diff_ids(config: dict[str, object], manifest: ImageManifest, what: str) -> list[Digest]:
@@ -279,7 +190,7 @@ def pull_image(
     what = opened.source.describe()
     # (1) is the caller's: reference parsed, registries.conf applied, source opened.
     # (2) the manifest, once, size-capped and digest-checked
-    fetched = _fetch_manifest(opened, options)
+    fetched = fetch_manifest(opened, options.platform, options.limits)
     manifest, manifest_digest = fetched.manifest, fetched.digest
     # (3) policy, BEFORE anything else is read or any cache is consulted
     decision = options.policy.evaluate(
@@ -296,10 +207,7 @@ def pull_image(
         msg = f"{what}: rejected by the signature policy: {'; '.join(decision.reasons) or 'no reason given'}"
         raise PolicyRejectedError(msg)
     # (4) manifest and config
-    if len(manifest.layers) > options.limits.max_layers:
-        msg = f"{what}: {len(manifest.layers)} layers, over the limit of {options.limits.max_layers}"
-        raise ProtocolError(msg)
-    config = _read_config(opened.source, manifest, options)
+    config = parse_config(read_config_blob(opened.source, manifest.config, options.limits), f"{what}: config")
     diff_ids = _diff_ids(config, manifest, what)
     store = Store.open(options.work_dir, limits=options.limits)
     try:
@@ -345,6 +253,7 @@ def pull_image(
 
 def inspect_image(opened: OpenedSource, options: PullOptions) -> tuple[Digest, dict[str, object], dict[str, object]]:
     """Steps (2) and (4) only: the manifest digest, manifest JSON and config JSON, all verified; nothing stored."""
-    fetched = _fetch_manifest(opened, options)
-    config = _read_config(opened.source, fetched.manifest, options)
+    fetched = fetch_manifest(opened, options.platform, options.limits)
+    config_bytes = read_config_blob(opened.source, fetched.manifest.config, options.limits)
+    config = parse_config(config_bytes, f"{opened.source.describe()}: config")
     return fetched.digest, json.loads(fetched.untrusted_bytes), config

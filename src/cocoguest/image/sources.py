@@ -10,40 +10,20 @@ Invariant: a blocked registry is refused before any network access.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
 from typing import BinaryIO
 
 from cocoguest.digest import Digest
 from cocoguest.errors import CocoError, ConfigError, ResourceNotFoundError, TransportError
-from cocoguest.image.auth import load_credentials
-from cocoguest.image.certs import tls_settings_for, tls_settings_in
 from cocoguest.image.pull import OpenedSource
-from cocoguest.image.registries import RegistriesConfig, RegistryBlockedError
-from cocoguest.image.registry_types import TlsSettings
+from cocoguest.image.registries import RegistryBlockedError
+from cocoguest.image.registry_access import RegistryAccess
 from cocoguest.image.transports.docker import DockerSource
 from cocoguest.image.transports.oci import OciLayoutImageSource, OciReference
-from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci.descriptor import Descriptor
 from cocoguest.oci.reference import ImageReference, ImageReferenceError
 
 _logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SourceSettings:
-    """Registry settings gathered by the CLI."""
-
-    registries: RegistriesConfig = field(default_factory=lambda: RegistriesConfig.from_toml("", "<defaults>"))
-    auth_files: Sequence[Path] = ()
-    cert_dirs: Sequence[Path] = ()
-    """certs.d roots: ``<dir>/<host[:port]>/``."""
-    flat_cert_dir: Path | None = None
-    """``--cert-dir``: one flat directory used for every registry (skopeo's meaning)."""
-    tls_verify: bool = True
-    env: Mapping[str, str] = field(default_factory=dict)
-    limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
 
 
 class FallbackSource:
@@ -97,25 +77,23 @@ def _is_unqualified(text: str) -> bool:
     return not sep or not ("." in first or ":" in first or first == "localhost" or first != first.lower())
 
 
-def _tls(host: str, settings: SourceSettings) -> TlsSettings:
-    if settings.flat_cert_dir is not None:
-        return tls_settings_in(settings.flat_cert_dir, verify=settings.tls_verify)
-    return tls_settings_for(host, settings.cert_dirs, verify=settings.tls_verify)
-
-
-def open_source(image: str, settings: SourceSettings) -> OpenedSource:
+def open_source(image: str, access: RegistryAccess, *, search_unqualified: bool = True) -> OpenedSource:
     """Parse ``image`` and open its source (no network access yet).
+
+    ``search_unqualified``: a short name (no registry host) is tried in registries.conf's
+    unqualified-search registries (``pull``); without it the name is normalised to docker.io (skopeo's
+    ``docker://``).
 
     Raises:
         ConfigError: a malformed reference or a blocked registry.
     """
     if image.startswith("oci:"):
         layout = OciReference.parse(image)
-        return OpenedSource(OciLayoutImageSource(layout, settings.limits), str(layout), "oci")
+        return OpenedSource(OciLayoutImageSource(layout, access.limits), str(layout), "oci")
     text = image.removeprefix("docker://")
     try:
-        if _is_unqualified(text.split("@", 1)[0]):
-            references = settings.registries.expand_unqualified(text)
+        if search_unqualified and _is_unqualified(text.split("@", 1)[0]):
+            references = access.registries.expand_unqualified(text)
         else:
             references = [ImageReference.parse(text)]
     except ImageReferenceError as e:
@@ -124,22 +102,25 @@ def open_source(image: str, settings: SourceSettings) -> OpenedSource:
     blocked: list[RegistryBlockedError] = []
     for reference in references:
         try:
-            sources = settings.registries.pull_sources(
-                reference, tls=lambda host: _tls(host, settings), insecure_override=not settings.tls_verify
+            locations = access.registries.pull_sources(
+                reference, tls=access.tls_for, insecure_override=not access.tls_verify
             )
         except RegistryBlockedError as e:
             blocked.append(e)  # a short name may still resolve in another search registry
             continue
-        for pull_source in sources:
-            credentials = load_credentials(pull_source.reference, settings.auth_files)
-            candidates.append(
-                DockerSource(
-                    pull_source.reference, pull_source.endpoint, credentials, limits=settings.limits, env=settings.env
-                )
+        candidates.extend(
+            DockerSource(
+                location.reference,
+                location.endpoint,
+                access.credentials_for(location.reference),
+                limits=access.limits,
+                env=access.env,
+                retry=access.retry,
             )
+            for location in locations
+        )
     if not candidates:
         raise blocked[0]
     primary = references[0]
-    return OpenedSource(
-        FallbackSource(candidates, f"docker://{primary}"), f"docker://{primary}", "docker", primary.digest
-    )
+    name = f"docker://{primary}"
+    return OpenedSource(FallbackSource(candidates, name), name, "docker", primary.digest)

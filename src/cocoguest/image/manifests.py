@@ -1,0 +1,157 @@
+"""Reading an image's manifest and config from an untrusted source (pull step 2 and 4; copy step 1).
+
+Invariants:
+    * The manifest is size-capped, checked against a digest the reference pins, and, when it is an index or a
+      manifest list, resolved to the requested platform with the instance checked against the index entry's
+      digest and size.
+    * Docker schema 1 is refused; the config blob is size-capped and digest- and size-checked.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from cocoguest.digest import Digest
+from cocoguest.errors import DigestMismatchError, ProtocolError, UnsupportedError
+from cocoguest.image.platform import PlatformSpec, select_manifest
+from cocoguest.image.transports.base import ImageSource
+from cocoguest.limits import Limits
+from cocoguest.oci import media_types
+from cocoguest.oci.descriptor import Descriptor, ImageIndex, ImageManifest, media_type_of
+
+SCHEMA1_TYPES: Final = frozenset(
+    {
+        "application/vnd.docker.distribution.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    }
+)
+INDEX_TYPES: Final = frozenset({media_types.OCI_INDEX, media_types.DOCKER_MANIFEST_LIST})
+
+
+class Opened(Protocol):
+    """What manifest reading needs of an opened source."""
+
+    @property
+    def source(self) -> ImageSource:
+        """The untrusted source."""
+        ...
+
+    @property
+    def pinned_digest(self) -> Digest | None:
+        """A digest the reference pins, if any."""
+        ...
+
+
+@dataclass(frozen=True)
+class FetchedManifest:
+    """The manifest for our platform, verified against whatever pinned it."""
+
+    untrusted_bytes: bytes
+    """The manifest exactly as served (its digest is ``digest``)."""
+    digest: Digest
+    manifest: ImageManifest
+    index_digest: Digest | None = None
+    """The index/manifest list it was selected from, if any."""
+
+
+def manifest_type(untrusted: bytes, declared: str | None, what: str) -> str:
+    """The media type of a manifest document; refuses schema 1.
+
+    Raises:
+        ProtocolError: not a JSON object.
+        UnsupportedError: Docker schema 1.
+    """
+    try:
+        inner = media_type_of(untrusted, f"{what}: manifest")
+        version = json.loads(untrusted).get("schemaVersion")
+    except ValueError as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ProtocolError(str(e)) from e
+    media_type = inner or declared or media_types.OCI_MANIFEST
+    if media_type in SCHEMA1_TYPES or version == 1:
+        msg = f"{what}: Docker schema 1 manifests are not supported (deprecated and unverifiable); re-push the image"
+        raise UnsupportedError(msg)
+    return media_type
+
+
+def fetch_manifest(opened: Opened, platform: PlatformSpec, limits: Limits) -> FetchedManifest:
+    """The manifest for ``platform``, digest-checked, resolved through an index if needed.
+
+    Raises:
+        DigestMismatchError, ProtocolError, UnsupportedError, ResourceNotFoundError, TransportError.
+    """
+    source, what = opened.source, opened.source.describe()
+    untrusted, declared = source.get_manifest(None)
+    if len(untrusted) > limits.max_manifest_bytes:
+        msg = f"{what}: manifest of {len(untrusted)} bytes exceeds the {limits.max_manifest_bytes}-byte limit"
+        raise ProtocolError(msg)
+    pinned = opened.pinned_digest
+    digest = Digest.of_bytes(untrusted, pinned.algorithm if pinned is not None else "sha256")
+    if pinned is not None and digest != pinned:
+        msg = f"{what}: manifest has digest {digest}, the reference pins {pinned}"
+        raise DigestMismatchError(msg)
+    media_type = manifest_type(untrusted, declared, what)
+    index_digest: Digest | None = None
+    if media_type in INDEX_TYPES:
+        index_digest = digest
+        try:
+            index = ImageIndex.from_bytes(untrusted, f"{what}: index")
+        except ValueError as e:
+            raise ProtocolError(str(e)) from e
+        chosen = select_manifest(index, platform, what)
+        untrusted, declared = source.get_manifest(chosen.digest)
+        digest = Digest.of_bytes(untrusted, chosen.digest.algorithm)
+        if digest != chosen.digest or len(untrusted) != chosen.size:
+            msg = f"{what}: manifest for {platform} has digest {digest}, the index says {chosen.digest}"
+            raise DigestMismatchError(msg)
+        media_type = manifest_type(untrusted, declared or chosen.media_type, what)
+        if media_type in INDEX_TYPES:
+            msg = f"{what}: nested index for {platform} is not supported"
+            raise UnsupportedError(msg)
+    where = f"{what}: manifest {digest}"
+    try:
+        manifest = ImageManifest.from_bytes(untrusted, where, media_type)
+    except ValueError as e:
+        raise ProtocolError(str(e)) from e
+    if len(manifest.layers) > limits.max_layers:
+        msg = f"{where}: {len(manifest.layers)} layers, over the limit of {limits.max_layers}"
+        raise ProtocolError(msg)
+    return FetchedManifest(untrusted, digest, manifest, index_digest)
+
+
+def read_config_blob(source: ImageSource, desc: Descriptor, limits: Limits) -> bytes:
+    """The config blob, size-capped and checked against its descriptor.
+
+    Raises:
+        ProtocolError: over the size limit.
+        DigestMismatchError: digest or size mismatch.
+    """
+    what = f"{source.describe()}: config {desc.digest}"
+    if desc.size > limits.max_config_bytes:
+        msg = f"{what}: {desc.size} bytes is over the {limits.max_config_bytes}-byte limit"
+        raise ProtocolError(msg)
+    with source.open_blob(desc) as blob:
+        untrusted = blob.read(limits.max_config_bytes + 1)
+    actual = Digest.of_bytes(untrusted, desc.digest.algorithm)
+    if len(untrusted) != desc.size or actual != desc.digest:
+        msg = f"{what}: content has digest {actual} ({len(untrusted)} bytes), expected {desc.digest} ({desc.size})"
+        raise DigestMismatchError(msg)
+    return untrusted
+
+
+def parse_config(untrusted: bytes, what: str) -> dict[str, object]:
+    """The config JSON object.
+
+    Raises:
+        ProtocolError: not a JSON object.
+    """
+    try:
+        config = json.loads(untrusted)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        msg = f"{what}: not valid JSON"
+        raise ProtocolError(msg) from e
+    if not isinstance(config, dict):
+        msg = f"{what}: must be a JSON object"
+        raise ProtocolError(msg)
+    return config
