@@ -412,7 +412,12 @@ class FulcioIdentity:
 def _oidc_issuer(cert: x509.Certificate, what: str) -> str:
     v1: str | None = None
     v2: str | None = None
-    for ext in cert.extensions:
+    try:
+        extensions = list(cert.extensions)
+    except (ValueError, x509.DuplicateExtension) as e:
+        msg = f"{what}: malformed certificate extensions ({e})"
+        raise SignatureError(msg) from e
+    for ext in extensions:
         if ext.oid == OID_FULCIO_ISSUER_V1:
             raw = ext.value.public_bytes()
             try:
@@ -535,11 +540,10 @@ def verify_fulcio_certificate(
             f"{what}: the Fulcio certificate's OIDC issuer is {issuer!r}, {trust.source} requires {trust.oidc_issuer!r}"
         )
         raise SignatureError(msg)
-    try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        emails = tuple(san.get_values_for_type(x509.RFC822Name))
-    except x509.ExtensionNotFound:
-        emails = ()
+    emails: tuple[str, ...] = ()
+    for ext in leaf.extensions:
+        if isinstance(ext.value, x509.SubjectAlternativeName):
+            emails = tuple(ext.value.get_values_for_type(x509.RFC822Name))
     if trust.subject_email not in emails:
         msg = f"{what}: the Fulcio certificate is for {list(emails)}, {trust.source} requires {trust.subject_email!r}"
         raise SignatureError(msg)

@@ -75,6 +75,11 @@ class SignatureExtensionClient(Protocol):
     :class:`DockerSourceExtension` implements them over its private session meanwhile.
     """
 
+    @property
+    def repository(self) -> str:
+        """The repository path on the registry actually contacted (a mirror's, if any)."""
+        ...
+
     def supports_signatures_extension(self) -> bool:
         """Whether the registry's ``/v2/`` answer carried ``X-Registry-Supports-Signatures: 1``."""
         ...
@@ -188,11 +193,9 @@ class LookasideSignatureSource:
         self.reference = reference
         self._registries_d = registries_d
         self._http_client_factory = http_client_factory
-        self._extension: SignatureExtensionClient | None = registry_source  # type: ignore[assignment]
-        self._extension_repository = reference.repository
-        if isinstance(registry_source, DockerSource):
-            wrapper = DockerSourceExtension(registry_source)
-            self._extension, self._extension_repository = wrapper, wrapper.repository
+        self._extension: SignatureExtensionClient | None = (
+            DockerSourceExtension(registry_source) if isinstance(registry_source, DockerSource) else registry_source
+        )
         self._default_lookaside = default_lookaside
         self._max_signatures = max_signatures
         self._max_signature_bytes = max_signature_bytes
@@ -226,7 +229,7 @@ class LookasideSignatureSource:
     def _from_extension(self, digest: Digest) -> list[bytes]:
         assert self._extension is not None  # noqa: S101 — checked by the caller
         what = f"{self.describe()}: signatures of {digest} (X-Registry-Supports-Signatures)"
-        path = f"/extensions/v2/{self._extension_repository}/signatures/{digest}"
+        path = f"/extensions/v2/{self._extension.repository}/signatures/{digest}"
         body = self._extension.get_registry_path(path, max_bytes=MAX_SIGNATURE_LIST_BYTES, what=what)
         try:
             untrusted = json.loads(body)

@@ -293,7 +293,7 @@ def _judge(
             rejections.append(f"{label}: {e}")
             continue
         # SECURITY: the signature must claim the very digest it was stored for (containers/image MatchesDigest).
-        if False:
+        if payload.manifest_digest != fetched_for:
             rejections.append(f"{label}: signature for digest {payload.manifest_digest}, image is {fetched_for}")
             continue
         if not rule.matches(docker_ref, payload.docker_reference):
