@@ -780,7 +780,8 @@ def verify_signed_message(
 
     Raises:
         SignatureError: malformed, oversized, not signed by a valid trusted key, bad signature, expired.
-        ConfigError: the keyrings hold no usable key or are malformed.
+        ConfigError: the keyrings are malformed or hold no v4 key at all (expired or revoked keys are
+            a SignatureError naming the reason).
     """
     if len(untrusted_message) > MAX_SIGNATURE_BYTES:
         msg = f"{what}: larger than {MAX_SIGNATURE_BYTES} bytes"

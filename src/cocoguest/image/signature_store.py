@@ -42,7 +42,7 @@ import httpx
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, HttpStatusError, ProtocolError, TransportError
 from cocoguest.image.http import map_http_error
-from cocoguest.image.transports.docker import DockerSource
+from cocoguest.image.transports.docker import DockerSource, read_capped
 
 if TYPE_CHECKING:
     from cocoguest.image.registries_d import RegistriesD
@@ -69,11 +69,7 @@ EXTENSION_SIGNATURE_TYPE_ATOMIC: Final = "atomic"
 
 
 class SignatureExtensionClient(Protocol):
-    """What reading X-Registry-Supports-Signatures needs from the registry client.
-
-    TODO(docker.py): :class:`DockerSource` should provide these publicly (reported to the lead);
-    :class:`DockerSourceExtension` implements them over its private session meanwhile.
-    """
+    """What reading X-Registry-Supports-Signatures needs from the registry client (:class:`DockerSource`)."""
 
     @property
     def repository(self) -> str:
@@ -93,57 +89,6 @@ class SignatureExtensionClient(Protocol):
             TransportError: the registry cannot be reached.
         """
         ...
-
-
-class DockerSourceExtension:
-    """:class:`SignatureExtensionClient` over a :class:`DockerSource` (its session: auth, TLS, retries)."""
-
-    def __init__(self, source: DockerSource) -> None:
-        """Wrap ``source``; no request is made until first use."""
-        self._source = source
-        self._supported: bool | None = None
-
-    @property
-    def repository(self) -> str:
-        """The repository path on the registry actually contacted (a mirror's, if any)."""
-        return self._source.reference.repository
-
-    def supports_signatures_extension(self) -> bool:
-        """Ask ``/v2/`` (with credentials) whether the registry advertises the extension; cached."""
-        if self._supported is None:
-            session = self._source._session  # private: until DockerSource exposes the ping header
-            response = session.send("GET", session.base().join("/v2/"), what=f"{self._source.describe()}: ping")
-            try:
-                self._supported = response.headers.get("X-Registry-Supports-Signatures") == "1"
-            finally:
-                response.close()
-        return self._supported
-
-    def get_registry_path(self, path: str, *, max_bytes: int, what: str) -> bytes:
-        """See :meth:`SignatureExtensionClient.get_registry_path`."""
-        session = self._source._session  # private: until DockerSource has a public GET
-        response = session.request("GET", lambda: session.base().join(path), ok=(200,), what=what)
-        try:
-            return _read_capped(response, max_bytes, what, session.host)
-        finally:
-            response.close()
-
-
-def _read_capped(response: httpx.Response, cap: int, what: str, host: str) -> bytes:
-    declared = response.headers.get("Content-Length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
-        msg = f"{what}: {declared} bytes exceed the {cap}-byte limit"
-        raise ProtocolError(msg)
-    data = bytearray()
-    try:
-        for chunk in response.iter_raw():
-            data += chunk
-            if len(data) > cap:
-                msg = f"{what}: exceeds the {cap}-byte limit"
-                raise ProtocolError(msg)
-    except httpx.HTTPError as e:
-        raise map_http_error(e, what=what, host=host) from e
-    return bytes(data)
 
 
 def _default_http_client() -> httpx.Client:
@@ -193,9 +138,7 @@ class LookasideSignatureSource:
         self.reference = reference
         self._registries_d = registries_d
         self._http_client_factory = http_client_factory
-        self._extension: SignatureExtensionClient | None = (
-            DockerSourceExtension(registry_source) if isinstance(registry_source, DockerSource) else registry_source
-        )
+        self._extension: SignatureExtensionClient | None = registry_source
         self._default_lookaside = default_lookaside
         self._max_signatures = max_signatures
         self._max_signature_bytes = max_signature_bytes
@@ -325,7 +268,7 @@ class LookasideSignatureSource:
                 if content_type == "text/html":
                     # Not fatal (the lookaside spec sets no Content-Type); verification will reject HTML.
                     _logger.warning("%s: served as text/html, unexpected for a signature", what)
-                return _read_capped(response, self._max_signature_bytes, what, host)
+                return read_capped(response, self._max_signature_bytes, what, host)
         except httpx.HTTPError as e:
             raise map_http_error(e, what=what, host=host) from e
 
@@ -361,6 +304,7 @@ def write_lookaside_signature(base_url_file: str, reference: ImageReference, dig
     temp = Path(temp_name)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # signatures are public; containers/image writes them 0644
             f.write(signature)
             f.flush()
             os.fsync(f.fileno())

@@ -106,6 +106,7 @@ class _RegistrySession:
         env: Mapping[str, str] | None,
         what: str,
     ) -> None:
+        self.supports_signatures = False
         self.reference = reference
         self.endpoint = endpoint
         self.limits = limits
@@ -166,6 +167,8 @@ class _RegistrySession:
         except httpx.HTTPError as e:
             raise map_http_error(e, what=self.what, host=self.host) from e
         status = response.status_code
+        # The X-Registry-Supports-Signatures extension is advertised on /v2/ (containers/image).
+        self.supports_signatures = response.headers.get("X-Registry-Supports-Signatures") == "1"
         if status == httpx.codes.UNAUTHORIZED:
             self._challenge = pick_challenge(parse_www_authenticate(response.headers.get_list("WWW-Authenticate")))
             return base
@@ -349,6 +352,29 @@ def _media_type(response: httpx.Response) -> str | None:
 # --- source ------------------------------------------------------------------------------------------
 
 
+def read_capped(response: httpx.Response, cap: int, what: str, host: str) -> bytes:
+    """A response body of at most ``cap`` bytes (checked against Content-Length and while reading).
+
+    Raises:
+        ProtocolError: larger than ``cap``.
+        TransportError: the connection failed.
+    """
+    declared = response.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        msg = f"{what} of {declared} bytes exceeds the {cap}-byte limit"
+        raise ProtocolError(msg)
+    untrusted_data = bytearray()
+    try:
+        for chunk in response.iter_raw():
+            untrusted_data += chunk
+            if len(untrusted_data) > cap:
+                msg = f"{what} exceeds the {cap}-byte limit"
+                raise ProtocolError(msg)
+    except httpx.HTTPError as e:
+        raise map_http_error(e, what=what, host=host) from e
+    return bytes(untrusted_data)
+
+
 class DockerSource:
     """Reads an image from a registry repository. Everything it returns is UNTRUSTED."""
 
@@ -378,6 +404,8 @@ class DockerSource:
             TransportError: the endpoint's certificate files cannot be loaded.
         """
         self.reference = reference
+        self.endpoint = endpoint
+        self.credentials = credentials
         self._limits = limits
         self._session = _RegistrySession(
             reference,
@@ -420,20 +448,30 @@ class DockerSource:
             not_found=f"{what}: manifest unknown",
         )
         try:
-            declared = response.headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > cap:
-                msg = f"{what}: manifest of {declared} bytes exceeds the {cap}-byte limit"
-                raise ProtocolError(msg)
-            untrusted_data = bytearray()
-            try:
-                for chunk in response.iter_raw():
-                    untrusted_data += chunk
-                    if len(untrusted_data) > cap:
-                        msg = f"{what}: manifest exceeds the {cap}-byte limit"
-                        raise ProtocolError(msg)
-            except httpx.HTTPError as e:
-                raise map_http_error(e, what=what, host=self._session.host) from e
-            return bytes(untrusted_data), _media_type(response)
+            return read_capped(response, cap, f"{what}: manifest", self._session.host), _media_type(response)
+        finally:
+            response.close()
+
+    @property
+    def repository(self) -> str:
+        """The repository path on the registry contacted (a mirror's, if any)."""
+        return self.reference.repository
+
+    def supports_signatures_extension(self) -> bool:
+        """Whether the registry advertises the X-Registry-Supports-Signatures API (pings ``/v2/`` once)."""
+        self._session.base()
+        return self._session.supports_signatures
+
+    def get_registry_path(self, path: str, *, max_bytes: int, what: str) -> bytes:
+        """An authenticated GET of an absolute registry path (e.g. ``/extensions/v2/...``), 200 only, size-capped.
+
+        Raises:
+            ResourceNotFoundError, TransportError, ProtocolError.
+        """
+        session = self._session
+        response = session.request("GET", lambda: session.base().join(path), ok=(200,), what=what)
+        try:
+            return read_capped(response, max_bytes, what, session.host)
         finally:
             response.close()
 
