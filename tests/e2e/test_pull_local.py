@@ -87,7 +87,10 @@ def test_existing_bundle_is_refused(image: WrittenImage, tmp_path: Path, work_di
     assert [p.name for p in bundle.iterdir()] == ["precious"]
 
 
-def test_policy_is_required(image: WrittenImage, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_policy_is_required(
+    image: WrittenImage, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cocoguest.cli.pull._DEFAULT_POLICY", tmp_path / "no-policy.json")
     assert run("pull", "--work-dir", str(tmp_path / "w"), f"oci:{image.path}", str(tmp_path / "b")) == 1
     assert "--insecure-policy" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()

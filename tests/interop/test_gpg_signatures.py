@@ -23,7 +23,6 @@ import json
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,24 +35,13 @@ from cocoguest.image.registry_types import RegistryEndpoint
 from cocoguest.image.signature_store import LookasideSignatureSource, write_lookaside_signature
 from cocoguest.image.transports.docker import DockerSource
 from cocoguest.oci.reference import ImageReference
+from tests.fixtures.gnupg import GnuPG, make_gnupg
 from tests.fixtures.images import build_layout
 from tests.fixtures.registry import Registry, push_layout, start_registry
 
 pytestmark = pytest.mark.interop
 
 KEY_SPECS = {"rsa": "rsa2048", "ed25519": "ed25519", "other": "rsa2048"}
-
-
-@dataclass(frozen=True)
-class GnuPG:
-    """A scratch GnuPG home with one signing key per :data:`KEY_SPECS` entry."""
-
-    home: Path
-    fingerprints: dict[str, str]
-    public_keys: dict[str, Path]
-
-    def env(self) -> dict[str, str]:
-        return {"GNUPGHOME": str(self.home), "PATH": "/usr/local/bin:/usr/bin:/bin"}
 
 
 def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -69,21 +57,9 @@ def _ok(args: list[str], env: dict[str, str] | None = None) -> bytes:
 
 @pytest.fixture(scope="module")
 def gnupg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GnuPG]:
-    home = tmp_path_factory.mktemp("gnupg")
-    home.chmod(0o700)
-    env = {"GNUPGHOME": str(home), "PATH": "/usr/local/bin:/usr/bin:/bin"}
-    gpg = ["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
-    fingerprints: dict[str, str] = {}
-    public_keys: dict[str, Path] = {}
-    for name, algorithm in KEY_SPECS.items():
-        email = f"{name}@example.com"
-        _ok([*gpg, "--quick-gen-key", f"{name} signer <{email}>", algorithm, "sign", "never"], env)
-        listing = _ok(["gpg", "--batch", "--with-colons", "--list-keys", email], env).decode()
-        fingerprints[name] = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
-        public_keys[name] = home / f"{name}.pub.gpg"
-        public_keys[name].write_bytes(_ok(["gpg", "--batch", "--export", fingerprints[name]], env))
-    yield GnuPG(home, fingerprints, public_keys)
-    _run(["gpgconf", "--kill", "gpg-agent"], env)
+    home = make_gnupg(tmp_path_factory.mktemp("gnupg"), KEY_SPECS)
+    yield home
+    home.close()
 
 
 @pytest.fixture(scope="module")

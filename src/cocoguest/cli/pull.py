@@ -19,11 +19,14 @@ from cocoguest.errors import ConfigError
 from cocoguest.image.auth import default_auth_files
 from cocoguest.image.certs import default_cert_dirs
 from cocoguest.image.platform import PlatformSpec
-from cocoguest.image.policy import InsecureAcceptAnything
+from cocoguest.image.policy import InsecureAcceptAnything, PolicyEvaluator
+from cocoguest.image.policy_gate import PolicyGate, load_policy, load_registries_d
 from cocoguest.image.pull import PullOptions, pull_image
 from cocoguest.image.registries import RegistriesConfig
 from cocoguest.image.registry_access import RegistryAccess
+from cocoguest.image.resources import LocationReader
 from cocoguest.image.sources import open_source
+from cocoguest.kbs.offline_fs import DEFAULT_PATHS, OfflineFsKbc
 from cocoguest.ocicrypt import keyspecs
 
 _logger = logging.getLogger(__name__)
@@ -69,12 +72,57 @@ def registry_options(function: F) -> F:
     return function
 
 
+_DEFAULT_POLICY = Path("/etc/containers/policy.json")
+_DEFAULT_REGISTRIES_D = Path("/etc/containers/registries.d")
+
+
+def policy_evaluator(
+    insecure_policy: bool,
+    policy_file: str | None,
+    registries_d: str | None,
+    offline_fs_resources: tuple[str, ...],
+    env: dict[str, str],
+) -> PolicyEvaluator:
+    """The policy step from flags: containers-policy.json, or the explicit insecure accept-anything."""
+    if insecure_policy:
+        if policy_file is not None:
+            msg = "--insecure-policy and --policy exclude each other"
+            raise ConfigError(msg)
+        return InsecureAcceptAnything()
+    if policy_file is None and _DEFAULT_POLICY.is_file():
+        policy_file = str(_DEFAULT_POLICY)
+    if policy_file is None:
+        # SECURITY: no policy configured is an error, never an implicit accept-anything.
+        msg = (
+            f"no signature policy configured: give --policy FILE (or create {_DEFAULT_POLICY}), "
+            "or --insecure-policy to accept images without verification"
+        )
+        raise ConfigError(msg)
+    resource_files = [p for p in DEFAULT_PATHS if p.exists()] + [Path(f) for f in offline_fs_resources]
+    provider = OfflineFsKbc.load(resource_files) if resource_files else None
+    is_path = "://" not in policy_file
+    base_dir = Path(policy_file).resolve().parent if is_path else Path.cwd()
+    resources = LocationReader(base_dir, provider)
+    if registries_d is None and _DEFAULT_REGISTRIES_D.is_dir():
+        registries_d = str(_DEFAULT_REGISTRIES_D)
+    return PolicyGate(
+        load_policy(policy_file, resources), resources, load_registries_d(registries_d, resources), env=env
+    )
+
+
 @click.command("pull")
 @click.argument("image")
 @click.argument("bundle_dir", type=click.Path(file_okay=False))
 @click.option("--work-dir", type=click.Path(file_okay=False), help="Layer store (default /var/lib/cocoguest as root).")
 @click.option("--insecure-policy", is_flag=True, help="Accept any image without signature verification (warns).")
-@click.option("--policy", "policy_file", type=str, help="containers-policy.json (arrives with signature verification).")
+@click.option("--policy", "policy_file", help="containers-policy.json: a path, file:// or kbs:/// URI.")
+@click.option("--registries-d", help="registries.d directory (lookaside, sigstore attachments), or a kbs:/// URI.")
+@click.option(
+    "--offline-fs-resources",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="offline_fs_kbc resource file serving kbs:/// URIs (repeatable).",
+)
 @registry_options
 @click.option("--decryption-key", "decryption_keys", multiple=True, metavar="SPEC", help="Key for encrypted layers.")
 @click.option("--keyprovider-config", type=click.Path(dir_okay=False), help="ocicrypt key provider config.")
@@ -90,6 +138,8 @@ def pull_command(
     work_dir: str | None,
     insecure_policy: bool,
     policy_file: str | None,
+    registries_d: str | None,
+    offline_fs_resources: tuple[str, ...],
     registries_conf: str | None,
     auth_file: str | None,
     cert_dir: str | None,
@@ -104,19 +154,13 @@ def pull_command(
     quiet: bool,
 ) -> None:
     """Pull IMAGE (docker://host/repo:tag, host/repo@digest, oci:PATH[:REF]) into an OCI bundle at BUNDLE_DIR."""
-    if policy_file is not None:
-        msg = "--policy: signature policies are not supported yet; use --insecure-policy for now"
-        raise ConfigError(msg)
-    if not insecure_policy:
-        # SECURITY: no policy configured is an error, never an implicit accept-anything.
-        msg = "no signature policy configured: pass --insecure-policy to accept images without verification"
-        raise ConfigError(msg)
     env = environment()
     context = key_context(env, keyprovider_config)
     unwrappers = keyspecs.decryption_unwrappers(keyspecs.split_specs(decryption_keys), context)
+    policy = policy_evaluator(insecure_policy, policy_file, registries_d, offline_fs_resources, env)
     options = PullOptions(
         work_dir=Path(work_dir) if work_dir else default_work_dir(env),
-        policy=InsecureAcceptAnything(),
+        policy=policy,
         unwrappers=unwrappers,
         platform=PlatformSpec.parse(platform_text) if platform_text else PlatformSpec.running(),
         max_concurrent=max_concurrent_downloads,

@@ -34,6 +34,11 @@ class FallbackSource:
         self._chosen: DockerSource | None = None
         self._name = name
 
+    @property
+    def chosen(self) -> DockerSource | None:
+        """The location that served the manifest (``None`` before the first manifest)."""
+        return self._chosen
+
     def describe(self) -> str:
         """The chosen location, or the reference as given."""
         return self._chosen.describe() if self._chosen is not None else self._name

@@ -6,9 +6,9 @@ signature is good when the verifier accepts it cryptographically, the digest it 
 fetched for, and the requirement's ``signedIdentity`` accepts the reference it claims.
 
 Multi-arch: containers/image evaluates the policy on the selected instance only, with the instance's
-signatures. With ``accept_index_signatures=True`` (the default, chosen by the cocoguest design) signatures stored
-for the index digest count too, provided they claim the index digest (the index is verified by digest and lists the
-instance). Pass ``False`` for verdicts identical to skopeo's.
+signatures; so do we for simple signing (verdicts identical to skopeo's) unless ``accept_index_signatures=True``.
+For sigstore, signatures on the index count too (cosign signs the index of a multi-arch tag; image-rs accepts
+either), provided they claim the index digest: the index is verified by digest and pins the instance's digest.
 
 Invariants:
     * ``decide`` never raises for a rejection; it returns ``PolicyDecision(accepted=False)`` with reasons naming
@@ -104,7 +104,7 @@ class ContainersPolicyEvaluator:
         simple: SimpleSigningVerifier,
         sigstore: SigstoreVerifier,
         *,
-        accept_index_signatures: bool = True,
+        accept_index_signatures: bool = False,
     ) -> None:
         """Bind the policy to its key reader and verifiers.
 
@@ -113,7 +113,7 @@ class ContainersPolicyEvaluator:
             resources: Reads ``keyPath``/``keyPaths``/``caPath``/``rekorPublicKeyPath`` locations.
             simple: GPG simple-signing verifier.
             sigstore: Cosign verifier.
-            accept_index_signatures: Also consider signatures stored for ``image.index_digest`` (see module doc).
+            accept_index_signatures: Also consider simple signatures stored for ``image.index_digest``.
         """
         self._policy = policy
         self._resources = resources
@@ -182,9 +182,9 @@ class ContainersPolicyEvaluator:
             case _:
                 assert_never(requirement)
 
-    def _digests(self, image: ImageUnderReview) -> list[Digest]:
+    def _digests(self, image: ImageUnderReview, *, with_index: bool) -> list[Digest]:
         digests = [image.manifest_digest]
-        if self._accept_index_signatures and image.index_digest is not None and image.index_digest not in digests:
+        if with_index and image.index_digest is not None and image.index_digest not in digests:
             digests.append(image.index_digest)
         return digests
 
@@ -214,7 +214,7 @@ class ContainersPolicyEvaluator:
             keys = [requirement.key_data] if requirement.key_data is not None else []
         if not keys or not any(keys):
             return _Outcome(False, "no public keys configured")
-        digests = self._digests(image)
+        digests = self._digests(image, with_index=self._accept_index_signatures)
         candidates: list[tuple[Digest, int, bytes]] = []
         for digest in digests:
             candidates.extend((digest, n, sig) for n, sig in enumerate(signatures.simple_signatures(digest), 1))
@@ -237,7 +237,7 @@ class ContainersPolicyEvaluator:
         key_material = self._sigstore_keys(requirement, where)
         if key_material.fulcio is None and not key_material.public_keys:
             return _Outcome(False, "no public keys configured")
-        digests = self._digests(image)
+        digests = self._digests(image, with_index=True)
         candidates: list[tuple[Digest, int, SigstoreSignature]] = []
         for digest in digests:
             candidates.extend((digest, n, sig) for n, sig in enumerate(signatures.sigstore_signatures(digest), 1))

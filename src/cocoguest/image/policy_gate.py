@@ -1,0 +1,119 @@
+"""Step (3) of the pull with containers-policy.json: build what the evaluator needs for one image and decide.
+
+The gate turns a :class:`~cocoguest.image.policy.PolicyRequest` into an
+:class:`~cocoguest.image.policy.types.ImageUnderReview`, gathers signatures (registries.d lookaside or the
+X-Registry-Supports-Signatures API for simple signing; cosign attachments where registries.d enables them)
+and asks :class:`~cocoguest.image.policy.evaluate.ContainersPolicyEvaluator`.
+
+Invariants:
+    * Signatures are fetched lazily by the evaluator, only for requirements that need them.
+    * Signature lookups use the registry location that served the manifest (a mirror's, if any); lookaside
+      paths use the reference as requested, as containers/image does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cocoguest.digest import Digest
+from cocoguest.image.policy import PolicyDecision, PolicyRequest
+from cocoguest.image.policy.evaluate import ContainersPolicyEvaluator
+from cocoguest.image.policy.model import Policy
+from cocoguest.image.policy.sigstore import CosignVerifier
+from cocoguest.image.policy.simple_signing import GpgSimpleSigningVerifier
+from cocoguest.image.policy.types import ImageUnderReview, ResourceReader, SigstoreSignature
+from cocoguest.image.registries_d import RegistriesD
+from cocoguest.image.signature_store import LookasideSignatureSource
+from cocoguest.image.sigstore_attachments import SigstoreAttachmentReader
+from cocoguest.image.sources import FallbackSource
+from cocoguest.image.transports.docker import DockerSource
+from cocoguest.image.transports.oci import OciReference
+from cocoguest.limits import DEFAULT_LIMITS, Limits
+from cocoguest.oci.reference import ImageReference
+
+
+@dataclass
+class _ImageSignatures:
+    """The :class:`SignatureSource` of one image: simple signatures and cosign attachments."""
+
+    simple: LookasideSignatureSource | None
+    sigstore: SigstoreAttachmentReader | None
+
+    def simple_signatures(self, manifest_digest: Digest) -> list[bytes]:
+        return [] if self.simple is None else self.simple.simple_signatures(manifest_digest)
+
+    def sigstore_signatures(self, manifest_digest: Digest) -> list[SigstoreSignature]:
+        return [] if self.sigstore is None else self.sigstore.sigstore_signatures(manifest_digest)
+
+
+def _docker_reference(text: str) -> ImageReference:
+    reference = ImageReference.parse(text.removeprefix("docker://"), default_tag=False)
+    if reference.tag is not None and reference.digest is not None:
+        # containers/image refuses tag+digest references; the digest is what was pulled (podman does the same).
+        reference = ImageReference(reference.registry, reference.repository, None, reference.digest)
+    return reference
+
+
+class PolicyGate:
+    """A :class:`~cocoguest.image.policy.PolicyEvaluator` backed by containers-policy.json."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        resources: ResourceReader,
+        registries_d: RegistriesD,
+        *,
+        env: Mapping[str, str] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        """Keep the configuration; nothing is read until :meth:`evaluate`."""
+        self._evaluator = ContainersPolicyEvaluator(policy, resources, GpgSimpleSigningVerifier(), CosignVerifier())
+        self._registries_d = registries_d
+        self._env = env
+        self._limits = limits
+
+    def evaluate(self, request: PolicyRequest) -> PolicyDecision:
+        """Decide about the image (never raises for a rejection)."""
+        if request.transport == "oci":
+            layout = OciReference.parse(request.reference)
+            name = str(layout.path.resolve()) + (f":{layout.ref}" if layout.ref else "")
+            image = ImageUnderReview("oci", name, request.manifest_digest, request.index_digest)
+            return self._evaluator.decide(image, _ImageSignatures(None, None))
+        reference = _docker_reference(request.reference)
+        transport: Literal["docker"] = "docker"
+        shown = str(reference)
+        image = ImageUnderReview(transport, shown, request.manifest_digest, request.index_digest)
+        location = request.source.chosen if isinstance(request.source, FallbackSource) else request.source
+        registry = location if isinstance(location, DockerSource) else None
+        simple = LookasideSignatureSource(reference, self._registries_d, registry_source=registry)
+        sigstore = None
+        if registry is not None and self._registries_d.use_sigstore_attachments(reference):
+            sigstore = SigstoreAttachmentReader(
+                registry.reference, registry.endpoint, registry.credentials, limits=self._limits, env=self._env
+            )
+        return self._evaluator.decide(image, _ImageSignatures(simple, sigstore))
+
+
+def load_policy(location: str, resources: ResourceReader) -> Policy:
+    """Read and parse a policy from a path, ``file://`` or ``kbs://`` location.
+
+    Raises:
+        ConfigError, ResourceNotFoundError, TransportError.
+    """
+    return Policy.from_json(resources.read(location), location)
+
+
+def load_registries_d(location: str | None, resources: ResourceReader) -> RegistriesD:
+    """registries.d from a directory, or a single sigstore config document at a ``kbs://`` location.
+
+    Raises:
+        ConfigError: malformed YAML or conflicting entries.
+    """
+    if location is None:
+        return RegistriesD.from_documents([])
+    if location.startswith("kbs:"):
+        return RegistriesD.from_documents([(location, resources.read(location))])
+    return RegistriesD.load(Path(location))
