@@ -225,9 +225,57 @@ def test_policy_and_key_from_offline_fs_resources(
     resource_file = tmp_path / "resources.json"
     resource_file.write_text(json.dumps(resources))
     common = ["--policy", "kbs:///default/security-policy/test", "--offline-fs-resources", str(resource_file),
-              "--registries-d", str(world.registries_d), "--tls-verify=false", "-q", "--snapshotter", "copy"]  # fmt: skip
+              "--registries-d", str(world.registries_d), "--tls-verify=false", "-q",
+              "--snapshotter", "copy"]  # fmt: skip
     assert run("pull", *common, "--work-dir", str(tmp_path / "w1"), f"{host}/signed/app:v1", str(tmp_path / "b1")) == 0
     assert (
         run("pull", *common, "--work-dir", str(tmp_path / "w2"), f"{host}/signed/other:v1", str(tmp_path / "b2")) == 1
     )
     assert "rejected" in capsys.readouterr().err
+
+
+def test_cocoguest_signs_gpg_and_skopeo_verifies(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = world.registry.host
+    image = write_image_layout(tmp_path / "img", [base_layer()], config_extra={"Cmd": ["/bin/sh"]})
+    monkeypatch.setenv("GNUPGHOME", str(world.gnupg.home))
+    assert run("copy", "-q", "--dest-tls-verify=false", "--registries-d", str(world.registries_d),
+               "--sign-by", world.gnupg.fingerprints["rsa"], f"oci:{image.path}:latest",
+               f"docker://{host}/signed/bycocoguest:v1") == 0  # fmt: skip
+    _check(world, tmp_path / "ok", {f"{host}/signed": [_signed_by(world, "rsa")]}, "signed/bycocoguest", True, capsys)
+    _check(world, tmp_path / "no", {f"{host}/signed": [_signed_by(world, "other")]}, "signed/bycocoguest", False,
+           capsys)  # fmt: skip
+
+
+def test_cocoguest_signs_sigstore_and_pull_verifies(world: World, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+
+    host = world.registry.host
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = tmp_path / "cosign.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))  # fmt: skip
+    public = tmp_path / "cosign.pub"
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))  # fmt: skip
+    other = tmp_path / "other.pub"
+    other.write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))  # fmt: skip
+    image = write_image_layout(tmp_path / "img", [top_layer()], config_extra={"Cmd": ["/bin/sh"]})
+    ref = f"{host}/cosigned/app:v1"
+    assert run("copy", "-q", "--dest-tls-verify=false", "--sign-by-sigstore-private-key", str(private),
+               f"oci:{image.path}:latest", f"docker://{ref}") == 0  # fmt: skip
+    registries_d = tmp_path / "registries.d"
+    registries_d.mkdir()
+    (registries_d / "sigstore.yaml").write_text(f"docker:\n  {host}/cosigned:\n    use-sigstore-attachments: true\n")
+    for key_file, expected in ((public, 0), (other, 1)):
+        policy = tmp_path / f"policy-{key_file.stem}.json"
+        requirement = {"type": "sigstoreSigned", "keyPath": str(key_file)}
+        policy.write_text(json.dumps({"default": [{"type": "reject"}],
+                                      "transports": {"docker": {f"{host}/cosigned": [requirement]}}}))  # fmt: skip
+        status = run("pull", "--policy", str(policy), "--registries-d", str(registries_d), "--tls-verify=false",
+                     "-q", "--snapshotter", "copy", "--work-dir", str(tmp_path / f"w-{key_file.stem}"), ref,
+                     str(tmp_path / f"b-{key_file.stem}"))  # fmt: skip
+        assert status == expected

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cocoguest.errors import ConfigError, ResourceNotFoundError, TransportError
-from cocoguest.image.resources import MAX_POLICY_RESOURCE_BYTES, LocationReader
 from cocoguest.image.policy.types import ResourceReader
+from cocoguest.image.resources import MAX_POLICY_RESOURCE_BYTES, LocationReader
 from cocoguest.kbs.offline_fs import OfflineFsKbc
 from cocoguest.kbs.resource_uri import ResourceUri, ResourceUriError
 

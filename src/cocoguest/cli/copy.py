@@ -26,7 +26,9 @@ from cocoguest.image.certs import default_cert_dirs
 from cocoguest.image.copy import CopyOptions, CopyReport, copy_image, open_copy_source
 from cocoguest.image.destinations import open_destination
 from cocoguest.image.registries import RegistriesConfig
+from cocoguest.image.registries_d import RegistriesD
 from cocoguest.image.registry_access import RegistryAccess, parse_credentials
+from cocoguest.image.signing import SigningRequest, destination_reference, sign_destination
 from cocoguest.limits import DEFAULT_LIMITS
 from cocoguest.ocicrypt import keyspecs
 from cocoguest.ocicrypt.keyprovider.config import KeyProviderEntry, load_keyprovider_config
@@ -193,6 +195,19 @@ def _access(
     show_default=True,
     help="Layers processed in parallel.",
 )
+@click.option("--sign-by", metavar="FINGERPRINT", help="GPG-sign the image (simple signing, to the lookaside).")
+@click.option(
+    "--sign-by-key-file",
+    type=click.Path(dir_okay=False),
+    help="Exported GPG secret key for --sign-by (default: exported from the GnuPG home).",
+)
+@click.option(
+    "--sign-by-sigstore-private-key",
+    type=click.Path(dir_okay=False),
+    help="cosign private key: push a sigstore signature attachment.",
+)
+@click.option("--sign-passphrase-file", type=click.Path(dir_okay=False), help="Passphrase of the signing key.")
+@click.option("--registries-d", type=click.Path(file_okay=False), help="registries.d (where GPG signatures go).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def copy_command(
@@ -213,6 +228,11 @@ def copy_command(
     src_tls_verify: bool,
     dest_tls_verify: bool,
     max_concurrent: int,
+    sign_by: str | None,
+    sign_by_key_file: str | None,
+    sign_by_sigstore_private_key: str | None,
+    sign_passphrase_file: str | None,
+    registries_d: str | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -235,6 +255,9 @@ def copy_command(
         msg = "--encrypt-layer needs --encryption-key"
         raise ConfigError(msg)
     env = environment()
+    signing = _signing_request(sign_by, sign_by_key_file, sign_by_sigstore_private_key, sign_passphrase_file, env)
+    if signing.wanted:
+        destination_reference(destination)  # refuse an unsignable destination before copying anything
     context = key_context(env, keyprovider_config)
     wrappers = keyspecs.encryption_wrappers(keyspecs.split_specs(encryption_keys), context)
     unwrappers = keyspecs.decryption_unwrappers(keyspecs.split_specs(decryption_keys), context)
@@ -271,5 +294,48 @@ def copy_command(
     with contextlib.closing(opened.source), contextlib.closing(open_destination(destination, dest_access)) as dst:
         report = copy_image(opened, dst, options, progress if progress.enabled else None)
     progress.finish()
+    if signing.wanted:
+        signed = sign_destination(
+            destination, report.manifest.digest, signing, _registries_d(registries_d), dest_access
+        )
+        if not quiet and not as_json:
+            if signed.lookaside_file is not None:
+                click.echo(f"signature {signed.lookaside_file}")
+            if signed.sigstore_manifest is not None:
+                click.echo(f"sigstore signature attached ({signed.sigstore_manifest})")
     if not quiet:
         _print_report(report, as_json)
+
+
+def _read_secret_file(path: str | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        msg = f"{what} {path}: {e.strerror}"
+        raise ConfigError(msg) from e
+
+
+def _signing_request(
+    sign_by: str | None,
+    key_file: str | None,
+    sigstore_key_file: str | None,
+    passphrase_file: str | None,
+    env: Mapping[str, str],
+) -> SigningRequest:
+    passphrase = _read_secret_file(passphrase_file, "--sign-passphrase-file")
+    gnupg_home = env.get("GNUPGHOME")
+    return SigningRequest(
+        gpg_fingerprint=sign_by,
+        gpg_key=_read_secret_file(key_file, "--sign-by-key-file"),
+        gnupg_home=Path(gnupg_home) if gnupg_home else None,
+        sigstore_private_key=_read_secret_file(sigstore_key_file, "--sign-by-sigstore-private-key"),
+        passphrase=passphrase.rstrip(b"\n") if passphrase is not None else None,
+    )
+
+
+def _registries_d(location: str | None) -> RegistriesD:
+    if location is not None:
+        return RegistriesD.load(Path(location))
+    return RegistriesD.load(Path("/etc/containers/registries.d"))
