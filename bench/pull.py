@@ -50,7 +50,7 @@ import urllib.error
 import urllib.request
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,7 +218,7 @@ def build_layer(blobs: Path, seed: int, index: int, budget: int) -> BuiltLayer:
     Layer N > 0 overwrites the shared files and whites out ``WHITEOUTS_PER_LAYER`` files of layer N - 1
     (whose names it knows because it regenerates them from the same seed).
     """
-    rng = random.Random(f"cocoguest-bench-pull/{seed}/{index}")
+    rng = random.Random(f"cocoguest-bench-pull/{seed}/{index}")  # noqa: S311 (reproducible content)
     pool = _word_pool(rng, 8 * MiB)
     ratio = len(pool[: 4 * MiB]) / len(zlib.compress(pool[: 4 * MiB], GZIP_LEVEL))
     # (name, kind, size) for regular files; kind "r" random, "t" text.
@@ -248,7 +248,7 @@ def build_layer(blobs: Path, seed: int, index: int, budget: int) -> BuiltLayer:
                         tar.addfile(_info(d + "/", tarfile.DIRTYPE, 0o755))
 
             if index > 0:
-                below = random.Random(f"cocoguest-bench-pull/{seed}/{index - 1}/whiteouts")
+                below = random.Random(f"cocoguest-bench-pull/{seed}/{index - 1}/whiteouts")  # noqa: S311
                 for n in below.sample(range(200), WHITEOUTS_PER_LAYER):
                     d = n // FILES_PER_DIR
                     name = f"usr/lib/layer{index - 1}/pkg{d // 50:03d}/mod{d % 50:02d}/.wh.f{n:06d}"
@@ -262,7 +262,7 @@ def build_layer(blobs: Path, seed: int, index: int, budget: int) -> BuiltLayer:
                 mkdirs(name)
                 mode = 0o755 if kind == "r" else 0o644
                 reader = _RandomReader(rng, size) if kind == "r" else _TextReader(rng, pool, size)
-                tar.addfile(_info(name, mode=mode, size=size), reader)  # type: ignore[arg-type]
+                tar.addfile(_info(name, mode=mode, size=size), reader)
                 if n % 50 == 7:  # a symlink now and then, as packages have
                     link = _info(name + ".link", tarfile.SYMTYPE, 0o777)
                     link.linkname = name.rsplit("/", 1)[1]
@@ -405,7 +405,7 @@ def registry(directory: Path) -> Iterator[str]:
             if process.poll() is not None:
                 sys.exit(f"bench: docker-registry exited: {log.read_text()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"http://{host}/v2/", timeout=1):  # noqa: S310 (our loopback URL)
+                with urllib.request.urlopen(f"http://{host}/v2/", timeout=1):
                     break
             except (urllib.error.URLError, OSError):
                 if time.monotonic() > deadline:
@@ -444,8 +444,8 @@ class Run:
 
 # ``ru_maxrss`` of a child includes the RSS its parent had when it forked (the kernel keeps the high-water
 # mark of the address space that ``exec`` replaces), so a child of this (large) Python process would report
-# at least our own RSS. Children are therefore forked by this small launcher (``python -I -S``, about 9 MiB),
-# which reports the wall time and ``ru_maxrss`` of its one child; readings below ~9 MiB mean "<= 9 MiB".
+# at least our own RSS. Children are therefore forked by this small launcher (``python -I -S``, about 7 MiB),
+# which reports the wall time and ``ru_maxrss`` of its one child; readings of ~7 MiB mean "at most that".
 _LAUNCHER = """
 import os, sys, time
 result, argv = sys.argv[1], sys.argv[2:]
@@ -529,7 +529,10 @@ def run_skopeo_umoci(v: Variant, scratch: Path) -> Run:
     um = run_child(["umoci", "unpack", "--image", f"{scratch / 'oci'}:{TAG}", str(scratch / "bundle")],
                    scratch / "umoci.log")  # fmt: skip
     rss = max(sk.max_rss_kib, um.max_rss_kib)
-    parts = f"skopeo {sk.seconds:.2f} s ({sk.max_rss_kib / 1024:.0f} MiB) + umoci {um.seconds:.2f} s ({um.max_rss_kib / 1024:.0f} MiB)"
+    parts = (
+        f"skopeo {sk.seconds:.2f} s ({sk.max_rss_kib / 1024:.0f} MiB)"
+        f" + umoci {um.seconds:.2f} s ({um.max_rss_kib / 1024:.0f} MiB)"
+    )
     return Run(sk.seconds + um.seconds, rss, parts)
 
 
@@ -542,7 +545,7 @@ def _fetch_blob(host: str, repo: str, digest: str, dest: Path) -> None:
             sys.exit(f"bench: GET blob {digest}: HTTP {response.status}")
         buffer = bytearray(CHUNK)
         with dest.open("wb") as out:
-            while n := response.readinto(buffer):  # type: ignore[arg-type]
+            while n := response.readinto(buffer):
                 out.write(memoryview(buffer)[:n])
     finally:
         conn.close()
@@ -558,8 +561,9 @@ def run_floor(v: Variant, host: str, scratch: Path) -> Run:
         unwrappers = decryption_unwrappers([str(v.priv)], KeyContext())
         for d in v.layers:
             desc = Descriptor.from_json(d)
-            key = unwrap_layer_key(desc, unwrappers)
-            ciphers.append((key.options.symkey, key.options.nonce, public_options(desc).hmac, d["digest"]))
+            unwrapped = unwrap_layer_key(desc, unwrappers)
+            options = unwrapped.options
+            ciphers.append((options.symkey, options.nonce, public_options(desc).hmac, d["digest"]))
     blobs = [scratch / f"blob{i}" for i in range(len(v.layers))]
     rss = 0
     os.sync()
@@ -576,9 +580,9 @@ def run_floor(v: Variant, host: str, scratch: Path) -> Run:
                 proc = launch(["sh", "-c", shell], log, stdin=src)
         else:
             proc = launch(["sh", "-c", shell], log, stdin=subprocess.PIPE)
-            assert proc.stdin is not None  # noqa: S101  (stdin=PIPE)
-            key, nonce, mac, digest = ciphers[i]
-            decryptor = CtrHmacDecryptor(key, nonce, mac, f"layer {digest}")
+            assert proc.stdin is not None  # stdin=PIPE
+            symkey, nonce, mac, digest = ciphers[i]
+            decryptor = CtrHmacDecryptor(symkey, nonce, mac, f"layer {digest}")
             buffer = bytearray(CHUNK)
             with blob.open("rb", buffering=0) as src:
                 while n := src.readinto(buffer):
@@ -602,6 +606,43 @@ def rootfs_listing(rootfs: Path) -> dict[str, tuple[str, int, int]]:
     return out
 
 
+def pressure() -> str:
+    """The kernel's CPU and I/O pressure (PSI, share of the last 60 s some task stalled), if available."""
+    parts = []
+    for kind in ("cpu", "io"):
+        try:
+            line = Path(f"/proc/pressure/{kind}").read_text().splitlines()[0]
+        except (OSError, IndexError):
+            continue
+        fields = dict(f.split("=") for f in line.split()[1:])
+        parts.append(f"{kind} {float(fields['avg60']):.0f}%")
+    return "stall " + ", ".join(parts) if parts else "no PSI"
+
+
+def create_probe(directory: Path, count: int = 4000) -> float:
+    """Microseconds per empty-file create (``openat(O_CREAT|O_EXCL)``) in ``directory`` right now.
+
+    Every contestant creates one file per archive entry (cocoguest twice with the copy snapshotter: the
+    store and the bundle), so this explains much of the run-to-run variance on a shared disk.
+    """
+    probe = directory / "create-probe"
+    probe.mkdir()
+    os.sync()
+    start = time.perf_counter()
+    for d in range(count // FILES_PER_DIR):
+        sub = probe / f"d{d}"
+        sub.mkdir()
+        fd = os.open(sub, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for i in range(FILES_PER_DIR):
+                os.close(os.open(f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=fd))
+        finally:
+            os.close(fd)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(probe)
+    return seconds / count * 1e6
+
+
 # --- main --------------------------------------------------------------------------------------------------
 
 
@@ -609,11 +650,12 @@ def measure(v: Variant, host: str, cocoguest: Path, work: Path, repeat: int) -> 
     """Best-of-``repeat`` runs of the three contestants on ``v``, interleaved; RSS is the max over runs."""
     runs: dict[str, list[Run]] = {"cocoguest": [], "skopeo+umoci": [], "floor": []}
     for r in range(repeat):
-        for name, go in (
+        contestants: list[tuple[str, Callable[[Path], Run]]] = [
             ("cocoguest", lambda s: run_cocoguest(cocoguest, v, s)),
             ("skopeo+umoci", lambda s: run_skopeo_umoci(v, s)),
             ("floor", lambda s: run_floor(v, host, s)),
-        ):
+        ]
+        for name, go in contestants:
             scratch = work / "runs" / v.name / name.replace("+", "-")
             shutil.rmtree(scratch, ignore_errors=True)
             scratch.mkdir(parents=True)
@@ -623,7 +665,8 @@ def measure(v: Variant, host: str, cocoguest: Path, work: Path, repeat: int) -> 
         if r == 0:
             ours = rootfs_listing(work / "runs" / v.name / "cocoguest" / "bundle" / "rootfs")
             theirs = rootfs_listing(work / "runs" / v.name / "skopeo-umoci" / "bundle" / "rootfs")
-            same = "identical" if ours == theirs else f"DIFFERENT ({len(set(ours.items()) ^ set(theirs.items()))} entries)"
+            differ = len(set(ours.items()) ^ set(theirs.items()))
+            same = "identical" if ours == theirs else f"DIFFERENT ({differ} entries)"
             print(f"  {v.name:9} rootfs listing (path, type, mode, size) cocoguest vs umoci: {same}; "
                   f"{len(ours)} entries")  # fmt: skip
     for scratch in (work / "runs" / v.name).iterdir():
@@ -640,7 +683,10 @@ def print_table(results: list[tuple[Variant, dict[str, Run]]], repeat: int) -> N
     print(f"Best of {repeat}; MB/s = compressed registry bytes / wall time; RSS = peak of the child process(es).")
     print("floor = HTTP fetch of the blobs, then `gzip -dc BLOB | tar -x` per layer, sequential (naive shell);")
     print("        encrypted: + AES-CTR+HMAC decrypt in Python feeding gzip. Its RSS: the largest sh+gzip+tar.")
-    header = f"{'image':10} {'contestant':13} {'wall s':>7} {'MB/s':>6} {'vs skopeo+umoci':>16} {'vs floor':>9} {'peak RSS MiB':>13}"
+    header = (
+        f"{'image':10} {'contestant':13} {'wall s':>7} {'MB/s':>6} {'vs skopeo+umoci':>16} {'vs floor':>9}"
+        f" {'peak RSS MiB':>13}"
+    )
     print(header)
     print("-" * len(header))
     for v, best in results:
@@ -671,7 +717,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shutil.which(tool) is None:
             sys.exit(f"bench: {tool} is not installed")
     base = Path(os.environ.get("TMPDIR") or "/var/tmp")
-    print(f"bench: {args.size_mb} MB, {args.layers} layers; cpus {os.cpu_count()}, load {os.getloadavg()[0]:.2f}")
+    load = os.getloadavg()[0]
+    print(f"bench: {args.size_mb} MB, {args.layers} layers; cpus {os.cpu_count()}, load {load:.2f}, {pressure()}")
     images = cached_images(base, args.size_mb * MB, args.layers, args.seed, cocoguest)
     print(f"bench: {images.tar_bytes / MB:.0f} MB of tar, {images.files} regular files (plus dirs, symlinks)")
     work = Path(tempfile.mkdtemp(prefix="cocoguest-bench-pull-", dir=base))
@@ -689,8 +736,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for v in variants:
                 sizes = ", ".join(f"{int(d['size']) / MB:.0f}" for d in v.layers)
                 print(f"bench: {v.name}: {len(v.layers)} layers of {sizes} MB = {v.compressed / MB:.0f} MB")
+            before = create_probe(work)
             results = [(v, measure(v, host, cocoguest, work, args.repeat)) for v in variants]
+            after = create_probe(work)
         print_table(results, args.repeat)
+        print(f"Machine: load {os.getloadavg()[0]:.2f}, {pressure()}; file create in {work.parent}: "
+              f"{before:.0f} us before, {after:.0f} us after the runs")  # fmt: skip
     finally:
         if args.keep:
             print(f"bench: kept {work}")
