@@ -19,6 +19,7 @@ from pathlib import Path
 
 import click
 
+from cocoguest.cli.keys import key_context
 from cocoguest.cli.settings import environment
 from cocoguest.errors import ConfigError
 from cocoguest.image.auth import default_auth_files
@@ -29,37 +30,7 @@ from cocoguest.image.registries import RegistriesConfig
 from cocoguest.image.registries_d import RegistriesD
 from cocoguest.image.registry_access import RegistryAccess, parse_credentials
 from cocoguest.image.signing import SigningRequest, destination_reference, sign_destination
-from cocoguest.limits import DEFAULT_LIMITS
 from cocoguest.ocicrypt import keyspecs
-from cocoguest.ocicrypt.keyprovider.config import KeyProviderEntry, load_keyprovider_config
-from cocoguest.ocicrypt.keyprovider.protocol import KeyProviderTransport
-from cocoguest.ocicrypt.pkcs11_config import default_pkcs11_config_paths, load_pkcs11_module_config
-
-
-def key_context(env: Mapping[str, str], keyprovider_config: str | None) -> keyspecs.KeyContext:
-    """Gather key-related settings from the environment and flags."""
-    providers: dict[str, KeyProviderEntry] = {}
-    provider_file = keyprovider_config or env.get("OCICRYPT_KEYPROVIDER_CONFIG")
-    factory = None
-    if provider_file:
-        providers = load_keyprovider_config(provider_file)
-        from cocoguest.rpc.keyprovider_client import transport_for  # noqa: PLC0415  (grpc is heavy)
-
-        def factory(entry: KeyProviderEntry) -> KeyProviderTransport:
-            return transport_for(entry, DEFAULT_LIMITS)
-
-    pkcs11_config = None
-    for path in default_pkcs11_config_paths(env):
-        if os.path.isfile(path):
-            pkcs11_config = load_pkcs11_module_config(path)
-            break
-    return keyspecs.KeyContext(
-        gnupg_home=env.get("GNUPGHOME"),
-        oaep_hash=env.get("OCICRYPT_OAEP_HASHALG"),
-        pkcs11_config=pkcs11_config,
-        key_providers=providers,
-        transport_factory=factory,
-    )
 
 
 class _Progress:

@@ -8,6 +8,7 @@ Invariants:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -24,7 +25,33 @@ F = TypeVar("F", bound=Callable[..., object])
 _logger = logging.getLogger("cocoguest")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+_COMMANDS = {
+    "copy": "cocoguest.cli.copy:copy_command",
+    "pull": "cocoguest.cli.pull:pull_command",
+    "inspect": "cocoguest.cli.store_commands:inspect_command",
+    "images": "cocoguest.cli.store_commands:images_command",
+    "rmi": "cocoguest.cli.store_commands:rmi_command",
+    "prune": "cocoguest.cli.store_commands:prune_command",
+}
+
+
+class _LazyGroup(click.Group):
+    """Imports a subcommand's module only when that subcommand runs (keeps every command's start fast)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        assert isinstance(command, click.Command)  # noqa: S101  (our own table)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cocoguest")
 @click.option("--debug", is_flag=True, help="Log debug messages and print error causes.")
 def cli(debug: bool) -> None:
@@ -32,24 +59,8 @@ def cli(debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _register_commands() -> None:
-    # Imported here so that `cocoguest --help` stays fast.
-    from cocoguest.cli.copy import copy_command  # noqa: PLC0415
-    from cocoguest.cli.pull import pull_command  # noqa: PLC0415
-    from cocoguest.cli.store_commands import (  # noqa: PLC0415
-        images_command,
-        inspect_command,
-        prune_command,
-        rmi_command,
-    )
-
-    for command in (copy_command, pull_command, inspect_command, images_command, rmi_command, prune_command):
-        cli.add_command(command)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
-    _register_commands()
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="cocoguest", standalone_mode=False)
     except CocoError as e:

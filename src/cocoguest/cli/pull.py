@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 
 import click
 
-from cocoguest.cli.copy import key_context
+from cocoguest.cli.keys import key_context
 from cocoguest.cli.progress import LayerProgressView
 from cocoguest.cli.settings import default_work_dir, environment
 from cocoguest.errors import ConfigError
@@ -20,7 +20,6 @@ from cocoguest.image.auth import default_auth_files
 from cocoguest.image.certs import default_cert_dirs
 from cocoguest.image.platform import PlatformSpec
 from cocoguest.image.policy import InsecureAcceptAnything, PolicyEvaluator
-from cocoguest.image.policy_gate import PolicyGate, load_policy, load_registries_d
 from cocoguest.image.pull import PullOptions, pull_image
 from cocoguest.image.registries import RegistriesConfig
 from cocoguest.image.registry_access import RegistryAccess
@@ -98,6 +97,9 @@ def policy_evaluator(
             "or --insecure-policy to accept images without verification"
         )
         raise ConfigError(msg)
+    # Imported here: signature verification pulls in OpenPGP, sigstore and X.509 code a plain pull does not need.
+    from cocoguest.image.policy_gate import PolicyGate, load_policy, load_registries_d  # noqa: PLC0415
+
     resource_files = [p for p in DEFAULT_PATHS if p.exists()] + [Path(f) for f in offline_fs_resources]
     provider = OfflineFsKbc.load(resource_files) if resource_files else None
     is_path = "://" not in policy_file

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cocoguest.crypto.keys import (
     Certificate,
@@ -32,19 +33,11 @@ from cocoguest.ocicrypt.keyprovider.protocol import KeyProviderTransport
 from cocoguest.ocicrypt.keywrap import KeyUnwrapper, KeyWrapper
 from cocoguest.ocicrypt.keywrap.jwe import JweUnwrapper, JweWrapper
 from cocoguest.ocicrypt.keywrap.keyprovider import KeyProviderUnwrapper, KeyProviderWrapper
-from cocoguest.ocicrypt.keywrap.pgp import (
-    PgpPublicKey,
-    PgpSecretKey,
-    PgpUnwrapper,
-    PgpWrapper,
-    export_gnupg_public_keyring,
-    find_recipients,
-    load_public_keys,
-    load_secret_keys,
-)
 from cocoguest.ocicrypt.keywrap.pkcs7 import Pkcs7Unwrapper, Pkcs7Wrapper
-from cocoguest.ocicrypt.keywrap.pkcs11 import Pkcs11Unwrapper, Pkcs11Wrapper
 from cocoguest.ocicrypt.pkcs11_config import Pkcs11KeyFile, Pkcs11ModuleConfig, load_pkcs11_key_file
+
+if TYPE_CHECKING:
+    from cocoguest.ocicrypt.keywrap.pgp import PgpPublicKey, PgpSecretKey
 
 TransportFactory = Callable[[KeyProviderEntry], KeyProviderTransport]
 
@@ -139,6 +132,12 @@ class _Recipients:
         self.pkcs7.extend((cert, value) for cert in certs)
 
     def add_pgp(self, value: str) -> None:
+        from cocoguest.ocicrypt.keywrap.pgp import (  # noqa: PLC0415  (OpenPGP only when asked for)
+            export_gnupg_public_keyring,
+            find_recipients,
+            load_public_keys,
+        )
+
         if os.path.isfile(value):
             keys = load_public_keys(read_key_file(value, self.context.limits, "PGP key file"), value)
             if not keys:
@@ -168,8 +167,12 @@ class _Recipients:
         if self.pkcs7:
             out.append(Pkcs7Wrapper(self.pkcs7))
         if self.pgp:
+            from cocoguest.ocicrypt.keywrap.pgp import PgpWrapper  # noqa: PLC0415
+
             out.append(PgpWrapper(self.pgp))
         if self.pkcs11:
+            from cocoguest.ocicrypt.keywrap.pkcs11 import Pkcs11Wrapper  # noqa: PLC0415  (python-pkcs11 is heavy)
+
             out.append(Pkcs11Wrapper(self.pkcs11, self.context.oaep_hash, self.context.pkcs11_config))
         return out
 
@@ -260,6 +263,8 @@ def _classify(path: str, password: bytes | None, keys: _DecryptionKeys, limits: 
     if private is not None:
         keys.private_keys.append(private)
         return
+    from cocoguest.ocicrypt.keywrap.pgp import load_secret_keys  # noqa: PLC0415  (OpenPGP only when needed)
+
     secret = load_secret_keys(data, path, password)
     if secret:
         keys.pgp_secret_keys.extend(secret)
@@ -297,8 +302,12 @@ def decryption_unwrappers(specs: Sequence[str], context: KeyContext) -> list[Key
         unwrappers.append(JweUnwrapper(keys.private_keys))
         unwrappers.append(Pkcs7Unwrapper(keys.private_keys, keys.certificates))
     if keys.pgp_secret_keys:
+        from cocoguest.ocicrypt.keywrap.pgp import PgpUnwrapper  # noqa: PLC0415
+
         unwrappers.append(PgpUnwrapper(keys.pgp_secret_keys))
     if keys.pkcs11_keys:
+        from cocoguest.ocicrypt.keywrap.pkcs11 import Pkcs11Unwrapper  # noqa: PLC0415
+
         unwrappers.append(Pkcs11Unwrapper(keys.pkcs11_keys, context.pkcs11_config))
     if context.transport_factory is not None:
         for name, entry in sorted(context.key_providers.items()):

@@ -3,7 +3,8 @@
 The result is what an overlayfs mount of the layers would show (lowest layer first in ``layer_dirs``):
 whiteouts delete, opaque directories (``<prefix>overlay.opaque="y"``) hide lower content, a directory
 replaces a lower non-directory and vice versa, and the top-most layer's metadata wins for directories
-present in several layers.
+present in several layers. :class:`IncrementalMerge` takes the layers one at a time (so a pull can merge
+layer i while higher layers still download); :func:`merge_layers` is it applied to a whole list.
 
 Invariants:
     * Every path of ``target`` is reached from its fd component by component with ``O_NOFOLLOW``; no symlink
@@ -13,6 +14,8 @@ Invariants:
       deepest first.
     * Hardlinks within one layer stay hardlinks; file data is shared by reflink where the filesystem can,
       else copied in the kernel (``copy_file_range``) segment by segment, keeping holes.
+    * Layers are applied strictly in the order they are added; adding them one by one gives the same tree as
+      merging the list at once (directory metadata is applied once, by ``finish``, after the last layer).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from cocoguest.errors import TransportError
 from cocoguest.image.fs.safe_ops import (
@@ -51,7 +54,7 @@ _XATTR_SKIP_ERRNOS: Final = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EP
 
 
 def merge_layers(layer_dirs: Sequence[Path], target: Path, *, what: str, whiteouts: WhiteoutFormat) -> None:
-    """Apply the overlay-form ``layer_dirs`` (lowest first) onto ``target``.
+    """Apply the overlay-form ``layer_dirs`` (lowest first) onto ``target``: :class:`IncrementalMerge` in one go.
 
     Args:
         layer_dirs: Layer directories written by :func:`~cocoguest.image.fs.unpack.unpack_layer`.
@@ -63,27 +66,114 @@ def merge_layers(layer_dirs: Sequence[Path], target: Path, *, what: str, whiteou
         TransportError: a filesystem operation failed (names the layer and path).
         ValueError: ``target`` is not empty.
     """
-    target_fd = os.open(target, DIR_FLAGS)
-    if os.listdir(target_fd):
-        os.close(target_fd)
-        msg = f"merge target {target} is not empty"
-        raise ValueError(msg)
-    merger = _Merger(DirCache(target_fd), fmt=whiteouts)
-    try:
+    with IncrementalMerge(target, what=what, whiteouts=whiteouts) as merge:
         for layer in layer_dirs:
-            try:
-                with opened(os.open(layer, DIR_FLAGS)) as layer_fd:
-                    merger.merge_layer(layer_fd)
-            except OSError as e:
-                path = "/".join(merger.current) or "."
-                msg = f"{what}: merging layer {layer.name}: {path}: {e.strerror or e}"
-                raise TransportError(msg) from e
-        merger.finish()
-    except OSError as e:
-        msg = f"{what}: merging layers: {e.strerror or e}"
-        raise TransportError(msg) from e
-    finally:
-        merger.cache.close()
+            merge.add(layer)
+        merge.finish()
+
+
+class IncrementalMerge:
+    """Merge layers into ``target`` one at a time, lowest first, as they become available.
+
+    ``add`` each layer in order, then ``finish`` once (directory modes and mtimes, deepest first); ``close``
+    (or leaving the ``with`` block) releases the directory fds either way. The result equals
+    :func:`merge_layers` of the same layers. Not thread-safe: one thread drives it. After a failed ``add`` or
+    ``finish`` the target is half-merged and the object refuses further use; the caller removes the target.
+    """
+
+    def __init__(self, target: Path, *, what: str, whiteouts: WhiteoutFormat) -> None:
+        """Open ``target``, which must be an existing, empty directory.
+
+        Args:
+            target: The directory to merge into (the bundle's rootfs).
+            what: Names the image in errors.
+            whiteouts: The whiteout format the layers were unpacked with.
+
+        Raises:
+            TransportError: ``target`` cannot be opened.
+            ValueError: ``target`` is not empty.
+        """
+        self._what = what
+        try:
+            target_fd = os.open(target, DIR_FLAGS)
+        except OSError as e:
+            msg = f"{what}: merge target {target}: {e.strerror or e}"
+            raise TransportError(msg) from e
+        try:
+            if os.listdir(target_fd):
+                msg = f"merge target {target} is not empty"
+                raise ValueError(msg)
+        except BaseException:
+            os.close(target_fd)
+            raise
+        self._merger = _Merger(DirCache(target_fd), fmt=whiteouts)
+        self._state: Literal["open", "finished", "failed"] = "open"
+        self._closed = False
+        self.layers = 0
+        """How many layers were added."""
+
+    def _check_open(self) -> None:
+        if self._state != "open" or self._closed:
+            msg = f"{self._what}: merge is {'closed' if self._state == 'open' else self._state}"
+            raise ValueError(msg)
+
+    def add(self, layer_dir: Path, *, name: str | None = None) -> None:
+        """Apply one layer on top of those added before.
+
+        Args:
+            layer_dir: A layer directory written by :func:`~cocoguest.image.fs.unpack.unpack_layer`.
+            name: Names the layer in errors (default: the directory name).
+
+        Raises:
+            TransportError: a filesystem operation failed (names the layer and path).
+            ValueError: the merge is finished, failed or closed.
+        """
+        self._check_open()
+        try:
+            with opened(os.open(layer_dir, DIR_FLAGS)) as layer_fd:
+                self._merger.merge_layer(layer_fd)
+        except OSError as e:
+            self._state = "failed"
+            path = "/".join(self._merger.current) or "."
+            msg = f"{self._what}: merging layer {name or layer_dir.name}: {path}: {e.strerror or e}"
+            raise TransportError(msg) from e
+        except BaseException:
+            self._state = "failed"
+            raise
+        self.layers += 1
+
+    def finish(self) -> None:
+        """Set the directory modes and mtimes (deepest first) and release the fds.
+
+        Raises:
+            TransportError: a filesystem operation failed.
+            ValueError: the merge is finished, failed or closed.
+        """
+        self._check_open()
+        try:
+            self._merger.finish()
+        except OSError as e:
+            self._state = "failed"
+            path = "/".join(self._merger.current) or "."
+            msg = f"{self._what}: merging layers: {path}: {e.strerror or e}"
+            raise TransportError(msg) from e
+        except BaseException:
+            self._state = "failed"
+            raise
+        self._state = "finished"
+        self.close()
+
+    def close(self) -> None:
+        """Release the directory fds (idempotent); an unfinished merge can no longer be finished."""
+        if not self._closed:
+            self._closed = True
+            self._merger.cache.close()
+
+    def __enter__(self) -> IncrementalMerge:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 class _Merger:
