@@ -89,6 +89,44 @@ class Limits:
     """Segments of one sparse file."""
     max_tar_file_real_bytes: int = 1 << 40
     """Expanded size of one (sparse) file."""
+    max_offline_fs_file_bytes: int = 16 * MiB
+    """One offline_fs_kbc key or resource file."""
+    max_resource_uri_length: int = 2048
+    """A kbs:// resource URI, in characters."""
+    max_policy_resource_bytes: int = 4 * MiB
+    """A policy, key or sigstore config read from a location."""
+    max_policy_bytes: int = 4 * MiB
+    """containers-policy.json."""
+    max_sigstore_payload_bytes: int = 4 * MiB
+    """A cosign payload (containers/image MaxSignatureBodySize)."""
+    max_policy_reasons_per_requirement: int = 16
+    """Rejection reasons kept per requirement."""
+    max_signed_reference_length: int = 1024
+    """A reference claimed by a signature, before any regex runs."""
+    max_registries_d_file_bytes: int = 1 * MiB
+    """One registries.d YAML file."""
+    max_registries_d_files: int = 1000
+    """Files in a registries.d directory."""
+    max_lookaside_signatures: int = 128
+    """Signatures read per manifest digest."""
+    max_signature_bytes: int = 4 * MiB
+    """One simple signature."""
+    max_signature_list_bytes: int = 4 * MiB
+    """An X-Registry-Supports-Signatures answer."""
+    max_sigstore_attachment_layers: int = 256
+    """Layers of a sha256-<hex>.sig manifest."""
+    max_private_key_bytes: int = 64 * KiB
+    """A cosign private key file."""
+    max_scrypt_memory_bytes: int = 256 * MiB
+    """scrypt memory (128*r*N) for encrypted cosign keys."""
+    max_chain_certificates: int = 10
+    """Certificates in a keyless signature chain."""
+    max_chain_depth: int = 8
+    """X.509 chain depth."""
+    max_signed_payload_bytes: int = 4 * MiB
+    """A signed message payload after decompression."""
+    max_keyring_bytes: int = 16 * MiB
+    """A trusted GPG keyring."""
     stream_chunk_bytes: int = 1 * MiB
     """Read size of the streaming layer pipeline."""
     stream_queue_chunks: int = 4

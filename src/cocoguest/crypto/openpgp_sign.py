@@ -42,15 +42,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
 from cocoguest.errors import ConfigError, SignatureError, TransportError
+from cocoguest.limits import DEFAULT_LIMITS
 
 _logger = logging.getLogger(__name__)
 
 # Limits. TODO(limits.py): move into Limits (reported to the lead).
 MAX_SIGNATURE_BYTES: Final = 4 * 1024 * 1024
 """One signed message (containers/image ``iolimits.MaxSignatureBodySize``)."""
-MAX_SIGNED_PAYLOAD_BYTES: Final = 4 * 1024 * 1024
+MAX_SIGNED_PAYLOAD_BYTES: Final = DEFAULT_LIMITS.max_signed_payload_bytes
 """The literal data of a signed message after decompression (an atomic signature payload is ~300 bytes)."""
-MAX_KEYRING_BYTES: Final = 16 * 1024 * 1024
+MAX_KEYRING_BYTES: Final = DEFAULT_LIMITS.max_keyring_bytes
 """One trusted keyring."""
 GPG_EXPORT_TIMEOUT_S: Final = 60.0
 """``gpg --export-secret-keys``."""

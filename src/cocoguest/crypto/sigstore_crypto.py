@@ -60,19 +60,20 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from cocoguest.crypto import der
 from cocoguest.errors import ConfigError, ProtocolError, SignatureError
+from cocoguest.limits import DEFAULT_LIMITS
 
 # --- limits (lead: candidates for limits.py) -----------------------------------------------------------
 
 #: An encrypted cosign private key file (a P-256 key is ~500 bytes, RSA-4096 ~4 KiB).
-MAX_PRIVATE_KEY_BYTES: Final = 64 * 1024
+MAX_PRIVATE_KEY_BYTES: Final = DEFAULT_LIMITS.max_private_key_bytes
 #: scrypt memory (128 * r * N bytes) we agree to spend on a key file's parameters (cosign: 32 MiB).
-MAX_SCRYPT_MEMORY_BYTES: Final = 256 * 1024 * 1024
+MAX_SCRYPT_MEMORY_BYTES: Final = DEFAULT_LIMITS.max_scrypt_memory_bytes
 #: scrypt parallelism accepted from a key file (cosign: 1).
 MAX_SCRYPT_P: Final = 16
 #: Certificates in a ``dev.sigstore.cosign/chain`` annotation (Fulcio: intermediate + root).
-MAX_CHAIN_CERTIFICATES: Final = 10
+MAX_CHAIN_CERTIFICATES: Final = DEFAULT_LIMITS.max_chain_certificates
 #: Depth of a Fulcio chain (leaf, intermediates, root).
-MAX_CHAIN_DEPTH: Final = 8
+MAX_CHAIN_DEPTH: Final = DEFAULT_LIMITS.max_chain_depth
 #: Rekor integers go through IEEE doubles in the canonicaliser; larger values would not round-trip.
 MAX_JSON_SAFE_INTEGER: Final = 2**53
 MIN_RSA_BITS: Final = 2048

@@ -6,6 +6,11 @@ Invariants:
     * Layers become visible in the store only verified (see :mod:`cocoguest.image.layer.fetch`); the first
       failing layer cancels the others.
     * Keys are unwrapped before any layer thread starts; threads never call back into key providers.
+    * (6) The bundle target is checked (a non-empty bundle refused, never touched) and the snapshotter chosen
+      BEFORE any layer is pulled. With the copy snapshotter the rootfs is merged incrementally: layer i is
+      merged, in this (the orchestrator) thread and strictly in layer order, as soon as layers 0..i are
+      committed (verified) to the store, while higher layers are still being pulled; layer threads never
+      merge. Any failure removes what the pull created in the bundle (a pre-existing empty bundle dir stays).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -26,9 +31,16 @@ from cocoguest.errors import (
     PolicyRejectedError,
     ProtocolError,
 )
-from cocoguest.image.bundle import write_bundle
-from cocoguest.image.fs.merge import merge_layers
-from cocoguest.image.fs.unpack import detect_whiteout_format
+from cocoguest.image.bundle import (
+    BundleResult,
+    check_bundle,
+    finish_bundle,
+    overlay_available,
+    prepare_bundle,
+    write_bundle,
+)
+from cocoguest.image.fs.merge import IncrementalMerge, merge_layers
+from cocoguest.image.fs.unpack import WhiteoutFormat, detect_whiteout_format
 from cocoguest.image.layer.fetch import LayerJob, LayerOutcome, pull_layer
 from cocoguest.image.manifests import fetch_manifest, parse_config, read_config_blob
 from cocoguest.image.platform import PlatformSpec
@@ -140,10 +152,20 @@ def _plan_layers(
 
 
 def _pull_layers(
-    opened: OpenedSource, jobs: Sequence[LayerJob], store: Store, options: PullOptions, progress: LayerProgress | None
+    opened: OpenedSource,
+    jobs: Sequence[LayerJob],
+    store: Store,
+    options: PullOptions,
+    whiteouts: WhiteoutFormat,
+    progress: LayerProgress | None,
+    on_ready: Callable[[LayerOutcome], None] | None = None,
 ) -> list[LayerOutcome]:
-    """(5) All layers, concurrency-limited; the first failure cancels the rest."""
-    whiteouts = detect_whiteout_format(store.work_dir)
+    """(5) All layers, concurrency-limited; the first failure cancels the rest.
+
+    ``on_ready`` is called in the calling thread (never in a layer thread) with each layer's outcome, strictly
+    in layer order, as soon as that layer and all lower ones are committed; the other layers keep being
+    pulled meanwhile. An exception from it cancels the pull like a failing layer.
+    """
     cancel = threading.Event()
 
     def run(job: LayerJob) -> LayerOutcome:
@@ -160,23 +182,78 @@ def _pull_layers(
         )
 
     outcomes: dict[int, LayerOutcome] = {}
+    next_ready = 0
     with ThreadPoolExecutor(max_workers=max(1, options.max_concurrent), thread_name_prefix="layer") as pool:
         futures: dict[Future[LayerOutcome], LayerJob] = {pool.submit(run, job): job for job in jobs}
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in done if f.exception() is not None]
-        if failed:
+        pending: set[Future[LayerOutcome]] = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                failed = [f for f in done if f.exception() is not None]
+                if failed:
+                    cancel.set()
+                    for future in pending:
+                        future.cancel()
+                    wait(pending)
+                    # Report the lowest failing layer, not a cancellation it caused.
+                    first = min(failed, key=lambda f: futures[f].index)
+                    error = first.exception()
+                    assert error is not None  # noqa: S101  (filtered above)
+                    raise error
+                for future in done:
+                    outcomes[futures[future].index] = future.result()
+                # Layer i is handed on only once 0..i are all committed (verified), in order.
+                while on_ready is not None and next_ready in outcomes:
+                    on_ready(outcomes[next_ready])
+                    next_ready += 1
+        except BaseException:
+            # Also a failing on_ready or KeyboardInterrupt: stop the layer threads at their next read.
             cancel.set()
             for future in pending:
                 future.cancel()
-            wait(pending)
-            # Report the lowest failing layer, not a cancellation it caused.
-            first = min(failed, key=lambda f: futures[f].index)
-            error = first.exception()
-            assert error is not None  # noqa: S101  (filtered above)
-            raise error
-        for future in done:
-            outcomes[futures[future].index] = future.result()
+            raise
     return [outcomes[i] for i in range(len(jobs))]
+
+
+def _resolve_snapshotter(options: PullOptions, store: Store, what: str) -> Literal["overlay", "copy", "auto"]:
+    """``copy`` when requested or when ``auto`` finds no usable overlay; ``auto`` keeps write_bundle's fallback."""
+    if options.snapshotter != "auto":
+        return options.snapshotter
+    if overlay_available(store.work_dir):
+        return "auto"  # overlay; should the real mount still be refused, write_bundle falls back to a copy
+    _logger.info("%s: overlay unavailable here; the rootfs is a merged copy", what)
+    return "copy"
+
+
+def _pull_and_merge(
+    opened: OpenedSource,
+    jobs: Sequence[LayerJob],
+    store: Store,
+    options: PullOptions,
+    whiteouts: WhiteoutFormat,
+    progress: LayerProgress | None,
+    bundle: Path,
+    config: dict[str, object],
+) -> tuple[list[LayerOutcome], BundleResult]:
+    """(5) and (6) for the copy snapshotter: each layer is merged into the rootfs as soon as it may be."""
+    what = opened.source.describe()
+    # (6a) before any layer: refuses a non-empty bundle, creates bundle/ and an empty rootfs/.
+    prepared = prepare_bundle(bundle, config)
+    try:
+        with IncrementalMerge(prepared.rootfs, what=what, whiteouts=whiteouts) as merge:
+
+            def merge_layer(outcome: LayerOutcome) -> None:
+                started = time.monotonic()
+                merge.add(outcome.record.path, name=outcome.job.what)
+                _logger.debug("%s: merged %s in %.2f s", what, outcome.job.what, time.monotonic() - started)
+
+            outcomes = _pull_layers(opened, jobs, store, options, whiteouts, progress, on_ready=merge_layer)
+            merge.finish()
+        # (6b) user and config.json; discards the bundle itself on failure.
+        return outcomes, finish_bundle(prepared, config)
+    except BaseException:
+        prepared.discard()
+        raise
 
 
 def pull_image(
@@ -212,20 +289,28 @@ def pull_image(
     store = Store.open(options.work_dir, limits=options.limits)
     try:
         jobs = _plan_layers(manifest, diff_ids, options, what)
+        whiteouts = detect_whiteout_format(store.work_dir)
+        # The snapshotter is decided before the layers, so that a copy can be merged while they download.
+        snapshotter = _resolve_snapshotter(options, store, what)
         # A lease keeps a concurrent prune from deleting committed layers before the image is recorded.
         with store.lease():
-            outcomes = _pull_layers(opened, jobs, store, options, progress)  # (5) layers
-            # (6) bundle
-            layer_dirs = [o.record.path for o in outcomes]
-            whiteouts = detect_whiteout_format(store.work_dir)
-            bundle_result = write_bundle(
-                bundle,
-                layer_dirs,
-                config,
-                snapshotter=options.snapshotter,
-                work_root=store.work_dir / "mounts",
-                merge=lambda dirs, target: merge_layers(dirs, target, what=what, whiteouts=whiteouts),
-            )
+            if snapshotter == "copy":
+                # (5) layers and (6) bundle, the rootfs merged layer by layer as they are committed
+                outcomes, bundle_result = _pull_and_merge(
+                    opened, jobs, store, options, whiteouts, progress, bundle, config
+                )
+            else:
+                check_bundle(bundle, config)  # (6a) refuse a non-empty bundle before any layer is pulled
+                outcomes = _pull_layers(opened, jobs, store, options, whiteouts, progress)  # (5) layers
+                # (6) bundle
+                bundle_result = write_bundle(
+                    bundle,
+                    [o.record.path for o in outcomes],
+                    config,
+                    snapshotter=snapshotter,
+                    work_root=store.work_dir / "mounts",
+                    merge=lambda dirs, target: merge_layers(dirs, target, what=what, whiteouts=whiteouts),
+                )
             # (7) record
             store.record_image(
                 ImageRecord(

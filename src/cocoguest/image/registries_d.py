@@ -36,14 +36,15 @@ from urllib.parse import urlsplit
 import yaml
 
 from cocoguest.errors import ConfigError
+from cocoguest.limits import DEFAULT_LIMITS
 from cocoguest.oci.reference import ImageReference
 
 _logger = logging.getLogger(__name__)
 
 # Limits. TODO(limits.py): move into Limits (reported to the lead).
-MAX_REGISTRIES_D_FILE_BYTES: Final = 1024 * 1024
+MAX_REGISTRIES_D_FILE_BYTES: Final = DEFAULT_LIMITS.max_registries_d_file_bytes
 """One registries.d YAML file."""
-MAX_REGISTRIES_D_FILES: Final = 1000
+MAX_REGISTRIES_D_FILES: Final = DEFAULT_LIMITS.max_registries_d_files
 """YAML files in one registries.d directory."""
 
 _URL_KEYS: Final = ("lookaside", "lookaside-staging", "sigstore", "sigstore-staging")

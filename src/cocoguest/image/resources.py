@@ -30,8 +30,9 @@ from urllib.parse import unquote, urlsplit
 from cocoguest.errors import ConfigError, ResourceNotFoundError, TransportError
 from cocoguest.kbs.provider import ResourceProvider
 from cocoguest.kbs.resource_uri import ResourceUri
+from cocoguest.limits import DEFAULT_LIMITS
 
-MAX_POLICY_RESOURCE_BYTES: Final = 4 * 1024 * 1024
+MAX_POLICY_RESOURCE_BYTES: Final = DEFAULT_LIMITS.max_policy_resource_bytes
 """Largest policy, key, keyring or sigstore config read (the lead moves this to limits.py)."""
 
 _URI_SCHEME: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):", re.ASCII)

@@ -43,6 +43,7 @@ from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, HttpStatusError, ProtocolError, TransportError
 from cocoguest.image.http import map_http_error
 from cocoguest.image.transports.docker import DockerSource, read_capped
+from cocoguest.limits import DEFAULT_LIMITS
 
 if TYPE_CHECKING:
     from cocoguest.image.registries_d import RegistriesD
@@ -51,11 +52,11 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 # Limits. TODO(limits.py): move into Limits (reported to the lead).
-MAX_LOOKASIDE_SIGNATURES: Final = 128
+MAX_LOOKASIDE_SIGNATURES: Final = DEFAULT_LIMITS.max_lookaside_signatures
 """Signatures read per manifest (containers/image ``maxLookasideSignatures``)."""
-MAX_SIGNATURE_BYTES: Final = 4 * 1024 * 1024
+MAX_SIGNATURE_BYTES: Final = DEFAULT_LIMITS.max_signature_bytes
 """One signature (containers/image ``iolimits.MaxSignatureBodySize``)."""
-MAX_SIGNATURE_LIST_BYTES: Final = 4 * 1024 * 1024
+MAX_SIGNATURE_LIST_BYTES: Final = DEFAULT_LIMITS.max_signature_list_bytes
 """The X-R-S-S signature list (containers/image ``iolimits.MaxSignatureListBodySize``)."""
 LOOKASIDE_CONNECT_TIMEOUT_S: Final = 30.0
 LOOKASIDE_READ_TIMEOUT_S: Final = 60.0

@@ -50,7 +50,7 @@ CHAIN_ANNOTATION: Final = "dev.sigstore.cosign/chain"
 BUNDLE_ANNOTATION: Final = "dev.sigstore.cosign/bundle"
 
 #: Signature layers read from one attachment manifest (each costs a blob download and a verification).
-MAX_SIGSTORE_ATTACHMENT_LAYERS: Final = 256
+MAX_SIGSTORE_ATTACHMENT_LAYERS: Final = DEFAULT_LIMITS.max_sigstore_attachment_layers
 #: Creator recorded in payloads we sign.
 CREATOR: Final = "cocoguest"
 

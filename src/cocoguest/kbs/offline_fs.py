@@ -34,10 +34,11 @@ from typing import Final
 
 from cocoguest.errors import ConfigError, ResourceNotFoundError
 from cocoguest.kbs.resource_uri import ResourceUri, ResourceUriError
+from cocoguest.limits import DEFAULT_LIMITS
 
 _logger = logging.getLogger(__name__)
 
-MAX_OFFLINE_FS_FILE_BYTES: Final = 16 * 1024 * 1024
+MAX_OFFLINE_FS_FILE_BYTES: Final = DEFAULT_LIMITS.max_offline_fs_file_bytes
 """Largest offline_fs key or resource file read (the lead moves this to limits.py). Caps every resource too."""
 
 DEFAULT_KEYS_PATH: Final = Path("/etc/aa-offline_fs_kbc-keys.json")

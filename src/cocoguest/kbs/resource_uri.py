@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from cocoguest.errors import ConfigError
+from cocoguest.limits import DEFAULT_LIMITS
 
-MAX_RESOURCE_URI_LENGTH: Final = 2048
+MAX_RESOURCE_URI_LENGTH: Final = DEFAULT_LIMITS.max_resource_uri_length
 """Longest resource URI accepted, in characters (the lead moves this to limits.py)."""
 
 _CANONICAL_SCHEME: Final = "kbs"

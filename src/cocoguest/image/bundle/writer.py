@@ -1,5 +1,10 @@
 """Write an OCI runtime bundle: ``BUNDLE/rootfs`` (overlay mount or merged copy) and ``BUNDLE/config.json``.
 
+Two ways in: :func:`write_bundle` does all the steps below from finished layer directories; or
+:func:`prepare_bundle` (steps 1-2 and an empty ``rootfs``), then the caller fills the rootfs itself (e.g. merging
+each layer as soon as it is pulled), then :func:`finish_bundle` (steps 4-5), or :meth:`PreparedBundle.discard`
+on failure. :func:`check_bundle` is steps 1-2 without creating anything, for callers that want to fail early.
+
 Steps (DESIGN.md §2 step 6):
 
 1. Check the image config (a dry-run conversion) before anything is created, so a malformed config or an
@@ -16,7 +21,8 @@ Invariants:
     * On any failure (also KeyboardInterrupt) the rootfs is unmounted if it was mounted, and everything this
       call created is removed: the bundle's contents, the bundle dir and parents it created (a pre-existing
       empty bundle dir is left as it was), and the overlay upper/work dirs. A rootfs that cannot be unmounted
-      is left in place rather than deleted through the mount.
+      is left in place rather than deleted through the mount. With ``prepare_bundle`` the same holds once the
+      caller calls ``discard`` (``finish_bundle`` calls it itself when it fails).
 """
 
 from __future__ import annotations
@@ -86,6 +92,29 @@ class _Undo:
                 _logger.exception("bundle cleanup: cannot remove %s", path)
 
 
+def _check_bundle_dir(bundle: Path) -> bool:
+    """Whether ``bundle`` exists (as an empty directory); nothing is created.
+
+    Raises:
+        ConfigError: the bundle exists and is not an empty directory.
+        TransportError: it cannot be inspected.
+    """
+    try:
+        if bundle.is_dir():
+            # SECURITY: a non-empty bundle (maybe another container's) is refused before anything is written.
+            if any(bundle.iterdir()):
+                msg = f"bundle {bundle}: directory exists and is not empty"
+                raise ConfigError(msg)
+            return True
+        if bundle.exists() or bundle.is_symlink():
+            msg = f"bundle {bundle}: exists and is not a directory"
+            raise ConfigError(msg)
+    except OSError as e:
+        msg = f"bundle {bundle}: cannot inspect: {e.strerror}"
+        raise TransportError(msg) from e
+    return False
+
+
 def _prepare_bundle_dir(bundle: Path, undo: _Undo) -> None:
     """Create ``bundle`` (and missing parents), or accept an existing empty directory.
 
@@ -93,15 +122,9 @@ def _prepare_bundle_dir(bundle: Path, undo: _Undo) -> None:
         ConfigError: the bundle exists and is not an empty directory.
         TransportError: it cannot be created.
     """
+    if _check_bundle_dir(bundle):
+        return
     try:
-        if bundle.is_dir():
-            if any(bundle.iterdir()):
-                msg = f"bundle {bundle}: directory exists and is not empty"
-                raise ConfigError(msg)
-            return
-        if bundle.exists() or bundle.is_symlink():
-            msg = f"bundle {bundle}: exists and is not a directory"
-            raise ConfigError(msg)
         missing = [bundle]
         missing.extend(parent for parent in bundle.parents if not parent.exists())
         for directory in reversed(missing):
@@ -141,6 +164,140 @@ def _write_config(bundle: Path, config: dict[str, object], undo: _Undo) -> None:
         raise TransportError(msg) from e
 
 
+def check_bundle(
+    bundle: Path, image_config: Mapping[str, object], *, annotations: Mapping[str, str] | None = None
+) -> None:
+    """Steps 1-2 without writing: the image config converts and ``bundle`` is absent or an empty directory.
+
+    For failing before any layer is pulled; :func:`prepare_bundle` and :func:`write_bundle` check again.
+
+    Raises:
+        ConfigError: the bundle exists and is not empty.
+        ProtocolError: the image config is malformed or has no command.
+        UnsupportedError: the image OS is not Linux.
+        TransportError: the bundle path cannot be inspected.
+    """
+    config_user(image_config)
+    runtime_config(image_config, ProcessUser(0, 0, (0,), None), annotations=annotations)
+    _check_bundle_dir(bundle)
+
+
+class PreparedBundle:
+    """A bundle directory with an empty ``rootfs`` made by :func:`prepare_bundle`, not yet finished.
+
+    Attributes:
+        bundle: The bundle directory.
+        rootfs: ``bundle/rootfs``: an empty directory for the caller to fill.
+    """
+
+    def __init__(self, bundle: Path, rootfs: Path, undo: _Undo) -> None:
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self._undo = undo
+        self._done = False
+
+    def discard(self) -> None:
+        """Remove everything :func:`prepare_bundle` created (and anything since put in it); idempotent.
+
+        A pre-existing empty bundle directory is left as it was.
+        """
+        if not self._done:
+            self._done = True
+            self._undo.run()
+
+
+def _make_bundle(bundle: Path, image_config: Mapping[str, object], annotations: Mapping[str, str] | None) -> _Undo:
+    """Steps 1-2 and an empty ``rootfs``; on failure nothing is left. Returns what was created."""
+    # (1) check the config before doing anything expensive or visible.
+    config_user(image_config)
+    runtime_config(image_config, ProcessUser(0, 0, (0,), None), annotations=annotations)
+    undo = _Undo()
+    try:
+        # (2) the bundle directory.
+        _prepare_bundle_dir(bundle, undo)
+        rootfs = bundle / ROOTFS_DIR
+        try:
+            rootfs.mkdir(mode=0o755)
+        except OSError as e:
+            msg = f"bundle {bundle}: cannot create {ROOTFS_DIR}: {e.strerror}"
+            raise TransportError(msg) from e
+        undo.paths.append(rootfs)
+    except BaseException:
+        undo.run()
+        raise
+    return undo
+
+
+def prepare_bundle(
+    bundle: Path, image_config: Mapping[str, object], *, annotations: Mapping[str, str] | None = None
+) -> PreparedBundle:
+    """Steps 1-2: check the image config, then create ``bundle`` and an empty ``bundle/rootfs``.
+
+    The caller fills the rootfs (a copy, never a mount), then calls :func:`finish_bundle`, or
+    :meth:`PreparedBundle.discard` if anything fails (also KeyboardInterrupt).
+
+    Args:
+        bundle: The bundle directory: must not exist, or be an empty directory.
+        image_config: The parsed image config JSON (untrusted); checked here, used again by ``finish_bundle``.
+        annotations: As for :func:`write_bundle` (checked here with the config).
+
+    Raises:
+        ConfigError: the bundle exists and is not empty.
+        ProtocolError: the image config is malformed or has no command.
+        UnsupportedError: the image OS is not Linux.
+        TransportError: a filesystem operation failed; nothing is left behind.
+    """
+    undo = _make_bundle(bundle, image_config, annotations)
+    return PreparedBundle(bundle, bundle / ROOTFS_DIR, undo)
+
+
+def _finish(
+    bundle: Path,
+    rootfs: Path,
+    image_config: Mapping[str, object],
+    annotations: Mapping[str, str] | None,
+    undo: _Undo,
+) -> dict[str, object]:
+    # (4) the user, resolved inside the new rootfs; (5) config.json, atomically.
+    user = resolve_user(config_user(image_config), rootfs)
+    config = runtime_config(image_config, user, annotations=annotations)
+    _write_config(bundle, config, undo)
+    return config
+
+
+def finish_bundle(
+    prepared: PreparedBundle, image_config: Mapping[str, object], *, annotations: Mapping[str, str] | None = None
+) -> BundleResult:
+    """Steps 4-5 on a bundle whose rootfs the caller has filled: resolve ``Config.User``, write ``config.json``.
+
+    On any failure but ``ValueError`` the bundle is discarded before the error propagates.
+
+    Args:
+        prepared: From :func:`prepare_bundle`, not discarded or finished before.
+        image_config: The same image config as given to ``prepare_bundle``.
+        annotations: The same annotations as given to ``prepare_bundle``.
+
+    Returns:
+        The bundle (snapshotter ``copy``).
+
+    Raises:
+        ConfigError: unknown image user or group.
+        TransportError: a filesystem operation failed.
+        ValueError: ``prepared`` was already discarded or finished.
+    """
+    if prepared._done:
+        msg = f"bundle {prepared.bundle}: already finished or discarded"
+        raise ValueError(msg)
+    try:
+        config = _finish(prepared.bundle, prepared.rootfs, image_config, annotations, prepared._undo)
+    except BaseException:
+        prepared.discard()
+        raise
+    prepared._done = True
+    _logger.info("bundle %s written (copy rootfs)", prepared.bundle)
+    return BundleResult(bundle=prepared.bundle, rootfs=prepared.rootfs, snapshotter="copy", config=config)
+
+
 def write_bundle(
     bundle: Path,
     layer_dirs: Sequence[Path],
@@ -171,22 +328,10 @@ def write_bundle(
         UnsupportedError: ``overlay`` was requested and is not available; the image OS is not Linux.
         TransportError: a filesystem operation failed.
     """
-    # (1) check the config before doing anything expensive or visible.
-    user_spec = config_user(image_config)
-    runtime_config(image_config, ProcessUser(0, 0, (0,), None), annotations=annotations)
-
-    undo = _Undo()
+    # (1) and (2): checked config, bundle dir, empty rootfs.
+    undo = _make_bundle(bundle, image_config, annotations)
+    rootfs = bundle / ROOTFS_DIR
     try:
-        # (2) the bundle directory.
-        _prepare_bundle_dir(bundle, undo)
-        rootfs = bundle / ROOTFS_DIR
-        try:
-            rootfs.mkdir(mode=0o755)
-        except OSError as e:
-            msg = f"bundle {bundle}: cannot create {ROOTFS_DIR}: {e.strerror}"
-            raise TransportError(msg) from e
-        undo.paths.append(rootfs)
-
         # (3) the rootfs.
         used: Literal["overlay", "copy"] = "copy"
         if snapshotter in {"overlay", "auto"}:
@@ -201,11 +346,8 @@ def write_bundle(
                 _logger.info("bundle %s: overlay unavailable (%s); falling back to a merged copy", bundle, e)
         if used == "copy":
             merge(layer_dirs, rootfs)
-
-        # (4) the user, resolved inside the new rootfs; (5) config.json, atomically.
-        user = resolve_user(user_spec, rootfs)
-        config = runtime_config(image_config, user, annotations=annotations)
-        _write_config(bundle, config, undo)
+        # (4) and (5).
+        config = _finish(bundle, rootfs, image_config, annotations, undo)
     except BaseException:
         undo.run()
         raise

@@ -48,8 +48,9 @@ from cocoguest.image.policy.types import (
     SignedPayload,
     SigstoreSignature,
 )
+from cocoguest.limits import DEFAULT_LIMITS
 
-MAX_REASONS_PER_REQUIREMENT: Final = 16
+MAX_REASONS_PER_REQUIREMENT: Final = DEFAULT_LIMITS.max_policy_reasons_per_requirement
 """Per-signature rejection reasons kept in one requirement's message (the rest are counted)."""
 
 

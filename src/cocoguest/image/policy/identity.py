@@ -18,12 +18,14 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
+from cocoguest.limits import DEFAULT_LIMITS
+
 DEFAULT_DOMAIN: Final = "docker.io"
 _LEGACY_DEFAULT_DOMAIN: Final = "index.docker.io"
 _OFFICIAL_REPO_PREFIX: Final = "library/"
 NAME_TOTAL_LENGTH_MAX: Final = 255
 """distribution/reference's limit on ``host/path``."""
-MAX_REFERENCE_LENGTH: Final = 1024
+MAX_REFERENCE_LENGTH: Final = DEFAULT_LIMITS.max_signed_reference_length
 """Longer strings are refused before any regular expression runs (Python's regexes backtrack; Go's do not)."""
 
 # The vendored docker/reference grammar. Its separator ``(?:[._]|__|[-]*)`` may be empty, which makes a name

@@ -43,8 +43,9 @@ from cocoguest.image.policy.identity import (
     SignedIdentity,
 )
 from cocoguest.image.policy.scopes import go_clean_path
+from cocoguest.limits import DEFAULT_LIMITS
 
-MAX_POLICY_BYTES: Final = 4 * 1024 * 1024
+MAX_POLICY_BYTES: Final = DEFAULT_LIMITS.max_policy_bytes
 """A policy.json larger than this is refused."""
 
 KEY_TYPES: Final = frozenset({"GPGKeys", "signedByGPGKeys", "X509Certificates", "signedByX509CAs"})

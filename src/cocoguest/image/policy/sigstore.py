@@ -50,10 +50,11 @@ from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, SignatureError
 from cocoguest.image.policy.model import SigstoreKeys, SigstoreSigned
 from cocoguest.image.policy.types import SignedPayload, SigstoreSignature
+from cocoguest.limits import DEFAULT_LIMITS
 
 SIGSTORE_PAYLOAD_TYPE: Final = "cosign container image signature"
 """``critical.type`` of a sigstore payload."""
-MAX_SIGSTORE_PAYLOAD_BYTES: Final = 4 * 1024 * 1024
+MAX_SIGSTORE_PAYLOAD_BYTES: Final = DEFAULT_LIMITS.max_sigstore_payload_bytes
 """containers/image ``iolimits.MaxSignatureBodySize`` (lead: candidate for limits.py)."""
 
 
