@@ -1,17 +1,33 @@
-"""`cocoguest pull oci:...`: bundle contents, config.json, cache hits, store commands, encryption, failures."""
+"""`cocoguest pull oci:...`: bundle contents, config.json, cache hits, store commands, encryption, failures;
+the copy snapshotter's incremental merge (in layer order, while layers download; cleanup on failure)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import stat
+import threading
 from pathlib import Path
+from typing import BinaryIO, Literal
 
 import pytest
 
+from cocoguest.digest import Digest
+from cocoguest.errors import CocoError, ConfigError, ProtocolError
 from cocoguest.image.bundle.rootfs import unmount
+from cocoguest.image.fs.listing import rootfs_listing
+from cocoguest.image.fs.merge import IncrementalMerge, merge_layers
+from cocoguest.image.fs.unpack import detect_whiteout_format
+from cocoguest.image.policy import InsecureAcceptAnything
+from cocoguest.image.pull import OpenedSource, PullOptions, pull_image
+from cocoguest.image.transports.oci import OciLayoutImageSource, OciReference
+from cocoguest.oci.descriptor import Descriptor
 from tests.e2e.conftest import read_config, run, store_layer_dirs
 from tests.fixtures.layers import TarBuilder
 from tests.fixtures.oci_images import WrittenImage, write_image_layout
+
+_CMD = {"Cmd": ["/a.txt"]}  # an image without a command is refused before its layers are pulled
 
 
 def _pull(image: WrittenImage, bundle: Path, work_dir: Path, *extra: str) -> int:
@@ -136,7 +152,7 @@ def test_encrypted_image(
 def _with_wrong_diff_id(tmp_path: Path) -> WrittenImage:
     good = TarBuilder().file("a.txt", b"a").build()
     other = TarBuilder().file("b.txt", b"b").build()
-    written = write_image_layout(tmp_path / "bad", [good])
+    written = write_image_layout(tmp_path / "bad", [good], config_extra=_CMD)
     # Swap the blob for another valid gzip tar and fix the manifest, so only the diff_id can catch it.
     from tests.fixtures.oci_images import compress, sha256_digest  # noqa: PLC0415
 
@@ -166,10 +182,187 @@ def test_hostile_layer_is_refused(tmp_path: Path, work_dir: Path, capsys: pytest
     canary = tmp_path / "canary"
     canary.write_text("untouched")
     hostile = TarBuilder().symlink("escape", str(tmp_path)).file("escape/canary", b"overwritten").build()
-    image = write_image_layout(tmp_path / "hostile", [hostile])
+    image = write_image_layout(tmp_path / "hostile", [hostile], config_extra=_CMD)
     assert _pull(image, tmp_path / "bundle", work_dir) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ")
     assert "escape" in err
     assert canary.read_text() == "untouched"
     assert store_layer_dirs(work_dir) == []
+
+
+# --- the copy snapshotter merges incrementally: layer i as soon as 0..i are committed, while others download ---
+
+
+class _GatedSource:
+    """An OCI layout source whose layer blobs can wait for an event first, or come back corrupted."""
+
+    def __init__(self, image: WrittenImage) -> None:
+        self.inner = OciLayoutImageSource(OciReference.parse(f"oci:{image.path}:latest"))
+        self.gates: dict[str, threading.Event] = {}
+        self.corrupt: set[str] = set()
+        self.opened: list[str] = []  # layer blobs only (the config is a blob too)
+        self._layers = set(image.layer_digests)
+        self.timed_out: list[str] = []
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def get_manifest(self, digest: Digest | None = None) -> tuple[bytes, str | None]:
+        return self.inner.get_manifest(digest)
+
+    def open_blob(self, desc: Descriptor) -> BinaryIO:
+        digest = str(desc.digest)
+        if digest in self._layers:
+            self.opened.append(digest)
+        gate = self.gates.get(digest)
+        if gate is not None and not gate.wait(timeout=10):
+            self.timed_out.append(digest)
+        if digest in self.corrupt:
+            with self.inner.open_blob(desc) as stream:
+                data = bytearray(stream.read())
+            data[len(data) // 2] ^= 0xFF
+            return io.BytesIO(bytes(data))
+        return self.inner.open_blob(desc)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _options(work_dir: Path, snapshotter: Literal["overlay", "copy", "auto"] = "copy") -> PullOptions:
+    return PullOptions(work_dir=work_dir, policy=InsecureAcceptAnything(), max_concurrent=4, snapshotter=snapshotter)
+
+
+class _Merged:
+    """The layers IncrementalMerge.add merged (``layer N (digest)``), in order, and an event per layer."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        self._events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def event(self, name: str) -> threading.Event:
+        with self._lock:
+            return self._events.setdefault(name, threading.Event())
+
+
+@pytest.fixture
+def merged(monkeypatch: pytest.MonkeyPatch) -> _Merged:
+    seen = _Merged()
+    original = IncrementalMerge.add
+
+    def add(self: IncrementalMerge, layer_dir: Path, *, name: str | None = None) -> None:
+        assert threading.current_thread() is threading.main_thread()  # never in a layer thread
+        original(self, layer_dir, name=name)
+        seen.order.append(str(name))
+        seen.event(str(name)).set()
+
+    monkeypatch.setattr(IncrementalMerge, "add", add)
+    return seen
+
+
+def _four_layers() -> list[bytes]:
+    """Layers whose merge depends on their order: overwrites, whiteouts, opaque dirs, type changes."""
+    return [
+        TarBuilder().dir("etc").file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n").dir("a", mode=0o750)
+        .file("a/x", b"x0").file("a/y", b"y0").file("b", b"b is a file").dir("c").dir("c/deep")
+        .file("c/deep/f", b"f0").symlink("a/link", "x").build(),
+        TarBuilder().file("a/x", b"x1", mode=0o600).whiteout("a/y").dir("b").file("b/inner", b"now a dir")
+        .opaque("c").file("c/new", b"new").dir("a", mode=0o700).build(),
+        TarBuilder().whiteout("b").symlink("b", "a/x").file("a/x", b"x2").hardlink("a/x2", "a/x").dir("d")
+        .file("d/gone", b"g").fifo("a/pipe").build(),
+        TarBuilder().whiteout("d").file("a/y", b"y3").file("c/deep2", b"z" * 5000).build(),
+    ]  # fmt: skip
+
+
+def _layer_names(image: WrittenImage) -> list[str]:
+    return [f"layer {i} ({d})" for i, d in enumerate(image.layer_digests)]
+
+
+def _dir_mtimes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.lstat().st_mtime_ns for p in [root, *root.rglob("*")] if p.is_dir()}
+
+
+def test_incremental_merge_matches_merge_layers(
+    tmp_path: Path, work_dir: Path, merged: _Merged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = write_image_layout(tmp_path / "img", _four_layers(), config_extra=_CMD)
+    names = _layer_names(image)
+    source = _GatedSource(image)
+    # Layer 0 arrives last, so 1..3 wait committed for it; layer 3 is only served once 0..2 are merged, which
+    # can only happen if the merge runs while layers are still being pulled.
+    source.gates[image.layer_digests[0]] = gate0 = threading.Event()
+    source.gates[image.layer_digests[3]] = merged.event(names[2])
+    monkeypatch.setattr("cocoguest.image.pull.overlay_available", lambda _probe: False)  # auto -> copy
+    threading.Timer(0.3, gate0.set).start()
+    bundle = tmp_path / "bundle"
+    result = pull_image(OpenedSource(source, str(image.path), "oci"), bundle, _options(work_dir, "auto"))
+    assert result.snapshotter == "copy"
+    assert source.timed_out == []
+    assert merged.order == names  # strictly in layer order
+    # The same layers merged in one go after the fact give the same tree.
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    layer_dirs = [work_dir / "layers" / "sha256" / d.split(":")[1] / "diff" for d in image.diff_ids]
+    merge_layers(layer_dirs, reference, what="reference", whiteouts=detect_whiteout_format(work_dir))
+    rootfs = bundle / "rootfs"
+    assert rootfs_listing(rootfs) == rootfs_listing(reference)
+    assert _dir_mtimes(rootfs) == _dir_mtimes(reference)
+    assert (rootfs / "a" / "y").read_bytes() == b"y3"
+    assert os.readlink(rootfs / "b") == "a/x"
+    assert not (rootfs / "d").exists()
+    assert sorted(p.name for p in (rootfs / "c").iterdir()) == ["deep2", "new"]
+    assert (rootfs / "a" / "x2").stat().st_ino == (rootfs / "a" / "x").stat().st_ino
+    assert stat.S_ISFIFO((rootfs / "a" / "pipe").lstat().st_mode)
+    assert (bundle / "config.json").is_file()
+
+
+@pytest.mark.parametrize("preexisting", [False, True], ids=["new-bundle", "empty-bundle-dir"])
+def test_failure_in_a_later_layer_removes_the_half_merged_bundle(
+    tmp_path: Path, work_dir: Path, merged: _Merged, preexisting: bool
+) -> None:
+    image = write_image_layout(tmp_path / "img", _four_layers()[:2], config_extra=_CMD)
+    names = _layer_names(image)
+    source = _GatedSource(image)
+    # Layer 1 is served (corrupted) only after layer 0 has been merged into the rootfs.
+    source.gates[image.layer_digests[1]] = merged.event(names[0])
+    source.corrupt.add(image.layer_digests[1])
+    bundle = tmp_path / "parent" / "bundle"
+    if preexisting:
+        bundle.mkdir(parents=True)
+    with pytest.raises(CocoError, match="layer 1"):
+        pull_image(OpenedSource(source, str(image.path), "oci"), bundle, _options(work_dir))
+    assert source.timed_out == []
+    assert merged.order == names[:1]  # layer 0 was merged before layer 1 failed
+    if preexisting:
+        assert list(bundle.iterdir()) == []
+    else:
+        assert not (tmp_path / "parent").exists()
+    # Only the verified layer is in the store.
+    assert [p.name for p in store_layer_dirs(work_dir)] == [image.diff_ids[0].split(":")[1]]
+
+
+@pytest.mark.parametrize("snapshotter", ["copy", "overlay", "auto"])
+def test_non_empty_bundle_is_refused_before_any_layer(
+    image: WrittenImage, tmp_path: Path, work_dir: Path, snapshotter: Literal["overlay", "copy", "auto"]
+) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "precious").write_text("mine")
+    source = _GatedSource(image)
+    with pytest.raises(ConfigError, match="not empty"):
+        pull_image(OpenedSource(source, str(image.path), "oci"), bundle, _options(work_dir, snapshotter))
+    assert source.opened == []
+    assert store_layer_dirs(work_dir) == []
+    assert [p.name for p in bundle.iterdir()] == ["precious"]
+    assert (bundle / "precious").read_text() == "mine"
+
+
+def test_image_without_a_command_is_refused_before_any_layer(tmp_path: Path, work_dir: Path) -> None:
+    image = write_image_layout(tmp_path / "img", _four_layers()[:1])
+    source = _GatedSource(image)
+    with pytest.raises(ProtocolError, match="no command"):
+        pull_image(OpenedSource(source, str(image.path), "oci"), tmp_path / "bundle", _options(work_dir))
+    assert source.opened == []
+    assert store_layer_dirs(work_dir) == []
+    assert not (tmp_path / "bundle").exists()

@@ -1,5 +1,6 @@
-"""Bundle writing (copy and overlay snapshotters), refusal of non-empty bundles, cleanup on failure,
-and the kernel overlay mount itself (root only; skipped where this sandbox cannot mount)."""
+"""Bundle writing (copy and overlay snapshotters; whole, or prepared, filled by the caller and finished),
+refusal of non-empty bundles, cleanup on failure, and the kernel overlay mount itself (root only; skipped where
+this sandbox cannot mount)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from cocoguest.errors import ConfigError, ProtocolError, TransportError, Unsuppo
 from cocoguest.image.bundle import rootfs as rootfs_module
 from cocoguest.image.bundle import writer
 from cocoguest.image.bundle.rootfs import mount_overlay, overlay_available, unmount
-from cocoguest.image.bundle.writer import write_bundle
+from cocoguest.image.bundle.writer import check_bundle, finish_bundle, prepare_bundle, write_bundle
 
 IMAGE_CONFIG: dict[str, object] = {
     "architecture": "amd64",
@@ -342,3 +343,83 @@ def test_unmount_not_mounted(tmp_path: Path) -> None:
         pytest.skip("umount2 needs root")
     with pytest.raises(TransportError, match=f"unmount {tmp_path}"):
         unmount(tmp_path)
+
+
+# --- prepare_bundle / finish_bundle: the caller fills the rootfs (the pull's incremental merge) ---
+
+
+def test_prepare_fill_finish(tmp_path: Path, layers: list[Path]) -> None:
+    bundle = tmp_path / "out" / "bundle"
+    prepared = prepare_bundle(bundle, IMAGE_CONFIG, annotations={"io.cocoguest.image": "x"})
+    assert prepared.bundle == bundle
+    assert prepared.rootfs == bundle / "rootfs"
+    assert [p.name for p in bundle.iterdir()] == ["rootfs"]
+    assert list(prepared.rootfs.iterdir()) == []
+    for layer in layers:  # filled one layer at a time
+        fake_merge([layer], prepared.rootfs)
+    result = finish_bundle(prepared, IMAGE_CONFIG, annotations={"io.cocoguest.image": "x"})
+    assert result.snapshotter == "copy"
+    assert result.rootfs == prepared.rootfs
+    assert sorted(p.name for p in bundle.iterdir()) == ["config.json", "rootfs"]
+    assert json.loads((bundle / "config.json").read_text()) == result.config
+    process = result.config["process"]
+    assert isinstance(process, dict)
+    assert process["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [1000, 100]}
+    annotations = result.config["annotations"]
+    assert isinstance(annotations, dict)
+    assert annotations["io.cocoguest.image"] == "x"
+    prepared.discard()  # a finished bundle is not discarded any more
+    assert (bundle / "config.json").is_file()
+    with pytest.raises(ValueError, match="already finished or discarded"):
+        finish_bundle(prepared, IMAGE_CONFIG)
+
+
+def test_prepare_refuses_non_empty_bundle_and_bad_config_creating_nothing(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "precious").write_text("mine")
+    with pytest.raises(ConfigError, match=f"bundle {bundle}: directory exists and is not empty"):
+        prepare_bundle(bundle, IMAGE_CONFIG)
+    with pytest.raises(ConfigError, match="not empty"):
+        check_bundle(bundle, IMAGE_CONFIG)
+    assert [p.name for p in bundle.iterdir()] == ["precious"]
+    fresh = tmp_path / "a" / "fresh"
+    bad = {"os": "linux", "config": {"Cmd": "not-a-list"}}
+    with pytest.raises(ProtocolError, match=r"Config\.Cmd"):
+        prepare_bundle(fresh, bad)
+    with pytest.raises(ProtocolError, match=r"Config\.Cmd"):
+        check_bundle(fresh, bad)
+    check_bundle(fresh, IMAGE_CONFIG)  # fine, and creates nothing
+    assert not (tmp_path / "a").exists()
+
+
+def test_discard_removes_what_prepare_created(tmp_path: Path, layers: list[Path]) -> None:
+    bundle = tmp_path / "a" / "b" / "bundle"
+    prepared = prepare_bundle(bundle, IMAGE_CONFIG)
+    fake_merge(layers[:1], prepared.rootfs)  # half-filled
+    prepared.discard()
+    prepared.discard()  # idempotent
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ValueError, match="already finished or discarded"):
+        finish_bundle(prepared, IMAGE_CONFIG)
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    prepared = prepare_bundle(existing, IMAGE_CONFIG)
+    fake_merge(layers, prepared.rootfs)
+    prepared.discard()
+    assert existing.is_dir()
+    assert list(existing.iterdir()) == []
+
+
+def test_finish_failure_discards_but_keeps_preexisting_empty_bundle(tmp_path: Path, layers: list[Path]) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    config = json.loads(json.dumps(IMAGE_CONFIG))
+    config["config"]["User"] = "mallory"
+    prepared = prepare_bundle(bundle, config)
+    fake_merge(layers, prepared.rootfs)
+    with pytest.raises(ConfigError, match="image user 'mallory': no such user"):
+        finish_bundle(prepared, config)
+    assert bundle.is_dir()
+    assert list(bundle.iterdir()) == []

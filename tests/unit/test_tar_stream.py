@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from cocoguest.errors import ProtocolError
 from cocoguest.image.fs.tar_stream import EntryType, TarEntry, TarLimits, TarStream
 from cocoguest.limits import Limits
 from tests.fixtures.layers import SPARSE_SIZE, Member, TarBuilder, pax_records, raw_header, sparse_tar
+
+BLOCK = 512
 
 
 class CountingReader(io.BytesIO):
@@ -27,8 +30,8 @@ class CountingReader(io.BytesIO):
         return super().read(n)
 
 
-def entries(data: bytes, **kw: object) -> list[tuple[TarEntry, bytes]]:
-    tar = TarStream(CountingReader(data), what="layer test", **kw)  # type: ignore[arg-type]
+def entries(data: bytes, *, max_read: int = 700, **kw: object) -> list[tuple[TarEntry, bytes]]:
+    tar = TarStream(CountingReader(data, max_read), what="layer test", **kw)  # type: ignore[arg-type]
     out = [(entry, b"".join(tar.data_chunks())) for entry in tar]
     tar.drain()
     return out
@@ -237,3 +240,91 @@ def test_global_pax_header_applies_to_later_entries() -> None:
     data = raw_header(b"global", b"g", size=len(records)) + records.ljust(512, b"\0") + TarBuilder().file("f").build()
     ((entry, _),) = entries(data)
     assert entry.uid == 4242
+
+
+# -- header fields: the fast paths must agree with the reference parsing -------------------------------------
+
+
+def with_field(header: bytes, start: int, value: bytes, *, checksum: bytes | None = None) -> bytes:
+    """``header`` with ``value`` at ``start`` and a recomputed unsigned checksum (or ``checksum`` verbatim)."""
+    block = bytearray(header[:BLOCK])
+    block[start : start + len(value)] = value
+    block[148:156] = b" " * 8
+    block[148:156] = checksum if checksum is not None else b"%06o\0 " % sum(block)
+    return bytes(block) + header[BLOCK:]
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        (b"0000644\0", 0o644),  # ustar: NUL-terminated
+        (b"000644 \0", 0o644),  # old tar: space and NUL
+        (b"644     ", 0o644),  # space-padded
+        (b"   644 \0", 0o644),  # leading spaces
+        (b"\x00\x00\x00644\x00", 0o644),  # leading NULs (read as spaces)
+        (b"00000644", 0o644),  # no terminator
+        (b"\0" * 8, 0),  # empty
+        (b"\x80\0\0\0\0\0\x01\xa4", 0o644),  # GNU base-256
+    ],
+    ids=["nul", "space-nul", "right-pad", "left-pad", "leading-nul", "full", "empty", "base256"],
+)
+def test_number_field_spellings(field: bytes, expected: int) -> None:
+    header = TarBuilder().file("f", b"abc", mode=0o600).build(eof_blocks=0)
+    ((entry, content),) = entries(with_field(header, 100, field))
+    assert (entry.mode, content) == (expected, b"abc")
+
+
+@pytest.mark.parametrize("field", [b"0000680\0", b"06\x0044\0\0\0", b"0x644\0\0\0"], ids=["digit8", "inner-nul", "hex"])
+def test_bad_octal_refused(field: bytes) -> None:
+    header = TarBuilder().file("f", b"abc").build(eof_blocks=0)
+    with pytest.raises(ProtocolError, match="bad octal mode field"):
+        entries(with_field(header, 100, field))
+
+
+def test_negative_base256_mtime() -> None:
+    header = TarBuilder().file("f").build(eof_blocks=0)
+    ((entry, _),) = entries(with_field(header, 136, b"\xff" * 12))
+    assert entry.mtime_ns == -1_000_000_000
+
+
+def high_byte_header() -> bytes:
+    """A GNU symlink header whose byte sum (over 100,000) exceeds 65,521, the modulus of Adler-32: high bytes in
+    the names, the user and group names and the GNU-only area after the device numbers."""
+    header = TarBuilder(long_names="gnu").symlink(b"\xff" * 100, b"\xfe" * 100).build(eof_blocks=0)
+    return with_field(with_field(header, 265, b"\xfd" * 64), 345, b"\xfc" * 155)
+
+
+def test_checksum_of_a_high_byte_header() -> None:
+    header = high_byte_header()
+    assert sum(header[:148]) + 256 + sum(header[156:BLOCK]) > 65521 + 32768
+    ((entry, _),) = entries(header)
+    assert entry.type is EntryType.SYMLINK
+    assert (os.fsencode(entry.unsafe_name), os.fsencode(entry.unsafe_linkname)) == (b"\xff" * 100, b"\xfe" * 100)
+
+
+@pytest.mark.parametrize("delta", [1, -1, 65521, -65521, 65536, 512 * 255], ids=str)
+def test_checksum_off_by_anything_refused(delta: int) -> None:
+    header = high_byte_header()
+    stored = int(header[148:154], 8)
+    with pytest.raises(ProtocolError, match="checksum mismatch"):
+        entries(with_field(header, 0, b"", checksum=b"%07o\0" % (stored + delta)))
+
+
+def test_signed_checksum_accepted() -> None:
+    """Old tars (and Go's reader) accept a checksum that sums the bytes as signed chars."""
+    header = high_byte_header()
+    block = header[:148] + b" " * 8 + header[156:BLOCK]
+    signed = sum(b - 256 if b >= 0x80 else b for b in block)
+    ((entry, _),) = entries(with_field(header, 0, b"", checksum=b"%06o\0 " % signed))
+    assert entry.type is EntryType.SYMLINK
+
+
+def test_data_split_across_reads_of_every_size() -> None:
+    members = TarBuilder()
+    for i in range(12):
+        members.file(f"f{i}", bytes([i]) * (i * 97 + 1))
+    data = members.build()
+    expected = [(f"f{i}", bytes([i]) * (i * 97 + 1)) for i in range(12)]
+    for max_read in (1, 3, 511, 512, 513, 4096):
+        got = [(e.unsafe_name, content) for e, content in entries(data, max_read=max_read)]
+        assert got == expected, max_read

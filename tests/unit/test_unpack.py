@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from cocoguest.errors import ProtocolError
+from cocoguest.errors import ProtocolError, TransportError
 from cocoguest.image.fs.listing import rootfs_listing
-from cocoguest.image.fs.merge import merge_layers
+from cocoguest.image.fs.merge import IncrementalMerge, merge_layers
+from cocoguest.image.fs.safe_ops import DIR_FLAGS, DirCache, NotADirectoryInPathError
 from cocoguest.image.fs.unpack import UnpackStats, WhiteoutFormat, detect_whiteout_format, unpack_layer
 from tests.fixtures.layers import SPARSE_SIZE, Member, TarBuilder, sparse_tar
 
@@ -466,3 +467,113 @@ def test_unknown_member_is_kept_as_data(layers: Layers) -> None:
     member = Member("plain", typeflag=b"7", data=b"contiguous")
     root = layers.unpack(TarBuilder().add(member).build())
     assert (root / "plain").read_bytes() == b"contiguous"
+
+
+def test_incremental_merge_equals_merge_layers(layers: Layers) -> None:
+    layers.unpack(TarBuilder().dir("d", mode=0o700).file("d/a", b"1").file("d/b").file("f", b"file").build())
+    layers.unpack(TarBuilder().whiteout("d/a").dir("f").file("f/in").dir("d", mode=0o711).file("d/c").build())
+    layers.unpack(TarBuilder().opaque("f").file("f/new").dir("d", mode=0o751).file("d/a", b"again").build())
+    whole = layers.merge()
+    target = layers.base / "incremental"
+    target.mkdir()
+    with IncrementalMerge(target, what="image test", whiteouts=layers.fmt) as merge:
+        for layer in layers.dirs:
+            merge.add(layer)
+        assert merge.layers == 3
+        merge.finish()
+    assert rootfs_listing(target) == rootfs_listing(whole)
+    assert stat.S_IMODE((target / "d").stat().st_mode) == 0o751  # directory metadata applied by finish
+    assert (target / "d" / "a").read_bytes() == b"again"
+
+
+def test_incremental_merge_state(tmp_path: Path) -> None:
+    (tmp_path / "layer").mkdir()
+    (tmp_path / "layer" / "f").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").touch()
+    with pytest.raises(ValueError, match="not empty"):
+        IncrementalMerge(tmp_path / "full", what="image", whiteouts=USER)
+    with pytest.raises(TransportError, match="image: merge target"):
+        IncrementalMerge(tmp_path / "missing", what="image", whiteouts=USER)
+    (tmp_path / "t").mkdir()
+    merge = IncrementalMerge(tmp_path / "t", what="image", whiteouts=USER)
+    merge.add(tmp_path / "layer")
+    merge.finish()
+    with pytest.raises(ValueError, match="image: merge is finished"):
+        merge.add(tmp_path / "layer")
+    merge.close()  # idempotent after finish
+    (tmp_path / "t2").mkdir()
+    with IncrementalMerge(tmp_path / "t2", what="image", whiteouts=USER) as closed:
+        pass
+    with pytest.raises(ValueError, match="image: merge is closed"):
+        closed.finish()
+
+
+def test_incremental_merge_failure_names_the_layer_and_refuses_more(tmp_path: Path) -> None:
+    (tmp_path / "t").mkdir()
+    merge = IncrementalMerge(tmp_path / "t", what="image x", whiteouts=USER)
+    with pytest.raises(TransportError, match=r"image x: merging layer layer 3 \(sha256:ab\)"):
+        merge.add(tmp_path / "no-such-layer", name="layer 3 (sha256:ab)")
+    with pytest.raises(ValueError, match="merge is failed"):
+        merge.add(tmp_path / "no-such-layer")
+    merge.close()
+
+
+# -- the directory fd cache --------------------------------------------------------------------------------------
+
+
+def test_dir_cache_hands_out_the_right_directory_after_eviction_and_invalidation(tmp_path: Path) -> None:
+    for name in ("a", "a/b", "c", "d"):
+        (tmp_path / name).mkdir()
+    cache = DirCache(os.open(tmp_path, DIR_FLAGS), size=2)
+
+    def inode(components: tuple[str, ...]) -> int:
+        return os.fstat(cache.dir_fd(components)).st_ino
+
+    try:
+        for path in [("a",), ("a",), ("a", "b"), ("c",), ("d",), ("a",), ("a",), ("a", "b"), (), ("c",), ("c",)]:
+            assert inode(path) == (tmp_path.joinpath(*path)).stat().st_ino, path
+        old = inode(("c",))
+        cache.invalidate(("c",))
+        (tmp_path / "new").mkdir()  # made while the old "c" exists: a different inode
+        (tmp_path / "c").rmdir()
+        (tmp_path / "new").rename(tmp_path / "c")
+        assert inode(("c",)) == (tmp_path / "c").stat().st_ino != old
+        (tmp_path / "d").rmdir()
+        (tmp_path / "d").symlink_to("a")
+        cache.invalidate(("d",))
+        with pytest.raises(NotADirectoryInPathError):
+            cache.dir_fd(("d",))
+        assert inode(("a", "b")) == (tmp_path / "a" / "b").stat().st_ino
+    finally:
+        cache.close()
+
+
+def test_dir_cache_after_a_failed_walk(tmp_path: Path) -> None:
+    """A walk that opens (and so evicts) before it fails must not leave a closed fd to be handed out."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "link").symlink_to("..")
+    cache = DirCache(os.open(tmp_path, DIR_FLAGS), size=1)
+    try:
+        assert os.fstat(cache.dir_fd(("a",))).st_ino == (tmp_path / "a").stat().st_ino
+        with pytest.raises(NotADirectoryInPathError):
+            cache.dir_fd(("c", "link"))  # opens "c", evicting "a", then refuses the symlink
+        assert os.fstat(cache.dir_fd(("a",))).st_ino == (tmp_path / "a").stat().st_ino
+    finally:
+        cache.close()
+
+
+def test_more_directories_than_cached_fds(layers: Layers) -> None:
+    """Files go to the right directories while the fd cache (256) evicts, and after a directory is replaced."""
+    tar = TarBuilder()
+    for i in range(300):
+        tar.dir(f"d{i}")
+    for i in (*range(0, 300, 7), *range(299, -1, -13)):
+        tar.file(f"d{i}/f", str(i).encode())
+    tar.file("d5", b"now a file").dir("d5").file("d5/g", b"new dir")
+    root = layers.unpack(tar.build())
+    for i in (*range(0, 300, 7), *range(299, -1, -13)):
+        if i != 5:
+            assert (root / f"d{i}" / "f").read_bytes() == str(i).encode()
+    assert sorted(os.listdir(root / "d5")) == ["g"]

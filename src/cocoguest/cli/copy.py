@@ -296,11 +296,12 @@ def _signing_request(
     env: Mapping[str, str],
 ) -> SigningRequest:
     passphrase = _read_secret_file(passphrase_file, "--sign-passphrase-file")
-    gnupg_home = env.get("GNUPGHOME")
+    # gpg's own default: $GNUPGHOME, else ~/.gnupg.
+    gnupg_home = env.get("GNUPGHOME") or str(Path(env.get("HOME", str(Path.home()))) / ".gnupg")
     return SigningRequest(
         gpg_fingerprint=sign_by,
         gpg_key=_read_secret_file(key_file, "--sign-by-key-file"),
-        gnupg_home=Path(gnupg_home) if gnupg_home else None,
+        gnupg_home=Path(gnupg_home),
         sigstore_private_key=_read_secret_file(sigstore_key_file, "--sign-by-sigstore-private-key"),
         passphrase=passphrase.rstrip(b"\n") if passphrase is not None else None,
     )

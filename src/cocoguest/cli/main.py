@@ -25,6 +25,9 @@ F = TypeVar("F", bound=Callable[..., object])
 _logger = logging.getLogger("cocoguest")
 
 
+_state: dict[str, bool] = {}
+"""Set by the group callback: whether --debug was given (error causes are printed)."""
+
 _COMMANDS = {
     "copy": "cocoguest.cli.copy:copy_command",
     "pull": "cocoguest.cli.pull:pull_command",
@@ -65,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.main(args=list(argv) if argv is not None else None, prog_name="cocoguest", standalone_mode=False)
     except CocoError as e:
         click.echo(f"error: {_one_line(str(e))}", err=True)
-        if os.environ.get("COCOGUEST_DEBUG"):
+        if _state.get("debug") or os.environ.get("COCOGUEST_DEBUG"):
             click.echo(e.diagnostics(), err=True)
         return 1
     except click.exceptions.Abort:

@@ -15,6 +15,7 @@ from cocoguest.image.policy import InsecureAcceptAnything
 from cocoguest.image.pull import PullOptions, inspect_image
 from cocoguest.image.sources import open_source
 from cocoguest.image.store import Store
+from cocoguest.oci.reference import ImageReference, ImageReferenceError
 
 _work_dir_option = click.option(
     "--work-dir", type=click.Path(file_okay=False), help="Layer store (default /var/lib/cocoguest as root)."
@@ -94,10 +95,21 @@ def rmi_command(images: tuple[str, ...], work_dir: str | None) -> None:
     store = _store(work_dir)
     try:
         for name in images:
-            removed = store.remove_image(name)
+            removed = store.remove_image(_stored_name(store, name))
             click.echo(f"untagged {name} ({removed.manifest_digest})")
     finally:
         store.close()
+
+
+def _stored_name(store: Store, name: str) -> str:
+    """Accept ``host/repo:tag`` for the ``docker://host/repo:tag`` the store records (as the user typed at pull)."""
+    if store.find_image(name) is not None or name.startswith(("docker://", "oci:")):
+        return name
+    try:
+        normalized = f"docker://{ImageReference.parse(name)}"
+    except ImageReferenceError:
+        return name
+    return normalized if store.find_image(normalized) is not None else name
 
 
 @click.command("prune")
@@ -109,4 +121,7 @@ def prune_command(work_dir: str | None) -> None:
         report = store.prune()
     finally:
         store.close()
-    click.echo(str(report))
+    click.echo(
+        f"removed {report.images_removed} unused images, {report.layers_removed} layers, "
+        f"{report.staging_removed} leftovers of interrupted pulls; freed {report.bytes_freed / 1e6:.1f} MB"
+    )

@@ -164,7 +164,8 @@ def _pull_layers(
 
     ``on_ready`` is called in the calling thread (never in a layer thread) with each layer's outcome, strictly
     in layer order, as soon as that layer and all lower ones are committed; the other layers keep being
-    pulled meanwhile. An exception from it cancels the pull like a failing layer.
+    pulled meanwhile. An exception from it cancels the pull like a failing layer; a layer failing while
+    ``on_ready`` runs cancels the others as soon as it returns.
     """
     cancel = threading.Event()
 

@@ -52,8 +52,15 @@ def clean_member_path(unsafe_name: str, *, what: str) -> Components:
     if "\0" in unsafe_name:
         msg = f"{what}: entry {unsafe_name!r}: name contains a NUL byte"
         raise UnsafeArchiveError(msg)
+    parts = unsafe_name.split("/")
+    if "" not in parts and "." not in parts and ".." not in parts:
+        return tuple(parts)  # already normal (the common case): nothing to drop or resolve
+    return _clean_parts(parts, unsafe_name, what=what)
+
+
+def _clean_parts(split: list[str], unsafe_name: str, *, what: str) -> Components:
     parts: list[str] = []
-    for part in unsafe_name.split("/"):
+    for part in split:
         if part in ("", "."):
             continue
         if part == "..":
@@ -157,9 +164,14 @@ class DirCache:
         self.root_fd = root_fd
         self._size = size
         self._fds: OrderedDict[Components, int] = OrderedDict()
+        # The most recently returned key and fd (consecutive entries mostly share a directory). Invariant:
+        # _last is None, or () with the root fd, or the newest key of _fds (so never an evicted, closed fd).
+        self._last: Components | None = None
+        self._last_fd = -1
 
     def close(self) -> None:
         """Close every cached fd and the root fd."""
+        self._last = None
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
@@ -167,6 +179,7 @@ class DirCache:
 
     def invalidate(self, components: Components) -> None:
         """Forget ``components`` and everything below it."""
+        self._last = None
         n = len(components)
         for key in [k for k in self._fds if k[:n] == components]:
             os.close(self._fds.pop(key))
@@ -186,12 +199,17 @@ class DirCache:
             NotADirectoryInPathError: a component is a symlink or another non-directory.
             FileNotFoundError: a component is missing and ``create`` is ``None``.
         """
+        if components == self._last:
+            return self._last_fd
         if not components:
+            self._last, self._last_fd = (), self.root_fd
             return self.root_fd
         fd = self._fds.get(components)
         if fd is not None:
             self._fds.move_to_end(components)
+            self._last, self._last_fd = components, fd
             return fd
+        self._last = None  # the opens below may evict it
         start = len(components) - 1
         while start > 0 and components[:start] not in self._fds:
             start -= 1
@@ -209,6 +227,7 @@ class DirCache:
                 raise NotADirectoryInPathError(components[: i + 1], is_symlink=e.is_symlink) from e
             self._put(components[: i + 1], child)
             fd = child
+        self._last, self._last_fd = components, fd
         return fd
 
     def _put(self, key: Components, fd: int) -> None:

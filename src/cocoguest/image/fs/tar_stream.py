@@ -21,9 +21,10 @@ Invariants:
 from __future__ import annotations
 
 import enum
+import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import BinaryIO, Final
+from dataclasses import dataclass
+from typing import BinaryIO, Final, NamedTuple
 
 from cocoguest.errors import ProtocolError
 from cocoguest.limits import DEFAULT_LIMITS, KiB, Limits
@@ -31,6 +32,9 @@ from cocoguest.limits import DEFAULT_LIMITS, KiB, Limits
 BLOCK: Final = 512
 _ZERO_BLOCK: Final = bytes(BLOCK)
 _READ_AHEAD: Final = 64 * KiB
+_OCTAL_PAD: Final = b" \0"
+"""What terminates (and may pad) a plain octal number field."""
+_META_TYPEFLAGS: Final = frozenset({b"x", b"g", b"L", b"K", b"V"})
 
 # Limits not (yet) in cocoguest.limits.Limits: read from it when present, else these defaults.
 MAX_TAR_ENTRIES: Final = DEFAULT_LIMITS.max_tar_entries
@@ -97,8 +101,7 @@ _TYPEFLAGS: Final = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class TarEntry:
+class TarEntry(NamedTuple):
     """One archive member, with PAX/GNU extensions applied. Names are raw archive bytes decoded with
     ``os.fsdecode`` semantics (UTF-8, surrogateescape) and must be sanitized before use.
 
@@ -133,18 +136,29 @@ class TarEntry:
     sparse_map: tuple[tuple[int, int], ...] | None
 
 
-@dataclass(slots=True)
 class _Meta:
-    """Extensions collected from meta headers for the next entry."""
+    """Extensions collected from meta headers for the next entry (created only when there are some)."""
 
-    long_name: bytes | None = None
-    long_link: bytes | None = None
-    pax: dict[str, bytes] = field(default_factory=dict)
-    pax_sparse: list[int] = field(default_factory=list)
+    __slots__ = ("long_link", "long_name", "pax", "pax_sparse")
+
+    def __init__(self) -> None:
+        self.long_name: bytes | None = None
+        self.long_link: bytes | None = None
+        self.pax: dict[str, bytes] = {}
+        self.pax_sparse: list[int] = []
 
 
 def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
+
+
+def _header_sum(header: bytes) -> int:
+    """The sum of the 512 bytes of ``header``, computed in C.
+
+    The low 16 bits of Adler-32 are ``1 + sum(bytes) mod 65521`` (RFC 1950 section 8.2), and 256 bytes sum to
+    at most 65280, so each half's sum is exact. Several times faster than ``sum()`` over the block.
+    """
+    return (zlib.adler32(header[:256]) & 0xFFFF) + (zlib.adler32(header[256:]) & 0xFFFF) - 2
 
 
 def _cstr(field: bytes) -> bytes:
@@ -193,25 +207,29 @@ class TarStream:
         self._headers = 0
         self._ended = False
         self._global_pax: dict[str, bytes] = {}
+        # A header's own names are at most 256 bytes (155 prefix + "/" + 100): under a sane cap, unchecked.
+        self._header_names_fit = self._limits.max_name_bytes >= 256
 
     # -- low-level input --------------------------------------------------------------------------------------
 
     def _read(self, n: int) -> bytes:
-        """Up to ``n`` bytes (fewer only at EOF)."""
-        if self._pos < len(self._buf):
-            out = self._buf[self._pos : self._pos + n]
-            self._pos += len(out)
-            if len(out) == n:
-                self._offset += n
-                return out
-            parts = [out]
-            need = n - len(out)
+        """Exactly ``n`` bytes (fewer only at EOF)."""
+        pos = self._pos
+        end = pos + n
+        if end <= len(self._buf):  # fast path: all buffered
+            self._pos = end
+            self._offset += n
+            return self._buf[pos:end]
+        if pos < len(self._buf):
+            parts = [self._buf[pos:]]
+            need = n - len(parts[0])
         else:
             parts = []
             need = n
+        self._buf = b""
+        self._pos = 0
         while need > 0 and not self._eof:
-            want = max(need, _READ_AHEAD)
-            data = self._raw.read(want)
+            data = self._raw.read(max(need, _READ_AHEAD))
             if not data:
                 self._eof = True
                 break
@@ -222,10 +240,40 @@ class TarStream:
                 need = 0
             else:
                 parts.append(data)
-                self._buf = b""
-                self._pos = 0
                 need -= len(data)
         out = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._offset += len(out)
+        return out
+
+    def _read_some(self, n: int) -> bytes:
+        """Between 1 and ``n`` bytes (``b""`` only at EOF), without joining reads: what is buffered, else one
+        read of the underlying stream."""
+        pos = self._pos
+        buf = self._buf
+        if pos < len(buf):
+            end = pos + n
+            if end < len(buf):
+                self._pos = end
+            else:
+                end = len(buf)
+                self._buf = b""
+                self._pos = 0
+            out = buf[pos:end] if pos or end < len(buf) else buf
+        else:
+            if self._eof:
+                return b""
+            data = self._raw.read(max(n, _READ_AHEAD))
+            if not data:
+                self._eof = True
+                return b""
+            if len(data) > n:
+                self._buf = data
+                self._pos = n
+                out = data[:n]
+            else:
+                self._buf = b""
+                self._pos = 0
+                out = data
         self._offset += len(out)
         return out
 
@@ -240,8 +288,13 @@ class TarStream:
         return data
 
     def _skip(self, n: int, *, allow_eof: bool) -> None:
+        end = self._pos + n
+        if end <= len(self._buf):  # fast path: all buffered
+            self._pos = end
+            self._offset += n
+            return
         while n > 0:
-            got = len(self._read(min(n, self._limits.chunk_bytes)))
+            got = len(self._read_some(min(n, self._limits.chunk_bytes)))
             if got == 0:
                 if allow_eof:
                     return
@@ -256,8 +309,9 @@ class TarStream:
         Raises:
             ProtocolError: the archive ends inside the data.
         """
+        chunk_bytes = self._limits.chunk_bytes
         while self._remaining > 0:
-            data = self._read(min(self._remaining, self._limits.chunk_bytes))
+            data = self._read_some(min(self._remaining, chunk_bytes))
             if not data:
                 raise self._error("truncated entry data")
             self._remaining -= len(data)
@@ -298,7 +352,18 @@ class TarStream:
         except ValueError as e:
             raise self._error(f"bad octal {name} field {text!r}") from e
 
+    def _octal(self, header: bytes, start: int, end: int, name: str) -> int:
+        """The number in ``header[start:end]``: the common NUL/space-terminated octal text with one C-level
+        ``int()``, anything else (base-256, leading NULs, garbage) through :meth:`_number`."""
+        field = header[start:end]
+        try:
+            return int(field.rstrip(_OCTAL_PAD), 8)
+        except ValueError:  # never for a base-256 field's digits: its first byte is not ASCII
+            return self._number(field, name)
+
     def _checksum_ok(self, block: bytes) -> bool:
+        """The reference check: the stored checksum is the unsigned or (old tars) signed sum of the header
+        with the checksum field read as spaces."""
         stored_field = block[148:156]
         try:
             stored = self._number(stored_field, "checksum")
@@ -425,9 +490,11 @@ class TarStream:
         Raises:
             ProtocolError: a malformed, truncated or over-limit archive.
         """
-        meta = _Meta()
+        max_entries = self._limits.max_entries
+        meta: _Meta | None = None  # created by the first meta header before an entry
         while True:
-            self._finish_entry()
+            if self._remaining or self._padding:
+                self._finish_entry()
             self._current = ""
             header = self._read(BLOCK)
             if len(header) < BLOCK:
@@ -440,26 +507,39 @@ class TarStream:
                     raise self._error("a lone zero block followed by data")
                 break
             self._headers += 1
-            if self._headers > self._limits.max_entries:
-                raise self._error(f"more than {self._limits.max_entries} headers")
-            if not self._checksum_ok(header):
+            if self._headers > max_entries:
+                raise self._error(f"more than {max_entries} headers")
+            checksum_field = header[148:156]
+            try:
+                stored_checksum = int(checksum_field.rstrip(_OCTAL_PAD), 8)
+            except ValueError:
+                stored_checksum = -1  # not plain octal: left to the reference check
+            if stored_checksum != _header_sum(header) - sum(checksum_field) + 8 * 0x20 and not self._checksum_ok(
+                header
+            ):
                 raise self._error("header checksum mismatch")
             typeflag = header[156:157]
-            size = self._number(header[124:136], "size")
+            size = self._octal(header, 124, 136, "size")
             if size < 0:
                 raise self._error("negative size")
-            if self._meta_header(typeflag, size, meta):
+            if typeflag in _META_TYPEFLAGS:
+                if meta is None:
+                    meta = _Meta()
+                self._meta_header(typeflag, size, meta)
                 continue
             kind = _TYPEFLAGS.get(typeflag)
             if kind is None:
                 raise self._error(f"unsupported entry type {typeflag!r}")
-            entry = self._entry(header, kind, typeflag, size, meta)
-            meta = _Meta()
+            if meta is None and not self._global_pax and typeflag != b"S":
+                entry = self._plain_entry(header, kind, size)
+            else:
+                entry = self._entry(header, kind, typeflag, size, meta if meta is not None else _Meta())
+                meta = None
             yield entry
         self._ended = True
 
-    def _meta_header(self, typeflag: bytes, size: int, meta: _Meta) -> bool:
-        """Consume a PAX / GNU long-name / volume header into ``meta``; ``False`` for other headers."""
+    def _meta_header(self, typeflag: bytes, size: int, meta: _Meta) -> None:
+        """Consume a PAX / GNU long-name / volume header (``typeflag`` in ``_META_TYPEFLAGS``) into ``meta``."""
         if typeflag == b"x":
             self._parse_pax(self._read_meta_data(size, "PAX"), meta.pax, meta.pax_sparse)
         elif typeflag == b"g":
@@ -468,11 +548,40 @@ class TarStream:
             meta.long_name = _cstr(self._read_meta_data(size, "GNU long name"))
         elif typeflag == b"K":
             meta.long_link = _cstr(self._read_meta_data(size, "GNU long link"))
-        elif typeflag == b"V":  # volume label: metadata only
+        else:  # b"V", a volume label: metadata only
             self._remaining, self._padding = size, -size % BLOCK
-        else:
-            return False
-        return True
+
+    def _plain_entry(self, header: bytes, kind: EntryType, size: int) -> TarEntry:
+        """An entry described by its header block alone (no PAX records, GNU long names or sparse map): the
+        same result as :meth:`_entry` with empty extensions, in fewer steps."""
+        name = header[:100].partition(b"\0")[0]
+        if header[345] and header.startswith(b"ustar\0", 257):  # POSIX ustar: a prefix of leading directories
+            name = header[345:500].partition(b"\0")[0] + b"/" + name
+        link = header[157:257].partition(b"\0")[0]
+        if not self._header_names_fit:
+            self._check_name(name, "name")
+            self._check_name(link, "link name")
+        self._current = unsafe_name = name.decode("utf-8", "surrogateescape")
+        uid = self._octal(header, 108, 116, "uid")
+        gid = self._octal(header, 116, 124, "gid")
+        if not (0 <= uid < 0xFFFFFFFF and 0 <= gid < 0xFFFFFFFF):
+            self._check_owner(uid, gid)
+        mtime_ns = self._octal(header, 136, 148, "mtime") * 1_000_000_000
+        self._remaining = size
+        self._padding = -size % BLOCK
+        if kind is EntryType.FILE:
+            mode = self._octal(header, 100, 108, "mode") & 0o7777
+            return TarEntry(unsafe_name, kind, mode, uid, gid, mtime_ns, size, size, "", 0, 0, (), None)
+        devmajor = devminor = 0
+        if kind is EntryType.CHAR or kind is EntryType.BLOCK:
+            devmajor, devminor = self._device_numbers(header)
+        mode = self._octal(header, 100, 108, "mode") & 0o7777
+        unsafe_linkname = (
+            link.decode("utf-8", "surrogateescape") if kind is EntryType.SYMLINK or kind is EntryType.HARDLINK else ""
+        )
+        return TarEntry(
+            unsafe_name, kind, mode, uid, gid, mtime_ns, 0, 0, unsafe_linkname, devmajor, devminor, (), None
+        )
 
     def _names(self, header: bytes, records: dict[str, bytes], meta: _Meta) -> tuple[bytes, bytes]:
         name = _cstr(header[0:100])
@@ -493,14 +602,24 @@ class TarStream:
         self._check_name(link, "link name")
         return name, link
 
-    def _owner(self, header: bytes, records: dict[str, bytes]) -> tuple[int, int]:
-        uid = self._pax_int(records["uid"], "uid") if "uid" in records else self._number(header[108:116], "uid")
-        gid = self._pax_int(records["gid"], "gid") if "gid" in records else self._number(header[116:124], "gid")
+    def _check_owner(self, uid: int, gid: int) -> None:
         for label, value in (("uid", uid), ("gid", gid)):
             # SECURITY: 2**32-1 is chown's "leave unchanged"; refuse it and anything out of range.
             if not 0 <= value < 0xFFFFFFFF:
                 raise self._error(f"{label} {value} out of range")
+
+    def _owner(self, header: bytes, records: dict[str, bytes]) -> tuple[int, int]:
+        uid = self._pax_int(records["uid"], "uid") if "uid" in records else self._octal(header, 108, 116, "uid")
+        gid = self._pax_int(records["gid"], "gid") if "gid" in records else self._octal(header, 116, 124, "gid")
+        self._check_owner(uid, gid)
         return uid, gid
+
+    def _device_numbers(self, header: bytes) -> tuple[int, int]:
+        devmajor = self._octal(header, 329, 337, "devmajor")
+        devminor = self._octal(header, 337, 345, "devminor")
+        if not (0 <= devmajor < 1 << 32 and 0 <= devminor < 1 << 32):
+            raise self._error("device number out of range")
+        return devmajor, devminor
 
     def _sparse(
         self, header: bytes, typeflag: bytes, size: int, records: dict[str, bytes], meta: _Meta
@@ -527,7 +646,7 @@ class TarStream:
         return sparse_map, real_size, stored
 
     def _entry(self, header: bytes, kind: EntryType, typeflag: bytes, size: int, meta: _Meta) -> TarEntry:
-        records = {**self._global_pax, **meta.pax}
+        records = {**self._global_pax, **meta.pax} if self._global_pax else meta.pax
         name, link = self._names(header, records, meta)
         self._current = _decode(name)
         if "size" in records:
@@ -538,18 +657,15 @@ class TarStream:
         if "mtime" in records:
             mtime_ns = self._pax_mtime_ns(records["mtime"])
         else:
-            mtime_ns = self._number(header[136:148], "mtime") * 1_000_000_000
+            mtime_ns = self._octal(header, 136, 148, "mtime") * 1_000_000_000
         xattrs = tuple(
             (key.removeprefix("SCHILY.xattr."), value)
             for key, value in records.items()
             if key.startswith("SCHILY.xattr.") and len(key) > len("SCHILY.xattr.")
         )
         devmajor = devminor = 0
-        if kind in (EntryType.CHAR, EntryType.BLOCK):
-            devmajor = self._number(header[329:337], "devmajor")
-            devminor = self._number(header[337:345], "devminor")
-            if not (0 <= devmajor < 1 << 32 and 0 <= devminor < 1 << 32):
-                raise self._error("device number out of range")
+        if kind is EntryType.CHAR or kind is EntryType.BLOCK:
+            devmajor, devminor = self._device_numbers(header)
         sparse_map, real_size, stored = self._sparse(header, typeflag, size, records, meta)
         self._remaining = stored
         self._padding = -size % BLOCK
@@ -557,7 +673,7 @@ class TarStream:
         return TarEntry(
             unsafe_name=self._current,
             type=kind,
-            mode=self._number(header[100:108], "mode") & 0o7777,
+            mode=self._octal(header, 100, 108, "mode") & 0o7777,
             uid=uid,
             gid=gid,
             mtime_ns=mtime_ns,

@@ -331,28 +331,31 @@ class _Unpacker:
             if entry.type is not EntryType.DIR:
                 # SECURITY: the root must stay a directory (a symlink root would be followed later).
                 raise self.unsafe(f"refusing to change the type of the layer root to {entry.type.value}")
-            self.apply_xattrs(lambda k, v: os.setxattr(self.cache.root_fd, k, v), entry.untrusted_xattrs)
+            if entry.untrusted_xattrs:
+                self.apply_xattrs(lambda k, v: os.setxattr(self.cache.root_fd, k, v), entry.untrusted_xattrs)
             self.pending_dirs[()] = self._dir_meta(entry)
             return
         parent, base = components[:-1], components[-1]
-        if any(part.startswith(_RESERVED_PREFIX) for part in parent):
+        # The substring test is a cheap filter: a component starting with the prefix implies it.
+        if _RESERVED_PREFIX in entry.unsafe_name and any(part.startswith(_RESERVED_PREFIX) for part in parent):
             self.skip(f"{self.name} (inside a reserved whiteout directory)")  # aufs hardlink dir .wh..wh.plnk
             return
         if base.startswith(WHITEOUT_PREFIX):
             self._whiteout(parent, base)
             return
-        if entry.type is EntryType.CHAR and entry.devmajor == 0 and entry.devminor == 0:
+        kind = entry.type
+        if kind is EntryType.FILE:
+            self._file(entry, self.parent_fd(parent), components, data)
+            return
+        if kind is EntryType.CHAR and entry.devmajor == 0 and entry.devminor == 0:
             self._whiteout_name(parent, base)  # a 0:0 char device is an overlay whiteout by definition
             return
-        if entry.type is EntryType.HARDLINK:
+        if kind is EntryType.HARDLINK:
             self._hardlink(entry, components)
             return
         parent_fd = self.parent_fd(parent)
-        if entry.type is EntryType.FILE:
-            self._file(entry, parent_fd, components, data)
-            return
         existing = lstat_at(parent_fd, base)
-        if entry.type is EntryType.DIR:
+        if kind is EntryType.DIR:
             if existing is not None and stat.S_ISDIR(existing.st_mode):
                 self.pending_dirs[components] = self._dir_meta(entry)  # dir over dir: metadata only
             else:
@@ -364,15 +367,16 @@ class _Unpacker:
                 if was_whiteout:
                     # OCI: the whiteout deletes the lower directory; this layer's directory stays, alone.
                     self.set_opaque(components)
-            fd = self.cache.dir_fd(components)
-            self.apply_xattrs(lambda k, v: os.setxattr(fd, k, v), entry.untrusted_xattrs)
+            if entry.untrusted_xattrs:
+                fd = self.cache.dir_fd(components)
+                self.apply_xattrs(lambda k, v: os.setxattr(fd, k, v), entry.untrusted_xattrs)
             return
         if existing is not None:
             self.remove_existing(parent_fd, components, existing)
-        if entry.type is EntryType.SYMLINK:
+        if kind is EntryType.SYMLINK:
             os.symlink(entry.unsafe_linkname, base, dir_fd=parent_fd)
             self._meta_by_name(entry, parent_fd, base, symlink=True)
-        elif entry.type is EntryType.FIFO:
+        elif kind is EntryType.FIFO:
             os.mkfifo(base, 0o600, dir_fd=parent_fd)
             self._meta_by_name(entry, parent_fd, base, symlink=False)
         else:
@@ -438,13 +442,18 @@ class _Unpacker:
                 self.remove_existing(parent_fd, components, existing)
             fd = os.open(base, _FILE_CREATE, 0o600, dir_fd=parent_fd)
         try:
-            segments = entry.sparse_map if entry.sparse_map is not None else ((0, entry.stored_size),)
-            _write_segments(fd, segments, data)
-            if entry.sparse_map is not None:
+            if entry.sparse_map is None:
+                for chunk in data:  # sequential from offset 0 of a new file: plain writes
+                    written = os.write(fd, chunk)
+                    if written != len(chunk):
+                        _write_all(fd, memoryview(chunk)[written:])
+            else:
+                _write_segments(fd, entry.sparse_map, data)
                 os.ftruncate(fd, entry.size)
             if self.is_root:
                 os.fchown(fd, entry.uid, entry.gid)  # before xattrs: chown drops security.capability
-            self.apply_xattrs(lambda k, v: os.setxattr(fd, k, v), entry.untrusted_xattrs)
+            if entry.untrusted_xattrs:
+                self.apply_xattrs(lambda k, v: os.setxattr(fd, k, v), entry.untrusted_xattrs)
             os.fchmod(fd, entry.mode)  # after chown, which clears setuid/setgid
             os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
         finally:
@@ -456,8 +465,9 @@ class _Unpacker:
         """Ownership, xattrs, mode and mtime of a node that cannot be opened (symlink, fifo, device)."""
         if self.is_root:
             os.chown(base, entry.uid, entry.gid, dir_fd=parent_fd, follow_symlinks=False)
-        path = proc_fd_path(parent_fd, base)
-        self.apply_xattrs(lambda k, v: os.setxattr(path, k, v, follow_symlinks=False), entry.untrusted_xattrs)
+        if entry.untrusted_xattrs:
+            path = proc_fd_path(parent_fd, base)
+            self.apply_xattrs(lambda k, v: os.setxattr(path, k, v, follow_symlinks=False), entry.untrusted_xattrs)
         if not symlink:  # symlink modes are meaningless (and lchmod does not exist on Linux)
             os.chmod(base, entry.mode, dir_fd=parent_fd, follow_symlinks=False)
         os.utime(base, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
@@ -535,6 +545,12 @@ class _Unpacker:
             os.fchmod(fd, meta.mode)
             if meta.mtime_ns is not None:
                 os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+
+
+def _write_all(fd: int, rest: memoryview) -> None:
+    """Finish a short ``os.write``: write ``rest`` to ``fd``."""
+    while rest:
+        rest = rest[os.write(fd, rest) :]
 
 
 def _write_segments(fd: int, segments: Iterable[tuple[int, int]], data: Iterable[bytes]) -> None:

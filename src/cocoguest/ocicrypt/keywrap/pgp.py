@@ -15,7 +15,6 @@ Invariants:
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -138,11 +137,10 @@ def export_gnupg_public_keyring(gnupg_home: str | None) -> bytes:
             "or give a keyring file (pgp:<file> from gpg --export)"
         )
         raise ConfigError(msg)
-    env = None if gnupg_home is None else {**os.environ, "GNUPGHOME": gnupg_home}
+    home = [] if gnupg_home is None else ["--homedir", gnupg_home]
     try:
         done = subprocess.run(
-            [gpg, "--batch", "--export"],
-            env=env,
+            [gpg, *home, "--batch", "--export"],
             capture_output=True,
             check=False,
             timeout=_GPG_EXPORT_TIMEOUT_S,
