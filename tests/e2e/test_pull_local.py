@@ -62,15 +62,21 @@ def test_pull_overlay_snapshotter(image: WrittenImage, tmp_path: Path, work_dir:
     status = _pull(image, bundle, work_dir, "--snapshotter", "overlay")
     if status != 0:
         pytest.skip("overlay mounts are not permitted here")
+    second = tmp_path / "second"
     try:
         rootfs = bundle / "rootfs"
         assert os.path.ismount(rootfs)
         assert not (rootfs / "data" / "old.txt").exists()
         assert sorted(p.name for p in (rootfs / "opaque").iterdir()) == ["upper.txt"]
+        assert _pull(image, second, work_dir, "--snapshotter", "overlay") == 0
         (rootfs / "scratch").write_text("written by the container")  # goes to the upper dir, not the store
         assert not any((d / "diff" / "scratch").exists() for d in store_layer_dirs(work_dir))
+        # SECURITY: each bundle has its own writable layer: nothing leaks into another container
+        assert not (second / "rootfs" / "scratch").exists()
     finally:
         unmount(bundle / "rootfs")
+        if os.path.ismount(second / "rootfs"):
+            unmount(second / "rootfs")
 
 
 def test_second_pull_uses_the_store_and_store_commands(

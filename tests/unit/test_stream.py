@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from cocoguest.crypto.layer_cipher import CtrHmacDecryptor, CtrHmacEncryptor
 from cocoguest.digest import Digest
 from cocoguest.errors import DecryptionIntegrityError, DigestMismatchError, SizeMismatchError
 from cocoguest.limits import Limits
@@ -29,6 +30,25 @@ VECTOR_HMAC = base64.b64decode("iUZt1haAk/cj8rYBzXCW5W7oT3dbl0eU5ioB6qeyCkI=")
 
 CHUNK = 4096
 SMALL = Limits(stream_chunk_bytes=CHUNK, stream_queue_chunks=2)
+
+
+def _keystream_xor_into(self: Any, data: bytes | memoryview, out: bytearray) -> int:
+    return int(self._ctr.update_into(data, out))
+
+
+@pytest.fixture(autouse=True, params=["pooled", "allocating"])
+def keystream_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test on both keystream paths of the engine.
+
+    "pooled": the cipher writes into the engine's reused output buffers (``keystream_xor_into``, installed
+    here while crypto/layer_cipher.py lacks it); "allocating": a cipher without it (a new bytes per chunk).
+    """
+    for cls in (CtrHmacEncryptor, CtrHmacDecryptor):
+        if request.param == "allocating":
+            monkeypatch.setattr(cls, "keystream_xor_into", None, raising=False)
+        elif not hasattr(cls, "keystream_xor_into"):
+            monkeypatch.setattr(cls, "keystream_xor_into", _keystream_xor_into, raising=False)
+    return str(request.param)
 
 
 def _sha256(data: bytes) -> Digest:
@@ -465,3 +485,62 @@ def test_slow_dst_bounds_read_ahead() -> None:
         worker.join()
     assert bytes(dst.out) == _encrypt(plaintext)[0]
     assert results[0].size == len(plaintext)
+
+
+class _SlowRecordingWriter(io.RawIOBase):
+    """Copies each write in two halves with a pause between, and keeps the object behind every buffer."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.owners: list[object] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        view = memoryview(b)
+        self.owners.append(view.obj)
+        half = len(view) // 2
+        self.out += view[:half]
+        threading.Event().wait(0.001)  # a reused-too-early buffer would change under us here
+        self.out += view[half:]
+        return len(view)
+
+
+def test_output_buffers_reused_only_after_write(keystream_path: str) -> None:
+    plaintext = os.urandom(48 * CHUNK + 7)
+    reference = Cipher(algorithms.AES(VECTOR_KEY), modes.CTR(VECTOR_NONCE)).encryptor().update(plaintext)
+    enc_dst = _SlowRecordingWriter()
+    enc = encrypt_stream(
+        io.BytesIO(plaintext),
+        enc_dst,  # type: ignore[arg-type]
+        VECTOR_KEY,
+        VECTOR_NONCE,
+        source_digest=_sha256(plaintext),
+        source_size=len(plaintext),
+        what="layer test",
+        limits=SMALL,
+    )
+    assert bytes(enc_dst.out) == reference
+    assert enc.ciphertext_digest == _sha256(reference)
+    dec_dst = _SlowRecordingWriter()
+    dec = decrypt_stream(
+        io.BytesIO(reference),
+        dec_dst,  # type: ignore[arg-type]
+        VECTOR_KEY,
+        VECTOR_NONCE,
+        enc.hmac,
+        source_digest=enc.ciphertext_digest,
+        source_size=enc.size,
+        what="layer test",
+        limits=SMALL,
+    )
+    assert bytes(dec_dst.out) == plaintext
+    assert dec.plaintext_digest == _sha256(plaintext)
+    for dst in (enc_dst, dec_dst):
+        distinct = len({id(owner) for owner in dst.owners})
+        if keystream_path == "pooled":
+            # Bounded memory: the keystream goes into a fixed pool of output buffers.
+            assert distinct <= SMALL.stream_queue_chunks + 1
+        else:
+            assert distinct == len(dst.owners)

@@ -257,6 +257,15 @@ def _pull_and_merge(
         raise
 
 
+OVERLAY_STATE_DIR = ".cocoguest-overlay"
+"""Inside the bundle: the overlay's upper and work dirs (removed with the bundle after unmounting)."""
+
+
+def _found_name(opened: OpenedSource) -> str:
+    logical = getattr(opened.source, "logical_reference", None)
+    return f"docker://{logical}" if logical is not None else opened.reference
+
+
 def pull_image(
     opened: OpenedSource, bundle: Path, options: PullOptions, progress: LayerProgress | None = None
 ) -> PullResult:
@@ -270,10 +279,13 @@ def pull_image(
     # (2) the manifest, once, size-capped and digest-checked
     fetched = fetch_manifest(opened, options.platform, options.limits)
     manifest, manifest_digest = fetched.manifest, fetched.digest
+    # The name of the image found (a short name may have resolved in any search registry): what the policy
+    # judges and the store records.
+    image_name = _found_name(opened)
     # (3) policy, BEFORE anything else is read or any cache is consulted
     decision = options.policy.evaluate(
         PolicyRequest(
-            opened.reference,
+            image_name,
             opened.transport,
             manifest_digest,
             fetched.untrusted_bytes,
@@ -309,7 +321,8 @@ def pull_image(
                     [o.record.path for o in outcomes],
                     config,
                     snapshotter=snapshotter,
-                    work_root=store.work_dir / "mounts",
+                    # SECURITY: a private upper/work dir per bundle; containers never share writable state.
+                    work_root=bundle / OVERLAY_STATE_DIR,
                     merge=lambda dirs, target: merge_layers(dirs, target, what=what, whiteouts=whiteouts),
                 )
             # (7) record
@@ -317,7 +330,7 @@ def pull_image(
                 ImageRecord(
                     manifest_digest=manifest_digest,
                     config_digest=manifest.config.digest,
-                    references=(opened.reference,),
+                    references=(image_name,),
                     layers=tuple(diff_ids),
                     compressed_layers=tuple(d.digest for d in manifest.layers),
                     created=time.time(),

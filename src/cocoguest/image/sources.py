@@ -29,10 +29,21 @@ _logger = logging.getLogger(__name__)
 class FallbackSource:
     """Tries registry locations in order for the first manifest, then sticks to the one that answered."""
 
-    def __init__(self, candidates: Sequence[DockerSource], name: str) -> None:
+    def __init__(
+        self, candidates: Sequence[DockerSource], name: str, logical: Sequence[ImageReference] | None = None
+    ) -> None:
+        """``logical[i]`` is the reference candidate ``i`` stands for (the short-name expansion it came from,
+        before mirrors and remaps); it names the image for the policy and the store."""
         self._candidates = list(candidates)
+        self._logical = list(logical) if logical is not None else [c.reference for c in candidates]
         self._chosen: DockerSource | None = None
+        self._chosen_logical: ImageReference | None = None
         self._name = name
+
+    @property
+    def logical_reference(self) -> ImageReference | None:
+        """The reference of the image that was found (``None`` before the first manifest)."""
+        return self._chosen_logical
 
     @property
     def chosen(self) -> DockerSource | None:
@@ -56,6 +67,7 @@ class FallbackSource:
                 errors.append(e)
                 continue
             self._chosen = candidate
+            self._chosen_logical = self._logical[self._candidates.index(candidate)]
             return result
         if len(errors) == 1:
             raise errors[0]
@@ -104,6 +116,7 @@ def open_source(image: str, access: RegistryAccess, *, search_unqualified: bool 
     except ImageReferenceError as e:
         raise ConfigError(str(e)) from e
     candidates: list[DockerSource] = []
+    logical: list[ImageReference] = []
     blocked: list[RegistryBlockedError] = []
     for reference in references:
         try:
@@ -113,19 +126,20 @@ def open_source(image: str, access: RegistryAccess, *, search_unqualified: bool 
         except RegistryBlockedError as e:
             blocked.append(e)  # a short name may still resolve in another search registry
             continue
-        candidates.extend(
-            DockerSource(
-                location.reference,
-                location.endpoint,
-                access.credentials_for(location.reference),
-                limits=access.limits,
-                env=access.env,
-                retry=access.retry,
+        for location in locations:
+            candidates.append(
+                DockerSource(
+                    location.reference,
+                    location.endpoint,
+                    access.credentials_for(location.reference),
+                    limits=access.limits,
+                    env=access.env,
+                    retry=access.retry,
+                )
             )
-            for location in locations
-        )
+            logical.append(reference)
     if not candidates:
         raise blocked[0]
     primary = references[0]
     name = f"docker://{primary}"
-    return OpenedSource(FallbackSource(candidates, name), name, "docker", primary.digest)
+    return OpenedSource(FallbackSource(candidates, name, logical), name, "docker", primary.digest)
