@@ -210,3 +210,23 @@ def test_token_auth_anonymous_and_with_credentials(tokened: Registry, tmp_path: 
     auth = _auth_file(tmp_path / "auth.json", tokened.host)
     assert _pull(f"{tokened.host}/team/app:v1", tmp_path / "ok", "--tls-verify=false", "--auth-file", str(auth)) == 0
     _assert_bundle(tmp_path / "ok")
+
+
+def test_short_name_is_judged_under_the_registry_it_came_from(
+    plain: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A short name resolves in the search registries in order; the policy must judge the registry that served it."""
+    with start_registry(tmp_path / "empty") as empty:
+        conf = tmp_path / "registries.conf"
+        conf.write_text(f'unqualified-search-registries = ["{empty.host}", "{plain.host}"]\n')
+        policy = tmp_path / "policy.json"
+        accept = [{"type": "insecureAcceptAnything"}]
+        policy.write_text(json.dumps({"default": [{"type": "reject"}], "transports": {"docker": {empty.host: accept}}}))
+        args = ["--registries-conf", str(conf), "--tls-verify=false", "--policy", str(policy)]
+        assert run("pull", "-q", "--work-dir", str(tmp_path / "w"), *args, "test/app:v1", str(tmp_path / "b")) == 1
+        err = capsys.readouterr().err
+        assert plain.host in err
+        assert "rejected" in err
+        # the same image accepted when its real registry is trusted
+        policy.write_text(json.dumps({"default": [{"type": "reject"}], "transports": {"docker": {plain.host: accept}}}))
+        assert run("pull", "-q", "--work-dir", str(tmp_path / "w"), *args, "test/app:v1", str(tmp_path / "b2")) == 0

@@ -274,10 +274,10 @@ def pull_image(
     Raises:
         CocoError: any failure; the store keeps only verified layers, the bundle is not left half-written.
     """
-    what = opened.source.describe()
     # (1) is the caller's: reference parsed, registries.conf applied, source opened.
     # (2) the manifest, once, size-capped and digest-checked
     fetched = fetch_manifest(opened, options.platform, options.limits)
+    what = opened.source.describe()  # now names the location that served the manifest
     manifest, manifest_digest = fetched.manifest, fetched.digest
     # The name of the image found (a short name may have resolved in any search registry): what the policy
     # judges and the store records.
