@@ -56,6 +56,10 @@ class _CtrHmac:
         """Apply the keystream to ``data``."""
         return self._ctr.update(data)
 
+    def keystream_xor_into(self, data: bytes | memoryview, out: bytearray | memoryview) -> int:
+        """Apply the keystream to ``data`` into ``out`` (at least ``len(data)`` bytes); returns the count."""
+        return self._ctr.update_into(data, out)
+
 
 class CtrHmacEncryptor(_CtrHmac):
     """Encrypts a layer incrementally; :meth:`finalize` returns the HMAC for the public options."""
