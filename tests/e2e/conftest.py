@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cocoguest.cli.main import main
+from cocoguest.image.bundle.rootfs import unmount
 from tests.fixtures.layers import TarBuilder
 from tests.fixtures.oci_images import WrittenImage, write_image_layout
 
@@ -69,3 +71,14 @@ def read_config(bundle: Path) -> dict[str, object]:
 def store_layer_dirs(work_dir: Path) -> list[Path]:
     root = work_dir / "layers" / "sha256"
     return sorted(root.iterdir()) if root.is_dir() else []
+
+
+@pytest.fixture(autouse=True)
+def _unmount_leftover_bundles(tmp_path: Path) -> Iterator[None]:
+    """A test that pulls with the overlay snapshotter must unmount; this catches any it forgot."""
+    yield
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    for line in mounts:
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == "overlay" and fields[1].startswith(str(tmp_path)):
+            unmount(Path(fields[1].replace("\\040", " ")))

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import stat
+import sys
 import threading
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -19,8 +20,9 @@ from cocoguest.image.bundle.rootfs import unmount
 from cocoguest.image.fs.listing import rootfs_listing
 from cocoguest.image.fs.merge import IncrementalMerge, merge_layers
 from cocoguest.image.fs.unpack import detect_whiteout_format
+from cocoguest.image.layer.fetch import pull_layer
 from cocoguest.image.policy import InsecureAcceptAnything
-from cocoguest.image.pull import OpenedSource, PullOptions, pull_image
+from cocoguest.image.pull import LAYER_SWITCH_INTERVAL_S, OpenedSource, PullOptions, pull_image
 from cocoguest.image.transports.oci import OciLayoutImageSource, OciReference
 from cocoguest.oci.descriptor import Descriptor
 from tests.e2e.conftest import read_config, run, store_layer_dirs
@@ -372,3 +374,22 @@ def test_image_without_a_command_is_refused_before_any_layer(tmp_path: Path, wor
     assert source.opened == []
     assert store_layer_dirs(work_dir) == []
     assert not (tmp_path / "bundle").exists()
+
+
+def test_layer_threads_run_with_a_short_switch_interval(
+    tmp_path: Path, work_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = write_image_layout(tmp_path / "img", _four_layers()[:2], config_extra=_CMD)
+    seen: list[float] = []
+
+    def recording(*args: object, **kwargs: object) -> object:
+        seen.append(sys.getswitchinterval())
+        return pull_layer(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("cocoguest.image.pull.pull_layer", recording)
+    before = sys.getswitchinterval()
+    assert before > LAYER_SWITCH_INTERVAL_S
+    source = OciLayoutImageSource(OciReference.parse(f"oci:{image.path}:latest"))
+    pull_image(OpenedSource(source, str(image.path), "oci"), tmp_path / "bundle", _options(work_dir))
+    assert seen == [LAYER_SWITCH_INTERVAL_S] * 2  # lowered while the layers are pulled and merged
+    assert sys.getswitchinterval() == before  # and restored afterwards

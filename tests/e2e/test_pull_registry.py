@@ -222,7 +222,7 @@ def test_short_name_is_judged_under_the_registry_it_came_from(
         policy = tmp_path / "policy.json"
         accept = [{"type": "insecureAcceptAnything"}]
         policy.write_text(json.dumps({"default": [{"type": "reject"}], "transports": {"docker": {empty.host: accept}}}))
-        args = ["--registries-conf", str(conf), "--tls-verify=false", "--policy", str(policy)]
+        args = ["--registries-conf", str(conf), "--tls-verify=false", "--policy", str(policy), "--snapshotter", "copy"]
         assert run("pull", "-q", "--work-dir", str(tmp_path / "w"), *args, "test/app:v1", str(tmp_path / "b")) == 1
         err = capsys.readouterr().err
         assert plain.host in err
