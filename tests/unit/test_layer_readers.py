@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import os
+import random
 
 import pytest
 import zstandard
@@ -46,6 +48,22 @@ def _read_all(reader: object, chunk: int = 65536) -> bytes:
 def test_decompression(media_type: str, encode: object) -> None:
     data = encode(PAYLOAD)  # type: ignore[operator]
     assert _read_all(decompressing_reader(io.BytesIO(data), media_type, "layer x")) == PAYLOAD
+
+
+@pytest.mark.parametrize("read_size", [1000, 65536, 300_000, 1 << 20])
+def test_gzip_compressible_members_across_input_blocks(read_size: int) -> None:
+    # Text-like data (ratio well above 1) in uneven members: the inflater gets the 1 MiB input blocks in
+    # pieces, and member ends fall inside pieces and blocks.
+    words = [os.urandom(4).hex().encode() for _ in range(4096)]
+    text = b" ".join(random.Random(1).choices(words, k=800_000))
+    cuts = [0, 5, 70_000, 1_500_000, 1_500_001, 5_000_000, len(text)]
+    data = b"".join(gzip.compress(text[a:b], compresslevel=1) for a, b in itertools.pairwise(cuts))
+    assert 1.5 * 1024 * 1024 < len(data) < len(text) / 2  # compressible, several 1 MiB input blocks
+    reader = decompressing_reader(io.BytesIO(data), mt.OCI_LAYER_GZIP, "layer x")
+    assert _read_all(reader, read_size) == text
+    junk = decompressing_reader(io.BytesIO(data + b"junk"), mt.OCI_LAYER_GZIP, "layer x")
+    with pytest.raises(ProtocolError, match="layer x: corrupt gzip data"):
+        _read_all(junk, read_size)
 
 
 def test_truncated_gzip_stream() -> None:

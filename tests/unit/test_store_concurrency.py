@@ -340,3 +340,23 @@ def test_prune_skips_a_layer_being_acquired(tmp_path: Path) -> None:
             assert done == [0]
             assert store.layer(diff_id) is not None
         assert store.prune().layers_removed == 1
+
+
+def test_processes_creating_the_store_at_once_all_open_it(tmp_path: Path) -> None:
+    # The first opens race to switch the new DB to WAL; SQLite may answer "database is locked" at once.
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from cocoguest.image.store import Store\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+        "Store.open(Path(sys.argv[1])).close()\n"
+    )
+    for attempt in range(3):
+        work = tmp_path / f"work{attempt}"
+        start = f"{time.time() + 1.0:.3f}"  # all start together, after their imports
+        procs = [
+            subprocess.Popen([sys.executable, "-c", script, str(work), start], stderr=subprocess.PIPE) for _ in range(8)
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err.decode()

@@ -577,3 +577,56 @@ def test_more_directories_than_cached_fds(layers: Layers) -> None:
         if i != 5:
             assert (root / f"d{i}" / "f").read_bytes() == str(i).encode()
     assert sorted(os.listdir(root / "d5")) == ["g"]
+
+
+def test_merge_into_new_and_cleared_directories(layers: Layers) -> None:
+    # Entries under a directory created by the same layer (or the first layer, or an opaque root) are created
+    # without looking for an existing target entry; the result must still be the overlay view.
+    big = os.urandom(300_000)
+    layers.unpack(TarBuilder().file("x", b"lower x").dir("d").file("d/a", b"lower a").file("keep", b"k").build())
+    layers.unpack(
+        TarBuilder()
+        .dir("x")  # a directory replaces the lower file x: created fresh by this layer
+        .file("x/y", big, uid=0, gid=5)
+        .whiteout("x/nothing")  # a whiteout in a fresh directory: nothing to delete
+        .dir("d")  # an existing directory: its entries are looked up
+        .file("d/a", b"upper a")
+        .dir("d/new")
+        .file("d/new/b", b"b", uid=7, gid=0)
+        .build()
+    )
+    rootfs = layers.merge()
+    assert (rootfs / "x" / "y").read_bytes() == big
+    assert (rootfs / "d" / "a").read_bytes() == b"upper a"
+    assert (rootfs / "d" / "new" / "b").read_bytes() == b"b"
+    assert (rootfs / "keep").read_bytes() == b"k"
+    assert sorted(p.name for p in (rootfs / "x").iterdir()) == ["y"]
+    if os.geteuid() == 0:
+        assert ((rootfs / "x" / "y").stat().st_uid, (rootfs / "x" / "y").stat().st_gid) == (0, 5)
+        assert ((rootfs / "d" / "new" / "b").stat().st_uid, (rootfs / "d" / "new" / "b").stat().st_gid) == (7, 0)
+    # An opaque root clears everything below; the layer's own entries are then created fresh.
+    layers.unpack(TarBuilder().opaque(".").file("keep", b"top").dir("d").file("d/c", b"c").build())
+    top = layers.base / "rootfs2"
+    top.mkdir()
+    merge_layers(layers.dirs, top, what="image test", whiteouts=layers.fmt)
+    assert sorted(p.name for p in top.iterdir()) == ["d", "keep"]
+    assert (top / "keep").read_bytes() == b"top"
+    assert sorted(p.name for p in (top / "d").iterdir()) == ["c"]
+
+
+@needs_root
+def test_merge_into_a_setgid_target_keeps_owners(tmp_path: Path) -> None:
+    # A setgid target hands its group (here the layer root's, 7) to new entries: the merge must chown even
+    # files owned by 0:0.
+    layers = Layers(tmp_path, USER)
+    layers.unpack(
+        TarBuilder().dir(".", uid=0, gid=7).file("f", b"f", uid=0, gid=0).dir("d", uid=0, gid=0).file("d/g").build()
+    )
+    target = tmp_path / "target"
+    target.mkdir()
+    os.chown(target, 0, 5)
+    target.chmod(0o2755)
+    merge_layers(layers.dirs, target, what="image test", whiteouts=USER)
+    assert target.stat().st_gid == 7
+    for path in (target / "f", target / "d", target / "d" / "g"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (0, 0), path

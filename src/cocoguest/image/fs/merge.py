@@ -13,7 +13,8 @@ Invariants:
       (``trusted.overlay.*``, ``user.overlay.*``) are not copied. Directory modes and mtimes are set last,
       deepest first.
     * Hardlinks within one layer stay hardlinks; file data is shared by reflink where the filesystem can,
-      else copied in the kernel (``copy_file_range``) segment by segment, keeping holes.
+      else copied in the kernel (``copy_file_range``): in one go when the file is fully allocated, else data
+      segment by data segment, keeping holes.
     * Layers are applied strictly in the order they are added; adding them one by one gives the same tree as
       merging the list at once (directory metadata is applied once, by ``finish``, after the last layer).
 """
@@ -184,12 +185,20 @@ class _Merger:
         self.dir_meta: dict[Components, tuple[int, int]] = {}  # mode, mtime_ns
         self.try_reflink = True
         self.current: Components = ()
+        self.layers = 0
+        # Directories of the target known to have no entries but those the current layer put there: the
+        # target's root for the first layer (the target starts empty) or after an opaque root cleared it, and
+        # every directory this layer created. Their children need no lookup of an existing target entry
+        # (names within one layer directory are unique).
+        self.fresh: set[Components] = set()
 
     def merge_layer(self, layer_fd: int) -> None:
         links: dict[tuple[int, int], Components] = {}
         root_st = os.fstat(layer_fd)
+        self.fresh = {()} if self.layers == 0 else set()
         if self._is_opaque(layer_fd):
             self._clear(self.cache.root_fd, ())
+            self.fresh = {()}
         self._dir_metadata(layer_fd, self.cache.root_fd, (), root_st)
         # Iterative walk: (fd of the layer directory, its components); fds are closed when popped.
         stack: list[tuple[int, Components]] = [(os.dup(layer_fd), ())]
@@ -208,6 +217,8 @@ class _Merger:
         finally:
             for fd, _ in stack:
                 os.close(fd)
+            self.fresh = set()
+        self.layers += 1
 
     def _is_opaque(self, dir_fd: int) -> bool:
         try:
@@ -233,7 +244,7 @@ class _Merger:
         self.current = components
         st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
         dst_parent = self.cache.dir_fd(parent)
-        existing = lstat_at(dst_parent, name)
+        existing = None if parent in self.fresh else lstat_at(dst_parent, name)
         if self.fmt.is_whiteout(src_fd, name, st):
             if existing is not None:
                 self._remove(dst_parent, components)
@@ -246,6 +257,7 @@ class _Merger:
                     existing = None
                 if existing is None:
                     os.mkdir(name, 0o700, dir_fd=dst_parent)
+                    self.fresh.add(components)
                 self._dir_metadata(child_src, self.cache.dir_fd(components), components, st)
             except BaseException:
                 os.close(child_src)
@@ -301,7 +313,7 @@ class _Merger:
                 opened(os.open(name, _FILE_READ, dir_fd=src_parent)) as src,
                 opened(os.open(name, _FILE_CREATE, 0o600, dir_fd=dst_parent)) as dst,
             ):
-                self._copy_data(src, dst, st.st_size)
+                self._copy_data(src, dst, st)
                 if self.is_root:
                     os.fchown(dst, st.st_uid, st.st_gid)  # before xattrs: chown drops security.capability
                 self._copy_xattrs(src, dst, replace=False)
@@ -328,7 +340,8 @@ class _Merger:
             os.chmod(name, mode, dir_fd=dst_parent, follow_symlinks=False)
         os.utime(name, ns=ns, dir_fd=dst_parent, follow_symlinks=False)
 
-    def _copy_data(self, src: int, dst: int, size: int) -> None:
+    def _copy_data(self, src: int, dst: int, st: os.stat_result) -> None:
+        size = st.st_size
         if size == 0:
             return
         if self.try_reflink:
@@ -340,6 +353,10 @@ class _Merger:
                 self.try_reflink = False
             else:
                 return
+        if st.st_blocks * 512 >= size:
+            # Fully allocated (no holes): one copy, no hole probing, no truncate.
+            _copy_range(src, dst, 0, size)
+            return
         offset = 0
         while offset < size:
             try:

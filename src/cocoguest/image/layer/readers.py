@@ -92,6 +92,10 @@ class HashingReader(_ChainReader):
             raise DigestMismatchError(msg)
 
 
+_MIN_INFLATE_INPUT = 64 * 1024
+"""The least compressed input handed to the inflater per call (more when the read asks for more output)."""
+
+
 class GzipReader(_ChainReader):
     """Inflates gzip, including multi-member streams; anything after the last member must be another member."""
 
@@ -102,18 +106,27 @@ class GzipReader(_ChainReader):
         self._chunk = limits.stream_chunk_bytes
         self._inflater = zlib_ng.decompressobj(wbits=31)
         self._pending = b""
+        self._pos = 0  # how much of _pending the inflater consumed
         self._input_done = False
         self._in_member = False
 
     def read(self, n: int = -1, /) -> bytes:
         limit = self._chunk if n < 0 else n
         while True:
-            if self._pending:
-                data = self._inflater.decompress(self._pending, limit)
-                self._pending = self._inflater.unconsumed_tail
+            if self._pos < len(self._pending):
+                # At most ``limit`` input bytes per call: the inflater copies what it does not consume (its
+                # unconsumed_tail), so handing it a whole 1 MiB block for a 64 KiB read copied most of the
+                # block on every call.
+                start = self._pos
+                piece = memoryview(self._pending)[start : start + max(limit, _MIN_INFLATE_INPUT)]
+                data = self._inflater.decompress(piece, limit)
                 self._in_member = True
                 if self._inflater.eof:
+                    # unused_data: what follows the member in this piece (the next member, or trailing junk).
+                    self._pos = start + len(piece) - len(self._inflater.unused_data)
                     self._start_next_member()
+                else:
+                    self._pos = start + len(piece) - len(self._inflater.unconsumed_tail)
                 if data:
                     return data
                 continue
@@ -127,12 +140,11 @@ class GzipReader(_ChainReader):
                 self._input_done = True
                 continue
             self._pending = block
+            self._pos = 0
 
     def _start_next_member(self) -> None:
-        # At the end of a member, unused_data holds everything after it (unconsumed_tail may repeat a suffix).
-        rest = self._inflater.unused_data
+        # The caller moved _pos to the first byte after the member; the rest of _pending is fed to a new one.
         self._inflater = zlib_ng.decompressobj(wbits=31)
-        self._pending = rest
         self._in_member = False
 
     def _decompress_error(self, error: Exception) -> ProtocolError:

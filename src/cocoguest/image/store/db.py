@@ -25,6 +25,7 @@ import contextlib
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,33 @@ class LayerRow:
     size: int
 
 
+_CONFIGURE_RETRY_S: Final = 0.01
+"""Pause between attempts to configure a DB another process is switching to WAL."""
+
+
+def _configure(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
+    """Set the connection's pragmas, retrying while another process holds the lock the WAL switch needs.
+
+    Switching a new DB to WAL takes an exclusive lock and SQLite may report ``database is locked`` at once,
+    without waiting for the busy timeout, when several processes create the store at the same moment.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            # WAL: readers never block the writer; NORMAL sync keeps the DB consistent across a power loss
+            # (the last transactions may be lost: repair() then finds directories without rows).
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.OperationalError as e:
+            if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() >= deadline:
+                raise
+            time.sleep(_CONFIGURE_RETRY_S)
+        else:
+            return
+
+
 class MetadataDB:
     """One SQLite connection to ``metadata.db``, shared by the threads of a process behind a mutex."""
 
@@ -165,12 +193,7 @@ class MetadataDB:
         db = cls(path, conn)
         try:
             with db._errors("configure"):
-                conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-                conn.execute("PRAGMA foreign_keys = ON")
-                # WAL: readers never block the writer; NORMAL sync keeps the DB consistent across a power loss
-                # (the last transactions may be lost: repair() then finds directories without rows).
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
+                _configure(conn, busy_timeout_s)
             db._migrate(migrations)
         except BaseException:
             conn.close()
