@@ -12,7 +12,6 @@ from typing import Any, Literal, TypeVar
 
 import click
 
-from cocoguest.cli.keys import key_context
 from cocoguest.cli.progress import LayerProgressView
 from cocoguest.cli.settings import default_work_dir, environment
 from cocoguest.errors import ConfigError
@@ -26,7 +25,7 @@ from cocoguest.image.registry_access import RegistryAccess
 from cocoguest.image.resources import LocationReader
 from cocoguest.image.sources import open_source
 from cocoguest.kbs.offline_fs import DEFAULT_PATHS, OfflineFsKbc
-from cocoguest.ocicrypt import keyspecs
+from cocoguest.ocicrypt.keywrap import KeyUnwrapper
 
 _logger = logging.getLogger(__name__)
 
@@ -112,6 +111,19 @@ def policy_evaluator(
     )
 
 
+def _unwrappers(
+    decryption_keys: tuple[str, ...], keyprovider_config: str | None, env: dict[str, str]
+) -> list[KeyUnwrapper]:
+    """Key unwrappers for encrypted layers; none (and no key code loaded) when no key source is configured."""
+    if not decryption_keys and not keyprovider_config and not env.get("OCICRYPT_KEYPROVIDER_CONFIG"):
+        return []
+    from cocoguest.cli.keys import key_context  # noqa: PLC0415  (key formats are only needed for keys)
+    from cocoguest.ocicrypt import keyspecs  # noqa: PLC0415
+
+    context = key_context(env, keyprovider_config)
+    return keyspecs.decryption_unwrappers(keyspecs.split_specs(decryption_keys), context)
+
+
 @click.command("pull")
 @click.argument("image")
 @click.argument("bundle_dir", type=click.Path(file_okay=False))
@@ -157,8 +169,7 @@ def pull_command(
 ) -> None:
     """Pull IMAGE (docker://host/repo:tag, host/repo@digest, oci:PATH[:REF]) into an OCI bundle at BUNDLE_DIR."""
     env = environment()
-    context = key_context(env, keyprovider_config)
-    unwrappers = keyspecs.decryption_unwrappers(keyspecs.split_specs(decryption_keys), context)
+    unwrappers = _unwrappers(decryption_keys, keyprovider_config, env)
     policy = policy_evaluator(insecure_policy, policy_file, registries_d, offline_fs_resources, env)
     options = PullOptions(
         work_dir=Path(work_dir) if work_dir else default_work_dir(env),
