@@ -127,6 +127,10 @@ class Limits:
     """A signed message payload after decompression."""
     max_keyring_bytes: int = 16 * MiB
     """A trusted GPG keyring."""
+    max_decompression_ratio: int = 4096
+    """Uncompressed bytes per compressed byte of a layer (gzip cannot exceed ~1032:1; zstd can, hence generous)."""
+    decompression_ratio_allowance_bytes: int = 64 * MiB
+    """Uncompressed bytes always allowed before the ratio applies (small, highly compressible layers)."""
     stream_chunk_bytes: int = 1 * MiB
     """Read size of the streaming layer pipeline."""
     stream_queue_chunks: int = 4

@@ -131,3 +131,23 @@ def test_hashing_reader_checks_diff_id() -> None:
     drain(bad, 1 << 20)
     with pytest.raises(DigestMismatchError, match="diff_id"):
         bad.verify()
+
+
+def test_ratio_guard_refuses_a_decompression_bomb() -> None:
+    from cocoguest.image.layer.readers import RatioGuard  # noqa: PLC0415
+    from cocoguest.limits import Limits  # noqa: PLC0415
+
+    bomb = gzip.compress(bytes(8 * 1024 * 1024))  # 8 MiB of zeros -> ~8 KiB
+    limits = Limits(max_decompression_ratio=100, decompression_ratio_allowance_bytes=1024 * 1024)
+    counted = VerifyingReader(io.BytesIO(bomb), Digest.of_bytes(bomb), len(bomb), "blob")
+    guard = RatioGuard(decompressing_reader(counted, mt.OCI_LAYER_GZIP, "l"), lambda: counted.bytes_read, "l", limits)
+    with pytest.raises(ProtocolError, match="decompression bomb"):
+        drain(guard, 65536)
+    # the same data is fine under the default limits, and so is incompressible data under the strict ones
+    counted = VerifyingReader(io.BytesIO(bomb), Digest.of_bytes(bomb), len(bomb), "blob")
+    assert drain(RatioGuard(decompressing_reader(counted, mt.OCI_LAYER_GZIP, "l"), lambda: counted.bytes_read, "l"),
+                 65536) == 8 * 1024 * 1024  # fmt: skip
+    random_blob = gzip.compress(PAYLOAD)
+    counted = VerifyingReader(io.BytesIO(random_blob), Digest.of_bytes(random_blob), len(random_blob), "blob")
+    guard = RatioGuard(decompressing_reader(counted, mt.OCI_LAYER_GZIP, "l"), lambda: counted.bytes_read, "l", limits)
+    assert drain(guard, 65536) == len(PAYLOAD)

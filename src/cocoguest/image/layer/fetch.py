@@ -24,6 +24,7 @@ from cocoguest.image.fs.unpack import WhiteoutFormat, unpack_layer
 from cocoguest.image.layer.readers import (
     DecryptingReader,
     HashingReader,
+    RatioGuard,
     decompressing_reader,
     drain,
 )
@@ -121,7 +122,10 @@ def pull_layer(
                 stream = DecryptingReader(stream, job.key.options.symkey, job.key.options.nonce, job.public.hmac, what)
                 media_type = media_types.decrypted_type(media_type)
             # (5c) decompress, (5d) hash the tar stream for the diff_id
-            tar_stream = HashingReader(decompressing_reader(stream, media_type, what, limits), job.diff_id, what)
+            decompressed = RatioGuard(
+                decompressing_reader(stream, media_type, what, limits), lambda: verified.bytes_read, what, limits
+            )
+            tar_stream = HashingReader(decompressed, job.diff_id, what)
             try:
                 # (5e) unpack into the private staging dir
                 unpack_layer(tar_stream.as_binary_io(), slot.staging, what=what, whiteouts=whiteouts, limits=limits)

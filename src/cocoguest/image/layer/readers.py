@@ -13,6 +13,7 @@ Invariants:
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import BinaryIO
 
 import zstandard
@@ -94,6 +95,36 @@ class HashingReader(_ChainReader):
 
 _MIN_INFLATE_INPUT = 64 * 1024
 """The least compressed input handed to the inflater per call (more when the read asks for more output)."""
+
+
+class RatioGuard(_ChainReader):
+    """Refuses a decompression bomb: more than ``ratio`` uncompressed bytes per compressed byte consumed.
+
+    ``compressed_so_far`` reports the compressed (blob) bytes read so far; the first ``allowance`` uncompressed
+    bytes are always allowed. SECURITY: bounds the disk a small hostile layer can fill before its diff_id fails.
+    """
+
+    def __init__(
+        self, source: Readable, compressed_so_far: Callable[[], int], what: str, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
+        super().__init__()
+        self._source = source
+        self._compressed = compressed_so_far
+        self._ratio = limits.max_decompression_ratio
+        self._allowance = limits.decompression_ratio_allowance_bytes
+        self._what = what
+        self._out = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._source.read(n)
+        self._out += len(data)
+        if self._out > self._allowance and self._out > self._ratio * max(1, self._compressed()):
+            msg = (
+                f"{self._what}: decompresses to more than {self._ratio} times its compressed size "
+                "(a decompression bomb?)"
+            )
+            raise ProtocolError(msg)
+        return data
 
 
 class GzipReader(_ChainReader):
