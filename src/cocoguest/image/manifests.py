@@ -17,6 +17,7 @@ from cocoguest.digest import Digest
 from cocoguest.errors import DigestMismatchError, ProtocolError, UnsupportedError
 from cocoguest.image.platform import PlatformSpec, select_manifest
 from cocoguest.image.transports.base import ImageSource
+from cocoguest.jsonutil import load_object
 from cocoguest.limits import Limits
 from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import Descriptor, ImageIndex, ImageManifest, media_type_of
@@ -146,12 +147,4 @@ def parse_config(untrusted: bytes, what: str) -> dict[str, object]:
     Raises:
         ProtocolError: not a JSON object.
     """
-    try:
-        config = json.loads(untrusted)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        msg = f"{what}: not valid JSON"
-        raise ProtocolError(msg) from e
-    if not isinstance(config, dict):
-        msg = f"{what}: must be a JSON object"
-        raise ProtocolError(msg)
-    return config
+    return load_object(untrusted, what)

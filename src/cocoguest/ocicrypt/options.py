@@ -20,6 +20,7 @@ from typing import Final
 
 from cocoguest.crypto import layer_cipher
 from cocoguest.errors import ProtocolError, UnsupportedError
+from cocoguest.jsonutil import load_object
 
 SUPPORTED_CIPHERS: Final = frozenset({layer_cipher.CIPHER_NAME})
 
@@ -40,15 +41,7 @@ def _unb64(value: object, field: str, what: str) -> bytes:
 
 
 def _load(data: bytes, what: str) -> dict[str, object]:
-    try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        msg = f"{what}: not valid JSON"
-        raise ProtocolError(msg) from e
-    if not isinstance(obj, dict):
-        msg = f"{what}: must be a JSON object"
-        raise ProtocolError(msg)
-    return obj
+    return load_object(data, what)
 
 
 def _cipher_options(obj: dict[str, object], what: str) -> dict[str, bytes]:

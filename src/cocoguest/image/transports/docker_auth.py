@@ -16,7 +16,6 @@ Invariants:
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import re
 import threading
@@ -37,6 +36,7 @@ from cocoguest.image.http import (
     retry_call,
 )
 from cocoguest.image.registry_types import Credentials
+from cocoguest.jsonutil import load_object
 from cocoguest.limits import DEFAULT_LIMITS
 
 _logger = logging.getLogger(__name__)
@@ -302,14 +302,7 @@ def _read_capped(response: httpx.Response, cap: int, what: str) -> bytes:
 
 def _parse_token_response(untrusted_body: bytes, what: str) -> tuple[str, float]:
     """(token, lifetime in seconds) from a token server's JSON (token.md: ``token`` or ``access_token``)."""
-    try:
-        untrusted = json.loads(untrusted_body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        msg = f"{what}: token response is not JSON"
-        raise ProtocolError(msg) from e
-    if not isinstance(untrusted, dict):
-        msg = f"{what}: token response is not a JSON object"
-        raise ProtocolError(msg)
+    untrusted = load_object(untrusted_body, f"{what}: token response")
     token = untrusted.get("token") or untrusted.get("access_token")
     if not isinstance(token, str) or not token or any(c in token for c in "\r\n"):
         msg = f"{what}: token response has no usable token"

@@ -16,13 +16,13 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from cocoguest.errors import ConfigError, UnsupportedError
+from cocoguest.jsonutil import load_object
 from cocoguest.limits import DEFAULT_LIMITS
 
 _logger = logging.getLogger(__name__)
@@ -123,14 +123,7 @@ def load_keyprovider_config(path: str, data: bytes | None = None) -> dict[str, K
         UnsupportedError: a provider uses ``grpc-tls``.
     """
     raw = _read(path) if data is None else data
-    try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        msg = f"key provider config {path}: not valid JSON"
-        raise ConfigError(msg) from e
-    if not isinstance(obj, dict):
-        msg = f"key provider config {path}: must be a JSON object"
-        raise ConfigError(msg)
+    obj = load_object(raw, f"key provider config {path}", ConfigError)
     providers = obj.get("key-providers")
     if providers is None:
         return {}

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
 from cocoguest.errors import ProtocolError, TransportError
+from cocoguest.jsonutil import load_object
 
 Operation = Literal["wrap", "unwrap"]
 
@@ -113,15 +114,7 @@ def build_unwrap_request(parameters: Mapping[str, Sequence[bytes]], annotation: 
 
 
 def _load_object(data: bytes, what: str) -> dict[str, object]:
-    try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        msg = f"{what}: not valid JSON"
-        raise ProtocolError(msg) from e
-    if not isinstance(obj, dict):
-        msg = f"{what}: must be a JSON object"
-        raise ProtocolError(msg)
-    return obj
+    return load_object(data, what)
 
 
 def _member(obj: dict[str, object], key: str, what: str) -> dict[str, object] | None:
