@@ -34,12 +34,12 @@ import contextlib
 import enum
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from cocoguest.digest import Readable, VerifyingReader
 from cocoguest.errors import ConfigError, ProtocolError
 from cocoguest.image.destinations import ImageDestination
+from cocoguest.image.layer.parallel import run_layers
 from cocoguest.image.manifests import fetch_manifest, read_config_blob
 from cocoguest.image.platform import PlatformSpec
 from cocoguest.image.pull import OpenedSource
@@ -269,22 +269,12 @@ class _LayerCopier:
 def _run_layers(
     copier: _LayerCopier, layers: Sequence[Descriptor], plan: Sequence[LayerAction], max_concurrent: int
 ) -> list[Descriptor]:
-    results: list[Descriptor] = list(layers)
-    with ThreadPoolExecutor(max_workers=max(1, max_concurrent), thread_name_prefix="layer") as pool:
-        futures: dict[Future[Descriptor], int] = {
-            pool.submit(copier.run, index, layer, plan[index]): index for index, layer in enumerate(layers)
-        }
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        if pending:
-            # One layer failed: the queued ones never start, the running ones stop at their next chunk.
-            copier.cancelled.set()
-            for future in pending:
-                future.cancel()
-        for future in sorted(done, key=lambda f: futures[f]):
-            if (error := future.exception()) is not None:
-                raise error
-            results[futures[future]] = future.result()
-    return results
+    return run_layers(
+        layers,
+        lambda index, layer: copier.run(index, layer, plan[index]),
+        max_concurrent=max_concurrent,
+        cancel=copier.cancelled,
+    )
 
 
 # --- orchestrator -----------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -44,6 +43,7 @@ from cocoguest.image.bundle import (
 from cocoguest.image.fs.merge import IncrementalMerge, merge_layers
 from cocoguest.image.fs.unpack import WhiteoutFormat, detect_whiteout_format
 from cocoguest.image.layer.fetch import LayerJob, LayerOutcome, pull_layer
+from cocoguest.image.layer.parallel import run_layers
 from cocoguest.image.manifests import fetch_manifest, parse_config, read_config_blob
 from cocoguest.image.platform import PlatformSpec
 from cocoguest.image.policy import PolicyDecision, PolicyEvaluator, PolicyRequest
@@ -205,7 +205,7 @@ def _pull_layers(
     """
     cancel = threading.Event()
 
-    def run(job: LayerJob) -> LayerOutcome:
+    def run(_index: int, job: LayerJob) -> LayerOutcome:
         report = None if progress is None else (lambda done: progress(job.index, done, job.descriptor.size))
         return pull_layer(
             opened.source,
@@ -218,41 +218,9 @@ def _pull_layers(
             progress=report,
         )
 
-    outcomes: dict[int, LayerOutcome] = {}
-    next_ready = 0
-    with (
-        _short_switch_interval(),
-        ThreadPoolExecutor(max_workers=max(1, options.max_concurrent), thread_name_prefix="layer") as pool,
-    ):
-        futures: dict[Future[LayerOutcome], LayerJob] = {pool.submit(run, job): job for job in jobs}
-        pending: set[Future[LayerOutcome]] = set(futures)
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                failed = [f for f in done if f.exception() is not None]
-                if failed:
-                    cancel.set()
-                    for future in pending:
-                        future.cancel()
-                    wait(pending)
-                    # Report the lowest failing layer, not a cancellation it caused.
-                    first = min(failed, key=lambda f: futures[f].index)
-                    error = first.exception()
-                    assert error is not None  # noqa: S101  (filtered above)
-                    raise error
-                for future in done:
-                    outcomes[futures[future].index] = future.result()
-                # Layer i is handed on only once 0..i are all committed (verified), in order.
-                while on_ready is not None and next_ready in outcomes:
-                    on_ready(outcomes[next_ready])
-                    next_ready += 1
-        except BaseException:
-            # Also a failing on_ready or KeyboardInterrupt: stop the layer threads at their next read.
-            cancel.set()
-            for future in pending:
-                future.cancel()
-            raise
-    return [outcomes[i] for i in range(len(jobs))]
+    ready = None if on_ready is None else (lambda _index, outcome: on_ready(outcome))
+    with _short_switch_interval():
+        return run_layers(jobs, run, max_concurrent=options.max_concurrent, cancel=cancel, on_ready=ready)
 
 
 def _resolve_snapshotter(options: PullOptions, store: Store, what: str) -> Literal["overlay", "copy", "auto"]:
