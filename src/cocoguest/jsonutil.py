@@ -1,7 +1,14 @@
-"""Parsing untrusted JSON documents that must be objects.
+"""The one parser of untrusted JSON documents.
 
-Invariant: the error names ``what`` and is of the caller's class (ProtocolError for peer data, ConfigError for
-configuration), with the decoder's exception chained.
+Invariants:
+    * Every failure is a :class:`CocoError` of the caller's class (ProtocolError for peer data, ConfigError for
+      configuration) naming ``what``, with the decoder's exception chained; never a bare ValueError or a
+      RecursionError.
+    * Nesting deeper than ``Limits.max_json_depth`` and numbers longer than ``Limits.max_json_number_chars``
+      characters are refused (a million nested arrays or a 100,000-digit integer cost the parser, not us).
+    * NaN, Infinity and -Infinity are refused (not JSON).
+    * Duplicate member names are refused (containers/image's "paranoid" decoding: two readers of one document
+      must never see different values).
 """
 
 from __future__ import annotations
@@ -9,20 +16,115 @@ from __future__ import annotations
 import json
 
 from cocoguest.errors import CocoError, ProtocolError
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 
-def load_object(untrusted: bytes, what: str, error: type[CocoError] = ProtocolError) -> dict[str, object]:
-    """``untrusted`` parsed as a JSON object.
+class _RefusedJsonError(ValueError):
+    """Internal: raised by the decoder hooks, turned into the caller's error class."""
+
+
+def loads(
+    untrusted: bytes | str,
+    what: str,
+    error: type[CocoError] = ProtocolError,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+) -> object:
+    """``untrusted`` parsed as JSON under the module's rules.
 
     Raises:
-        ``error``: not UTF-8 JSON, or not an object.
+        ``error``: not UTF-8, not JSON, or outside the rules of the module docstring.
     """
+    max_number = limits.max_json_number_chars
+
+    def parse_int(text: str) -> int:
+        if len(text) > max_number:
+            msg = f"a number of {len(text)} digits (at most {max_number})"
+            raise _RefusedJsonError(msg)
+        return int(text)
+
+    def parse_float(text: str) -> float:
+        if len(text) > max_number:
+            msg = f"a number of {len(text)} characters (at most {max_number})"
+            raise _RefusedJsonError(msg)
+        return float(text)
+
     try:
-        obj = json.loads(untrusted)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        msg = f"{what}: not valid JSON"
+        text = untrusted.decode("utf-8") if isinstance(untrusted, bytes) else untrusted
+        document: object = json.loads(
+            text,
+            object_pairs_hook=_object_without_duplicates,
+            parse_int=parse_int,
+            parse_float=parse_float,
+            parse_constant=_refuse_constant,
+        )
+    except UnicodeDecodeError as e:
+        msg = f"{what}: not UTF-8"
         raise error(msg) from e
-    if not isinstance(obj, dict):
+    except RecursionError as e:
+        msg = f"{what}: JSON nested deeper than {limits.max_json_depth} levels"
+        raise error(msg) from e
+    except _RefusedJsonError as e:
+        msg = f"{what}: invalid JSON: {e}"
+        raise error(msg) from e
+    except json.JSONDecodeError as e:
+        msg = f"{what}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+        raise error(msg) from e
+    if _depth(document) > limits.max_json_depth:
+        msg = f"{what}: JSON nested deeper than {limits.max_json_depth} levels"
+        raise error(msg)
+    return document
+
+
+def load_object(
+    untrusted: bytes | str,
+    what: str,
+    error: type[CocoError] = ProtocolError,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+) -> dict[str, object]:
+    """``untrusted`` parsed as a JSON object (see :func:`loads`).
+
+    Raises:
+        ``error``: not valid JSON under the module's rules, or not an object.
+    """
+    document = loads(untrusted, what, error, limits=limits)
+    if not isinstance(document, dict):
         msg = f"{what}: must be a JSON object"
         raise error(msg)
+    return document
+
+
+def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                msg = f"duplicate member {name[:64]!r}"
+                raise _RefusedJsonError(msg)
+            seen.add(name)
     return obj
+
+
+def _refuse_constant(name: str) -> object:
+    msg = f"{name} is not JSON"
+    raise _RefusedJsonError(msg)
+
+
+def _depth(document: object) -> int:
+    """Nesting depth of a parsed document (a scalar is 0, ``[]`` is 1), computed without recursion."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(document, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            children: list[object] = list(value.values())
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        pending.extend((child, depth) for child in children)
+    return deepest

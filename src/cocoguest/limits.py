@@ -139,6 +139,10 @@ class Limits:
     """One key provider call (Go has none; we do)."""
     keyprovider_max_response_bytes: int = 1 * MiB
     """A key provider's JSON answer."""
+    max_json_depth: int = 64
+    """Nesting of any JSON document we parse (real manifests, policies and tokens nest under 10)."""
+    max_json_number_chars: int = 64
+    """Characters of one JSON number (a 64-bit size has 20; Python's int() of 100,000 digits is quadratic)."""
 
 
 DEFAULT_LIMITS = Limits()

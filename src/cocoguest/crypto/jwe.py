@@ -38,7 +38,8 @@ from jwcrypto import jwe as jwcrypto_jwe
 from jwcrypto import jwk as jwcrypto_jwk
 
 from cocoguest.crypto.keys import PrivateKeyMaterial, PublicKeyMaterial
-from cocoguest.errors import KeyUnwrapError
+from cocoguest.errors import CocoError, KeyUnwrapError
+from cocoguest.jsonutil import loads
 from cocoguest.limits import DEFAULT_LIMITS
 
 ALLOWED_ALGS: Final = frozenset({"RSA-OAEP", "RSA-OAEP-256", "ECDH-ES+A128KW", "ECDH-ES+A192KW", "ECDH-ES+A256KW"})
@@ -176,8 +177,8 @@ def _protected_header(encoded: object) -> dict[str, object]:
         msg = "protected is not a string"
         raise _MalformedError(msg)
     try:
-        return _json_object(json.loads(_b64u_decode(encoded)), "protected header")
-    except (ValueError, RecursionError) as e:  # json and base64 errors are ValueErrors
+        return _json_object(loads(_b64u_decode(encoded), "protected header"), "protected header")
+    except (ValueError, CocoError) as e:  # json and base64 errors are ValueErrors
         msg = f"protected header is not base64url JSON ({e})"
         raise _MalformedError(msg) from e
 
@@ -204,8 +205,8 @@ def _parse(text: str) -> tuple[str, list[dict[str, object]]]:
             raise _MalformedError(msg)
         return text, [_protected_header(parts[0])]
     try:
-        obj = _json_object(json.loads(text), "JWE")
-    except (ValueError, RecursionError) as e:
+        obj = _json_object(loads(text, "JWE"), "JWE")
+    except (ValueError, CocoError) as e:
         msg = f"not JSON ({e})"
         raise _MalformedError(msg) from e
     for member in ("iv", "ciphertext", "tag"):

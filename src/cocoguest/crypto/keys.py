@@ -13,7 +13,6 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cocoguest.errors import ConfigError
+from cocoguest.jsonutil import loads
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -71,8 +71,8 @@ def _load_jwk(data: bytes, source: str) -> tuple[object, str | None] | None:
     from jwcrypto import jwk  # noqa: PLC0415  (jwcrypto is only needed for JWK files)
 
     try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        obj = loads(data, source, ConfigError)
+    except ConfigError:
         return None
     if not isinstance(obj, dict) or "kty" not in obj:
         return None

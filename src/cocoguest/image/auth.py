@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import pwd
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,6 +37,7 @@ from typing import Final
 
 from cocoguest.errors import ConfigError
 from cocoguest.image.registry_types import Credentials
+from cocoguest.jsonutil import loads
 from cocoguest.limits import DEFAULT_LIMITS
 from cocoguest.oci.reference import ImageReference
 
@@ -139,15 +139,7 @@ def _read_json(path: Path) -> object | None:
     if len(data) > MAX_AUTH_FILE_BYTES:
         msg = f"auth file {path}: larger than {MAX_AUTH_FILE_BYTES} bytes"
         raise ConfigError(msg)
-    try:
-        document: object = json.loads(data)
-    except json.JSONDecodeError as e:
-        msg = f"auth file {path}: invalid JSON: {e.msg} (line {e.lineno} column {e.colno})"
-        raise ConfigError(msg) from e
-    except UnicodeDecodeError as e:
-        msg = f"auth file {path}: not UTF-8 text"
-        raise ConfigError(msg) from e
-    return document
+    return loads(data, f"auth file {path}", ConfigError)
 
 
 def _auth_entries(path: Path, document: object, *, legacy: bool) -> dict[str, tuple[str, str]]:

@@ -9,7 +9,6 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -66,9 +65,9 @@ def manifest_type(untrusted: bytes, declared: str | None, what: str) -> str:
     """
     try:
         inner = media_type_of(untrusted, f"{what}: manifest")
-        version = json.loads(untrusted).get("schemaVersion")
-    except ValueError as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except ValueError as e:
         raise ProtocolError(str(e)) from e
+    version = load_object(untrusted, f"{what}: manifest").get("schemaVersion")
     media_type = inner or declared or media_types.OCI_MANIFEST
     if media_type in SCHEMA1_TYPES or version == 1:
         msg = f"{what}: Docker schema 1 manifests are not supported (deprecated and unverifiable); re-push the image"

@@ -49,6 +49,7 @@ from cocoguest.image.platform import PlatformSpec
 from cocoguest.image.policy import PolicyDecision, PolicyEvaluator, PolicyRequest
 from cocoguest.image.store import ImageRecord, Store
 from cocoguest.image.transports.base import ImageSource
+from cocoguest.jsonutil import load_object
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import ImageManifest
@@ -362,4 +363,4 @@ def inspect_image(opened: OpenedSource, options: PullOptions) -> tuple[Digest, d
     fetched = fetch_manifest(opened, options.platform, options.limits)
     config_bytes = read_config_blob(opened.source, fetched.manifest.config, options.limits)
     config = parse_config(config_bytes, f"{opened.source.describe()}: config")
-    return fetched.digest, json.loads(fetched.untrusted_bytes), config
+    return fetched.digest, load_object(fetched.untrusted_bytes, f"{opened.source.describe()}: manifest"), config

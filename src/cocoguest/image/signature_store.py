@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import json
 import logging
 import os
 import tempfile
@@ -43,6 +42,7 @@ from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, HttpStatusError, ProtocolError, TransportError
 from cocoguest.image.http import map_http_error
 from cocoguest.image.transports.docker import DockerSource, read_capped
+from cocoguest.jsonutil import loads
 from cocoguest.limits import DEFAULT_LIMITS
 
 if TYPE_CHECKING:
@@ -175,11 +175,7 @@ class LookasideSignatureSource:
         what = f"{self.describe()}: signatures of {digest} (X-Registry-Supports-Signatures)"
         path = f"/extensions/v2/{self._extension.repository}/signatures/{digest}"
         body = self._extension.get_registry_path(path, max_bytes=MAX_SIGNATURE_LIST_BYTES, what=what)
-        try:
-            untrusted = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            msg = f"{what}: the signature list is not JSON"
-            raise ProtocolError(msg) from e
+        untrusted = loads(body, f"{what}: the signature list")
         entries = untrusted.get("signatures", []) if isinstance(untrusted, dict) else None
         if not isinstance(entries, list):
             msg = f"{what}: the signature list has no signatures array"

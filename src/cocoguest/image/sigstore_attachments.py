@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import logging
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -36,6 +35,7 @@ from cocoguest.image.policy.types import SigstoreSignature
 from cocoguest.image.registry_types import Credentials, RegistryEndpoint
 from cocoguest.image.transports.base import ImageSource
 from cocoguest.image.transports.docker import DockerDestination, DockerSource
+from cocoguest.jsonutil import load_object
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import Descriptor, ImageManifest, dump_json
@@ -271,14 +271,7 @@ def _new_config() -> dict[str, object]:
 
 def _load_config(source: ImageSource, desc: Descriptor, limits: Limits, what: str) -> dict[str, object]:
     data = _read_small_blob(source, desc, limits.max_config_bytes, f"{what}: config")
-    try:
-        config = json.loads(data)
-    except (ValueError, RecursionError) as e:
-        msg = f"{what}: config {desc.digest} is not JSON ({e})"
-        raise ProtocolError(msg) from e
-    if not isinstance(config, dict):
-        msg = f"{what}: config {desc.digest} is not a JSON object"
-        raise ProtocolError(msg)
+    config = load_object(data, f"{what}: config {desc.digest}")
     rootfs = config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
     if not isinstance(rootfs, dict) or not isinstance(rootfs.setdefault("diff_ids", []), list):
         msg = f"{what}: config {desc.digest} has a malformed rootfs"

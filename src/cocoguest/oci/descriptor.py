@@ -15,6 +15,8 @@ from types import MappingProxyType
 from typing import Any, Self
 
 from cocoguest.digest import Digest
+from cocoguest.errors import CocoError
+from cocoguest.jsonutil import load_object
 from cocoguest.oci import media_types
 
 JsonObject = dict[str, Any]  # JSON is dynamically typed by nature
@@ -140,14 +142,9 @@ class Descriptor:
 
 def _load_object(data: bytes, what: str) -> JsonObject:
     try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        msg = f"{what}: not valid JSON ({e})"
-        raise ValueError(msg) from e
-    if not isinstance(obj, dict):
-        msg = f"{what}: must be a JSON object"
-        raise ValueError(msg)
-    return obj
+        return load_object(data, what)
+    except CocoError as e:  # this module's contract is ValueError (see the module docstring)
+        raise ValueError(str(e)) from e
 
 
 def dump_json(obj: JsonObject) -> bytes:

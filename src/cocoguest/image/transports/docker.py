@@ -22,7 +22,6 @@ Invariants:
 from __future__ import annotations
 
 import io
-import json
 import logging
 import re
 import threading
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING, BinaryIO, Final, cast
 import httpx
 
 from cocoguest.digest import Digest
-from cocoguest.errors import HttpStatusError, ProtocolError, ResourceNotFoundError, TransportError
+from cocoguest.errors import CocoError, HttpStatusError, ProtocolError, ResourceNotFoundError, TransportError
 from cocoguest.image.http import (
     DEFAULT_RETRY,
     REGISTRY_ERROR_BODY_BYTES,
@@ -53,6 +52,7 @@ from cocoguest.image.transports.docker_auth import (
     parse_www_authenticate,
     pick_challenge,
 )
+from cocoguest.jsonutil import loads
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import Descriptor
@@ -326,8 +326,8 @@ def _error_detail(response: httpx.Response) -> str:
             data += chunk
             if len(data) >= REGISTRY_ERROR_BODY_BYTES:
                 break
-        untrusted = json.loads(bytes(data[:REGISTRY_ERROR_BODY_BYTES]))
-    except (httpx.HTTPError, ValueError, UnicodeDecodeError):
+        untrusted = loads(bytes(data[:REGISTRY_ERROR_BODY_BYTES]), "registry error body")
+    except (httpx.HTTPError, CocoError):
         return ""
     errors = untrusted.get("errors") if isinstance(untrusted, dict) else None
     if not isinstance(errors, list):

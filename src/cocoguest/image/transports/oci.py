@@ -15,7 +15,6 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -27,6 +26,7 @@ from typing import BinaryIO, Self
 
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, DigestMismatchError, ProtocolError, ResourceNotFoundError
+from cocoguest.jsonutil import load_object
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci import media_types
 from cocoguest.oci.annotations import REF_NAME
@@ -97,11 +97,7 @@ class OciLayoutSource:
             msg = f"{reference}: not an OCI image layout (no {_LAYOUT_FILE} file in {self.root})"
             raise ResourceNotFoundError(msg)
         layout = _read_capped(self.root / _LAYOUT_FILE, limits.max_index_json_bytes, str(reference))
-        try:
-            version = json.loads(layout).get("imageLayoutVersion")
-        except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as e:
-            msg = f"{reference}: malformed {_LAYOUT_FILE}"
-            raise ProtocolError(msg) from e
+        version = load_object(layout, f"{reference}: {_LAYOUT_FILE}").get("imageLayoutVersion")
         if not isinstance(version, str) or not version.startswith("1."):
             msg = f"{reference}: unsupported imageLayoutVersion {version!r}"
             raise ProtocolError(msg)

@@ -29,6 +29,7 @@ from cocoguest.crypto import rsa_oaep
 from cocoguest.crypto.keys import PublicKeyMaterial, RSAPublicKey
 from cocoguest.crypto.pkcs11_token import TokenKeySelector, open_token_key
 from cocoguest.errors import ConfigError, KeyUnwrapError
+from cocoguest.jsonutil import loads
 from cocoguest.ocicrypt.annotations import keys_annotation
 from cocoguest.ocicrypt.pkcs11_config import Pkcs11KeyFile, Pkcs11ModuleConfig, resolve_pkcs11_module
 
@@ -132,11 +133,7 @@ def _is_version_zero(value: object) -> bool:
 
 def _parse_entry(entry: bytes, what: str) -> tuple[list[tuple[bytes, str]], list[str]]:
     """The (ciphertext, hash) pairs of an entry, and the reasons recipients were skipped."""
-    try:
-        untrusted = json.loads(entry)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        msg = f"pkcs11: {what} is not valid JSON"
-        raise KeyUnwrapError(msg) from e
+    untrusted = loads(entry, f"pkcs11: {what}", KeyUnwrapError)
     if not isinstance(untrusted, dict) or not isinstance(untrusted.get("recipients"), list):
         msg = f"pkcs11: {what} is not a pkcs11 blob (no recipients list)"
         raise KeyUnwrapError(msg)
