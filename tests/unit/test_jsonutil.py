@@ -29,7 +29,9 @@ def test_depth_limit_is_read_from_the_callers_limits() -> None:
         loads(nested_objects, "doc")
 
 
-@pytest.mark.parametrize("number", [b"9" * 5000, b"1" + b"0" * 100, b"-" + b"9" * 65, b"1." + b"5" * 80, b"1e" + b"9" * 70])
+@pytest.mark.parametrize(
+    "number", [b"9" * 5000, b"1" + b"0" * 100, b"-" + b"9" * 65, b"1." + b"5" * 80, b"1e" + b"9" * 70]
+)
 def test_huge_numbers_are_refused_before_conversion(number: bytes) -> None:
     with pytest.raises(ProtocolError, match=r"token response: invalid JSON: a number of \d+"):
         loads(b'{"expires_in": ' + number + b"}", "token response")
