@@ -59,19 +59,19 @@ def loads(
             parse_constant=_refuse_constant,
         )
     except UnicodeDecodeError as e:
-        msg = f"{what}: not UTF-8"
+        msg = f"{what}: not valid JSON (not UTF-8)"
         raise error(msg) from e
     except RecursionError as e:
-        msg = f"{what}: JSON nested deeper than {limits.max_json_depth} levels"
+        msg = f"{what}: not valid JSON (nested deeper than {limits.max_json_depth} levels)"
         raise error(msg) from e
     except _RefusedJsonError as e:
-        msg = f"{what}: invalid JSON: {e}"
+        msg = f"{what}: not valid JSON ({e})"
         raise error(msg) from e
     except json.JSONDecodeError as e:
         msg = f"{what}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
         raise error(msg) from e
     if _depth(document) > limits.max_json_depth:
-        msg = f"{what}: JSON nested deeper than {limits.max_json_depth} levels"
+        msg = f"{what}: not valid JSON (nested deeper than {limits.max_json_depth} levels)"
         raise error(msg)
     return document
 

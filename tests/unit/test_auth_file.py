@@ -254,7 +254,7 @@ def test_cred_helper_only_file_is_anonymous(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
-        ("{not json", "invalid JSON"),
+        ("{not json", "not valid JSON"),
         ("[]", "top level"),
         ('{"auths": []}', "'auths'"),
         ('{"auths": {"quay.io": "x"}}', "entry 'quay.io'"),

@@ -16,7 +16,7 @@ def test_ordinary_document_parses() -> None:
 @pytest.mark.parametrize("depth", [65, 1_000, 100_000])
 def test_deep_nesting_is_a_typed_error(depth: int) -> None:
     untrusted = b"[" * depth + b"]" * depth
-    with pytest.raises(ProtocolError, match=r"manifest: JSON nested deeper than 64 levels"):
+    with pytest.raises(ProtocolError, match=r"manifest: not valid JSON \(nested deeper than 64 levels\)"):
         loads(untrusted, "manifest")
 
 
@@ -33,7 +33,7 @@ def test_depth_limit_is_read_from_the_callers_limits() -> None:
     "number", [b"9" * 5000, b"1" + b"0" * 100, b"-" + b"9" * 65, b"1." + b"5" * 80, b"1e" + b"9" * 70]
 )
 def test_huge_numbers_are_refused_before_conversion(number: bytes) -> None:
-    with pytest.raises(ProtocolError, match=r"token response: invalid JSON: a number of \d+"):
+    with pytest.raises(ProtocolError, match=r"token response: not valid JSON \(a number of \d+"):
         loads(b'{"expires_in": ' + number + b"}", "token response")
 
 
@@ -53,7 +53,7 @@ def test_duplicate_members_are_refused() -> None:
 
 
 def test_not_utf8_and_not_json_name_the_document() -> None:
-    with pytest.raises(ProtocolError, match="config: not UTF-8"):
+    with pytest.raises(ProtocolError, match=r"config: not valid JSON \(not UTF-8\)"):
         loads(b'{"a": "\xff"}', "config")
     with pytest.raises(ProtocolError, match=r"config: not valid JSON \(.* line 1 column"):
         loads(b'{"a": ', "config")
