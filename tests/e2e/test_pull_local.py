@@ -21,10 +21,10 @@ from cocoguest.image.fs.listing import rootfs_listing
 from cocoguest.image.fs.merge import IncrementalMerge, merge_layers
 from cocoguest.image.fs.unpack import detect_whiteout_format
 from cocoguest.image.layer.fetch import pull_layer
-from cocoguest.image.policy import InsecureAcceptAnything
+from cocoguest.image.layout import OciLayoutImageSource, OciReference
 from cocoguest.image.pull import LAYER_SWITCH_INTERVAL_S, OpenedSource, PullOptions, pull_image
-from cocoguest.image.transports.oci import OciLayoutImageSource, OciReference
 from cocoguest.oci.descriptor import Descriptor
+from cocoguest.signature.policy import InsecureAcceptAnything
 from tests.e2e.conftest import read_config, run, store_layer_dirs
 from tests.fixtures.layers import TarBuilder
 from tests.fixtures.oci_images import WrittenImage, write_image_layout

@@ -29,12 +29,12 @@ import pytest
 
 from cocoguest.digest import Digest
 from cocoguest.errors import SignatureError
-from cocoguest.image.policy.simple_signing import GpgSimpleSigningVerifier, sign_image
-from cocoguest.image.registries_d import RegistriesD
-from cocoguest.image.registry_types import RegistryEndpoint
-from cocoguest.image.signature_store import LookasideSignatureSource, write_lookaside_signature
-from cocoguest.image.transports.docker import DockerSource
 from cocoguest.oci.reference import ImageReference
+from cocoguest.registry.config.registries_d import RegistriesD
+from cocoguest.registry.docker import DockerSource
+from cocoguest.registry.signature_store import LookasideSignatureSource, write_lookaside_signature
+from cocoguest.registry.types import RegistryEndpoint
+from cocoguest.signature.simple_signing import GpgSimpleSigningVerifier, sign_image
 from tests.fixtures.gnupg import GnuPG, make_gnupg
 from tests.fixtures.images import build_layout
 from tests.fixtures.registry import Registry, push_layout, start_registry

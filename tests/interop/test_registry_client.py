@@ -16,13 +16,13 @@ import pytest
 
 from cocoguest.digest import Digest, VerifyingReader
 from cocoguest.errors import DigestMismatchError, ProtocolError, ResourceNotFoundError, TransportError
-from cocoguest.image.http import HttpStatusError, RetryPolicy
-from cocoguest.image.registry_types import Credentials, RegistryEndpoint, TlsSettings
-from cocoguest.image.transports.docker import DockerDestination, DockerSource
-from cocoguest.image.transports.docker_auth import parse_www_authenticate, pick_challenge
 from cocoguest.limits import Limits
 from cocoguest.oci.descriptor import Descriptor, ImageManifest
 from cocoguest.oci.reference import ImageReference
+from cocoguest.registry.auth import parse_www_authenticate, pick_challenge
+from cocoguest.registry.docker import DockerDestination, DockerSource
+from cocoguest.registry.http import HttpStatusError, RetryPolicy
+from cocoguest.registry.types import Credentials, RegistryEndpoint, TlsSettings
 from tests.fixtures.faulty_proxy import Fault, FaultyProxy
 from tests.fixtures.images import blob, build_layout, manifest
 from tests.fixtures.registry import Registry, TokenServer, make_ca, push_layout, start_registry
@@ -308,7 +308,7 @@ def test_token_realm_over_http_refused_for_verified_registry() -> None:
     """Unit-level: credentials never go to a plain-HTTP realm of a TLS-verified registry."""
     import httpx  # noqa: PLC0415
 
-    from cocoguest.image.transports.docker_auth import Challenge, TokenAuthenticator  # noqa: PLC0415
+    from cocoguest.registry.auth import Challenge, TokenAuthenticator  # noqa: PLC0415
 
     with httpx.Client() as client:
         auth = TokenAuthenticator(

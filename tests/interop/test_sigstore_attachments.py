@@ -20,14 +20,14 @@ import pytest
 from cocoguest.crypto.sigstore_crypto import encrypt_sigstore_private_key, generate_sigstore_key
 from cocoguest.digest import Digest
 from cocoguest.errors import SignatureError
-from cocoguest.image import sigstore_attachments as sa
-from cocoguest.image.policy.identity import MatchRepoDigestOrExact
-from cocoguest.image.policy.model import SigstoreKeys, SigstoreSigned
-from cocoguest.image.policy.sigstore import CosignVerifier
-from cocoguest.image.policy.types import SigstoreSignature
-from cocoguest.image.registry_types import RegistryEndpoint
-from cocoguest.image.transports.docker import DockerSource
 from cocoguest.oci.reference import ImageReference
+from cocoguest.registry import sigstore_attachments as sa
+from cocoguest.registry.docker import DockerSource
+from cocoguest.registry.types import RegistryEndpoint
+from cocoguest.signature.policy.identity import MatchRepoDigestOrExact
+from cocoguest.signature.policy.model import SigstoreKeys, SigstoreSigned
+from cocoguest.signature.policy.types import SigstoreSignature
+from cocoguest.signature.sigstore import CosignVerifier
 from tests.fixtures.images import build_layout
 from tests.fixtures.registry import Registry, push_layout, start_registry
 

@@ -1,4 +1,4 @@
-"""containers-auth.json lookup (image/auth.py): default paths, key order, normalisation, errors."""
+"""containers-auth.json lookup (registry/config/auth_file.py): default paths, key order, normalisation, errors."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from cocoguest.errors import ConfigError
-from cocoguest.image.auth import default_auth_files, load_credentials
 from cocoguest.oci.reference import ImageReference
+from cocoguest.registry.config.auth_file import default_auth_files, load_credentials
 
 
 def _b64(text: str) -> str:
@@ -235,7 +235,7 @@ def test_cred_helpers_are_skipped_with_a_debug_line(tmp_path: Path, caplog: pyte
         tmp_path / "config.json",
         {"credHelpers": {"quay.io": "ecr-login"}, "credsStore": "desktop", "auths": {"quay.io": {"auth": _b64("a:b")}}},
     )
-    with caplog.at_level(logging.DEBUG, logger="cocoguest.image.auth"):
+    with caplog.at_level(logging.DEBUG, logger="cocoguest.registry.config.auth_file"):
         creds = load_credentials(_ref("quay.io/x"), [path])
     assert creds is not None
     assert creds.username == "a"

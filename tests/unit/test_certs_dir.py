@@ -1,4 +1,4 @@
-"""certs.d lookup (image/certs.py): CA files, client certificate pairs, directory order, errors."""
+"""certs.d lookup (registry/config/certs_d.py): CA files, client certificate pairs, directory order, errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from cocoguest.errors import ConfigError
-from cocoguest.image.certs import default_cert_dirs, tls_settings_for, tls_settings_in
-from cocoguest.image.registry_types import TlsSettings
+from cocoguest.registry.config.certs_d import default_cert_dirs, tls_settings_for, tls_settings_in
+from cocoguest.registry.types import TlsSettings
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 

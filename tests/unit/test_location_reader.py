@@ -1,4 +1,4 @@
-"""LocationReader (image/policy/resources.py): kbs:// through a provider, file:// URIs and plain paths.
+"""LocationReader (signature/policy/resources.py): kbs:// through a provider, file:// URIs and plain paths.
 
 The provider is the real OfflineFsKbc loaded from image-rs's offline_fs_kbc vectors, or a small recording fake
 implementing the ResourceProvider protocol.
@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from cocoguest.errors import ConfigError, ResourceNotFoundError, TransportError
-from cocoguest.image.policy.types import ResourceReader
-from cocoguest.image.resources import MAX_POLICY_RESOURCE_BYTES, LocationReader
+from cocoguest.kbs.locations import MAX_POLICY_RESOURCE_BYTES, LocationReader
 from cocoguest.kbs.offline_fs import OfflineFsKbc
 from cocoguest.kbs.resource_uri import ResourceUri, ResourceUriError
+from cocoguest.signature.policy.types import ResourceReader
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "image-rs" / "offline-fs-kbc"
 

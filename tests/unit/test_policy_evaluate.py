@@ -18,16 +18,16 @@ import pytest
 
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, ResourceNotFoundError, SignatureError, TransportError
-from cocoguest.image.policy import PolicyDecision
-from cocoguest.image.policy.evaluate import (
+from cocoguest.signature.policy import PolicyDecision
+from cocoguest.signature.policy.evaluate import (
     MAX_REASONS_PER_REQUIREMENT,
     ContainersPolicyEvaluator,
     SigstoreVerifier,
     SimpleSigningVerifier,
 )
-from cocoguest.image.policy.identity import MatchRepoDigestOrExact
-from cocoguest.image.policy.model import Policy, SignedBy, SigstoreKeys, SigstoreSigned
-from cocoguest.image.policy.types import ImageUnderReview, SignedPayload, SigstoreSignature
+from cocoguest.signature.policy.identity import MatchRepoDigestOrExact
+from cocoguest.signature.policy.model import Policy, SignedBy, SigstoreKeys, SigstoreSigned
+from cocoguest.signature.policy.types import ImageUnderReview, SignedPayload, SigstoreSignature
 
 D1 = Digest.of_bytes(b"manifest one")
 D2 = Digest.of_bytes(b"manifest two")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from cocoguest.image.policy.identity import (
+from cocoguest.signature.policy.identity import (
     DockerReference,
     ExactReference,
     ExactRepository,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from cocoguest.errors import ConfigError
-from cocoguest.image.policy.identity import (
+from cocoguest.signature.policy.identity import (
     ExactReference,
     ExactRepository,
     MatchExact,
@@ -26,7 +26,7 @@ from cocoguest.image.policy.identity import (
     MatchRepository,
     RemapIdentity,
 )
-from cocoguest.image.policy.model import (
+from cocoguest.signature.policy.model import (
     MAX_POLICY_BYTES,
     Fulcio,
     InsecureAcceptAnything,

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cocoguest.image.policy.identity import ReferenceFormatError
-from cocoguest.image.policy.scopes import (
+from cocoguest.signature.policy.identity import ReferenceFormatError
+from cocoguest.signature.policy.scopes import (
     ScopeMatch,
     candidate_scopes,
     docker_scopes,

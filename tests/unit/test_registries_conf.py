@@ -1,4 +1,4 @@
-"""registries.conf v2 subset (image/registries.py): the image-rs vector, matching, mirrors, remaps, errors."""
+"""registries.conf v2 subset: the image-rs vector, matching, mirrors, remaps, errors."""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cocoguest.errors import ConfigError
-from cocoguest.image.registries import Mirror, PullSource, RegistriesConfig, RegistryBlockedError, RegistryRule
-from cocoguest.image.registry_types import TlsSettings
 from cocoguest.oci.reference import ImageReference
+from cocoguest.registry.config.registries_conf import (
+    Mirror,
+    PullSource,
+    RegistriesConfig,
+    RegistryBlockedError,
+    RegistryRule,
+)
+from cocoguest.registry.types import TlsSettings
 
 VECTOR = Path(__file__).parents[1] / "vectors" / "image-rs" / "registry-configuration.toml"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -431,7 +437,7 @@ def test_repeated_prefix_keeps_the_first_rule(caplog: pytest.LogCaptureFixture) 
     text = (
         '[[registry]]\nprefix = "a.io"\nlocation = "first.io"\n[[registry]]\nprefix = "a.io"\nlocation = "second.io"\n'
     )
-    with caplog.at_level(logging.WARNING, logger="cocoguest.image.registries"):
+    with caplog.at_level(logging.WARNING, logger="cocoguest.registry.config.registries_conf"):
         config = _conf(text)
     assert [r.location for r in config.rules] == ["first.io"]
     assert "repeated" in caplog.text
@@ -439,7 +445,7 @@ def test_repeated_prefix_keeps_the_first_rule(caplog: pytest.LogCaptureFixture) 
 
 def test_unknown_and_unsupported_keys_are_logged(caplog: pytest.LogCaptureFixture) -> None:
     text = 'short-name-mode = "enforcing"\n[aliases]\nx = "y.io/x"\n[[registry]]\nlocation = "r.io"\nbloked = true\n'
-    with caplog.at_level(logging.WARNING, logger="cocoguest.image.registries"):
+    with caplog.at_level(logging.WARNING, logger="cocoguest.registry.config.registries_conf"):
         config = _conf(text)
     assert not config.rules[0].blocked
     assert "'bloked'" in caplog.text

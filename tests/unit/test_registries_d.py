@@ -17,14 +17,14 @@ from hypothesis import strategies as st
 
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, ProtocolError
-from cocoguest.image.registries_d import RegistriesD, RegistryNamespace, reference_namespaces
-from cocoguest.image.signature_store import (
+from cocoguest.oci.reference import ImageReference
+from cocoguest.registry.config.registries_d import RegistriesD, RegistryNamespace, reference_namespaces
+from cocoguest.registry.signature_store import (
     MAX_LOOKASIDE_SIGNATURES,
     LookasideSignatureSource,
     lookaside_signature_url,
     write_lookaside_signature,
 )
-from cocoguest.oci.reference import ImageReference
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "image-rs" / "signature" / "sigstore_config"
 DIGEST = Digest.parse("sha256:" + "cd" * 32)

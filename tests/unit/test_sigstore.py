@@ -27,13 +27,13 @@ from hypothesis import strategies as st
 from cocoguest.crypto import sigstore_crypto as sc
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, DigestMismatchError, ResourceNotFoundError, SignatureError
-from cocoguest.image import sigstore_attachments as sa
-from cocoguest.image.policy.identity import MatchRepoDigestOrExact
-from cocoguest.image.policy.model import FulcioTrustRoot, SigstoreKeys, SigstoreSigned
-from cocoguest.image.policy.sigstore import CosignVerifier, make_sigstore_payload, parse_sigstore_payload
-from cocoguest.image.policy.types import SigstoreSignature
 from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import Descriptor, ImageManifest
+from cocoguest.registry import sigstore_attachments as sa
+from cocoguest.signature.policy.identity import MatchRepoDigestOrExact
+from cocoguest.signature.policy.model import FulcioTrustRoot, SigstoreKeys, SigstoreSigned
+from cocoguest.signature.policy.types import SigstoreSignature
+from cocoguest.signature.sigstore import CosignVerifier, make_sigstore_payload, parse_sigstore_payload
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "image-rs" / "signature" / "cosign"
 DIGEST = Digest.of_bytes(b"the signed manifest")

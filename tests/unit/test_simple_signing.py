@@ -18,7 +18,7 @@ import pytest
 from cocoguest.crypto.openpgp_sign import keyring_fingerprints, sign_message, verify_signed_message
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, SignatureError
-from cocoguest.image.policy.simple_signing import (
+from cocoguest.signature.simple_signing import (
     GpgSimpleSigningVerifier,
     SimpleSigningPayload,
     sign_image,

@@ -22,15 +22,15 @@ import click
 from cocoguest.cli.keys import key_context
 from cocoguest.cli.settings import environment
 from cocoguest.errors import ConfigError
-from cocoguest.image.auth import default_auth_files
-from cocoguest.image.certs import default_cert_dirs
 from cocoguest.image.copy import CopyOptions, CopyReport, copy_image, open_copy_source
 from cocoguest.image.destinations import open_destination
-from cocoguest.image.registries import RegistriesConfig
-from cocoguest.image.registries_d import RegistriesD
-from cocoguest.image.registry_access import RegistryAccess, parse_credentials
-from cocoguest.image.signing import SigningRequest, destination_reference, sign_destination
 from cocoguest.ocicrypt import keyspecs
+from cocoguest.registry.access import RegistryAccess, parse_credentials
+from cocoguest.registry.config.auth_file import default_auth_files
+from cocoguest.registry.config.certs_d import default_cert_dirs
+from cocoguest.registry.config.registries_conf import RegistriesConfig
+from cocoguest.registry.config.registries_d import RegistriesD
+from cocoguest.signature.signing import SigningRequest, destination_reference, sign_destination
 
 
 class _Progress:

@@ -15,17 +15,17 @@ import click
 from cocoguest.cli.progress import LayerProgressView
 from cocoguest.cli.settings import default_work_dir, environment
 from cocoguest.errors import ConfigError
-from cocoguest.image.auth import default_auth_files
-from cocoguest.image.certs import default_cert_dirs
 from cocoguest.image.platform import PlatformSpec
-from cocoguest.image.policy import InsecureAcceptAnything, PolicyEvaluator
 from cocoguest.image.pull import PullOptions, pull_image
-from cocoguest.image.registries import RegistriesConfig
-from cocoguest.image.registry_access import RegistryAccess
-from cocoguest.image.resources import LocationReader
 from cocoguest.image.sources import open_source
+from cocoguest.kbs.locations import LocationReader
 from cocoguest.kbs.offline_fs import DEFAULT_PATHS, OfflineFsKbc
 from cocoguest.ocicrypt.keywrap import KeyUnwrapper
+from cocoguest.registry.access import RegistryAccess
+from cocoguest.registry.config.auth_file import default_auth_files
+from cocoguest.registry.config.certs_d import default_cert_dirs
+from cocoguest.registry.config.registries_conf import RegistriesConfig
+from cocoguest.signature.policy import InsecureAcceptAnything, PolicyEvaluator
 
 _logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def policy_evaluator(
         )
         raise ConfigError(msg)
     # Imported here: signature verification pulls in OpenPGP, sigstore and X.509 code a plain pull does not need.
-    from cocoguest.image.policy_gate import PolicyGate, load_policy, load_registries_d  # noqa: PLC0415
+    from cocoguest.signature.gate import PolicyGate, load_policy, load_registries_d  # noqa: PLC0415
 
     resource_files = [p for p in DEFAULT_PATHS if p.exists()] + [Path(f) for f in offline_fs_resources]
     provider = OfflineFsKbc.load(resource_files) if resource_files else None

@@ -11,11 +11,11 @@ import click
 from cocoguest.cli.pull import registry_options, source_settings
 from cocoguest.cli.settings import default_work_dir, environment
 from cocoguest.image.platform import PlatformSpec
-from cocoguest.image.policy import InsecureAcceptAnything
 from cocoguest.image.pull import PullOptions, inspect_image
 from cocoguest.image.sources import open_source
 from cocoguest.image.store import Store
 from cocoguest.oci.reference import ImageReference, ImageReferenceError
+from cocoguest.signature.policy import InsecureAcceptAnything
 
 _work_dir_option = click.option(
     "--work-dir", type=click.Path(file_okay=False), help="Layer store (default /var/lib/cocoguest as root)."

@@ -43,14 +43,14 @@ from cocoguest.image.layer.parallel import run_layers
 from cocoguest.image.manifests import fetch_manifest, read_config_blob
 from cocoguest.image.platform import PlatformSpec
 from cocoguest.image.pull import OpenedSource
-from cocoguest.image.registry_access import RegistryAccess
 from cocoguest.image.sources import open_source
-from cocoguest.image.transports.base import ImageSource
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import Descriptor, ImageManifest
+from cocoguest.oci.source import ImageSource
 from cocoguest.ocicrypt import layer as ocicrypt_layer
 from cocoguest.ocicrypt.keywrap import KeyUnwrapper, KeyWrapper
+from cocoguest.registry.access import RegistryAccess
 
 LayerProgress = Callable[[int, int], None]
 """Called with (layer index, bytes of that layer processed so far)."""

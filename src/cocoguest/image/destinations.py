@@ -40,16 +40,16 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
 from cocoguest.digest import Digest, Readable
 from cocoguest.errors import ConfigError
-from cocoguest.image.http import DEFAULT_RETRY, RetryPolicy, retry_call
-from cocoguest.image.registries import RegistryBlockedError
-from cocoguest.image.registry_access import RegistryAccess
-from cocoguest.image.registry_types import RegistryEndpoint
-from cocoguest.image.transports.docker import DockerDestination
-from cocoguest.image.transports.oci import OciLayoutDestination, OciReference, StagedBlob
+from cocoguest.image.layout import OciLayoutDestination, OciReference, StagedBlob
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import Descriptor
 from cocoguest.oci.reference import ImageReference, ImageReferenceError
+from cocoguest.registry.access import RegistryAccess
+from cocoguest.registry.config.registries_conf import RegistryBlockedError
+from cocoguest.registry.docker import DockerDestination
+from cocoguest.registry.http import DEFAULT_RETRY, RetryPolicy, retry_call
+from cocoguest.registry.types import RegistryEndpoint
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer

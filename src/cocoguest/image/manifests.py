@@ -15,11 +15,11 @@ from typing import Final, Protocol
 from cocoguest.digest import Digest
 from cocoguest.errors import DigestMismatchError, ProtocolError, UnsupportedError
 from cocoguest.image.platform import PlatformSpec, select_manifest
-from cocoguest.image.transports.base import ImageSource
 from cocoguest.jsonutil import load_object
 from cocoguest.limits import Limits
 from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import Descriptor, ImageIndex, ImageManifest, media_type_of
+from cocoguest.oci.source import ImageSource
 
 SCHEMA1_TYPES: Final = frozenset(
     {

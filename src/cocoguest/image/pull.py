@@ -46,15 +46,15 @@ from cocoguest.image.layer.fetch import LayerJob, LayerOutcome, pull_layer
 from cocoguest.image.layer.parallel import run_layers
 from cocoguest.image.manifests import fetch_manifest, parse_config, read_config_blob
 from cocoguest.image.platform import PlatformSpec
-from cocoguest.image.policy import PolicyDecision, PolicyEvaluator, PolicyRequest
 from cocoguest.image.store import ImageRecord, Store
-from cocoguest.image.transports.base import ImageSource
 from cocoguest.jsonutil import load_object
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import ImageManifest
+from cocoguest.oci.source import ImageSource
 from cocoguest.ocicrypt.keywrap import KeyUnwrapper
 from cocoguest.ocicrypt.layer import public_options, unwrap_layer_key
+from cocoguest.signature.policy import PolicyDecision, PolicyEvaluator, PolicyRequest
 
 _logger = logging.getLogger(__name__)
 

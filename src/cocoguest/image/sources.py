@@ -15,13 +15,13 @@ from typing import BinaryIO
 
 from cocoguest.digest import Digest
 from cocoguest.errors import CocoError, ConfigError, ResourceNotFoundError, TransportError
+from cocoguest.image.layout import OciLayoutImageSource, OciReference
 from cocoguest.image.pull import OpenedSource
-from cocoguest.image.registries import RegistryBlockedError
-from cocoguest.image.registry_access import RegistryAccess
-from cocoguest.image.transports.docker import DockerSource
-from cocoguest.image.transports.oci import OciLayoutImageSource, OciReference
 from cocoguest.oci.descriptor import Descriptor
 from cocoguest.oci.reference import ImageReference, ImageReferenceError
+from cocoguest.registry.access import RegistryAccess
+from cocoguest.registry.config.registries_conf import RegistryBlockedError
+from cocoguest.registry.docker import DockerSource
 
 _logger = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from cocoguest.image.layer.readers import (
     drain,
 )
 from cocoguest.image.store import LayerRecord, Store
-from cocoguest.image.transports.base import ImageSource
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import Descriptor
+from cocoguest.oci.source import ImageSource
 from cocoguest.ocicrypt.layer import UnwrappedKey
 from cocoguest.ocicrypt.options import PublicOptions
 

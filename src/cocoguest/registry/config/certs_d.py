@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cocoguest.errors import ConfigError
-from cocoguest.image.registry_types import TlsSettings
+from cocoguest.registry.types import TlsSettings
 
 _logger = logging.getLogger(__name__)
 

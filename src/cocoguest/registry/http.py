@@ -28,8 +28,8 @@ from typing import Final, TypeVar
 import httpx
 
 from cocoguest.errors import HttpStatusError, TransportError
-from cocoguest.image.registry_types import RegistryEndpoint, TlsSettings
 from cocoguest.limits import DEFAULT_LIMITS, Limits
+from cocoguest.registry.types import RegistryEndpoint, TlsSettings
 
 _logger = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cocoguest.errors import ConfigError
-from cocoguest.image.auth import load_credentials
-from cocoguest.image.certs import tls_settings_for, tls_settings_in
-from cocoguest.image.http import DEFAULT_RETRY, RetryPolicy
-from cocoguest.image.registries import RegistriesConfig
-from cocoguest.image.registry_types import Credentials, TlsSettings
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci.reference import ImageReference
+from cocoguest.registry.config.auth_file import load_credentials
+from cocoguest.registry.config.certs_d import tls_settings_for, tls_settings_in
+from cocoguest.registry.config.registries_conf import RegistriesConfig
+from cocoguest.registry.http import DEFAULT_RETRY, RetryPolicy
+from cocoguest.registry.types import Credentials, TlsSettings
 
 
 @dataclass(frozen=True)

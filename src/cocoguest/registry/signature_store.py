@@ -40,14 +40,14 @@ import httpx
 
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, HttpStatusError, ProtocolError, TransportError
-from cocoguest.image.http import map_http_error
-from cocoguest.image.transports.docker import DockerSource, read_capped
 from cocoguest.jsonutil import loads
 from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.registry.docker import DockerSource, read_capped
+from cocoguest.registry.http import map_http_error
 
 if TYPE_CHECKING:
-    from cocoguest.image.registries_d import RegistriesD
     from cocoguest.oci.reference import ImageReference
+    from cocoguest.registry.config.registries_d import RegistriesD
 
 _logger = logging.getLogger(__name__)
 

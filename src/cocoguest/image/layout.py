@@ -268,7 +268,7 @@ class StagedBlob:
 
 
 class OciLayoutImageSource:
-    """An OCI layout as an :class:`~cocoguest.image.transports.base.ImageSource` (for ``pull oci:...``)."""
+    """An OCI layout as an :class:`~cocoguest.oci.source.ImageSource` (for ``pull oci:...``)."""
 
     def __init__(self, reference: OciReference, limits: Limits = DEFAULT_LIMITS) -> None:
         self._layout = OciLayoutSource(reference, limits)

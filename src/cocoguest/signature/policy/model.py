@@ -18,7 +18,7 @@ Differences from containers/image, all fail-closed:
 Invariants:
     * A :class:`Policy` always satisfies every structural rule above; evaluation never re-validates.
     * ``Policy.raw`` is exactly the bytes given; :meth:`Policy.digest` hashes them.
-    * No IO: key paths are names for a :class:`~cocoguest.image.policy.types.ResourceReader`, read at evaluation.
+    * No IO: key paths are names for a :class:`~cocoguest.signature.policy.types.ResourceReader`, read at evaluation.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Final, Literal, TypeVar
 
 from cocoguest.errors import ConfigError
-from cocoguest.image.policy.identity import (
+from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.signature.policy.identity import (
     ExactReference,
     ExactRepository,
     MatchExact,
@@ -42,8 +43,7 @@ from cocoguest.image.policy.identity import (
     RemapIdentity,
     SignedIdentity,
 )
-from cocoguest.image.policy.scopes import go_clean_path
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.signature.policy.scopes import go_clean_path
 
 MAX_POLICY_BYTES: Final = DEFAULT_LIMITS.max_policy_bytes
 """A policy.json larger than this is refused."""

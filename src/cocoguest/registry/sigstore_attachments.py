@@ -29,17 +29,17 @@ from typing import BinaryIO, Final, Protocol
 from cocoguest.crypto.sigstore_crypto import load_sigstore_private_key
 from cocoguest.digest import Digest, VerifyingReader
 from cocoguest.errors import ProtocolError, ResourceNotFoundError
-from cocoguest.image.http import DEFAULT_RETRY, RetryPolicy
-from cocoguest.image.policy.sigstore import MAX_SIGSTORE_PAYLOAD_BYTES, make_sigstore_payload
-from cocoguest.image.policy.types import SigstoreSignature
-from cocoguest.image.registry_types import Credentials, RegistryEndpoint
-from cocoguest.image.transports.base import ImageSource
-from cocoguest.image.transports.docker import DockerDestination, DockerSource
 from cocoguest.jsonutil import load_object
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import Descriptor, ImageManifest, dump_json
 from cocoguest.oci.reference import ImageReference
+from cocoguest.oci.source import ImageSource
+from cocoguest.registry.docker import DockerDestination, DockerSource
+from cocoguest.registry.http import DEFAULT_RETRY, RetryPolicy
+from cocoguest.registry.types import Credentials, RegistryEndpoint
+from cocoguest.signature.policy.types import SigstoreSignature
+from cocoguest.signature.sigstore import MAX_SIGSTORE_PAYLOAD_BYTES, make_sigstore_payload
 
 _logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def fetch_sigstore_signatures(
 
 class SigstoreAttachmentReader:
     """Reads cosign attachments of one repository location; the ``sigstore_signatures`` half of a
-    :class:`~cocoguest.image.policy.types.SignatureSource`."""
+    :class:`~cocoguest.signature.policy.types.SignatureSource`."""
 
     def __init__(
         self,

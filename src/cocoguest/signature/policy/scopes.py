@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from cocoguest.image.policy.identity import DockerReference, ReferenceFormatError, parse_normalized_named
+from cocoguest.signature.policy.identity import DockerReference, ReferenceFormatError, parse_normalized_named
 
 T = TypeVar("T")
 

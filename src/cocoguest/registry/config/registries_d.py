@@ -21,7 +21,7 @@ Invariants (containers/image ``docker/registries_d.go``):
       naming both files. Unlike containers/image, an identical repeated definition is accepted (image-rs
       merges such files; its test vectors rely on it).
     * No built-in default lookaside here: ``None`` means "not configured" and callers decide (see
-      :mod:`cocoguest.image.signature_store`).
+      :mod:`cocoguest.registry.signature_store`).
 """
 
 from __future__ import annotations

@@ -27,7 +27,9 @@ from typing import Final
 import httpx
 
 from cocoguest.errors import HttpStatusError, ProtocolError, TransportError
-from cocoguest.image.http import (
+from cocoguest.jsonutil import load_object
+from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.registry.http import (
     REGISTRY_TOKEN_MAX_BYTES,
     RetryPolicy,
     is_retryable_status,
@@ -35,9 +37,7 @@ from cocoguest.image.http import (
     parse_retry_after,
     retry_call,
 )
-from cocoguest.image.registry_types import Credentials
-from cocoguest.jsonutil import load_object
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.registry.types import Credentials
 
 _logger = logging.getLogger(__name__)
 

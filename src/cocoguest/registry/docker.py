@@ -33,7 +33,18 @@ import httpx
 
 from cocoguest.digest import Digest
 from cocoguest.errors import CocoError, HttpStatusError, ProtocolError, ResourceNotFoundError, TransportError
-from cocoguest.image.http import (
+from cocoguest.jsonutil import loads
+from cocoguest.limits import DEFAULT_LIMITS, Limits
+from cocoguest.oci import media_types
+from cocoguest.oci.descriptor import Descriptor
+from cocoguest.oci.reference import ImageReference
+from cocoguest.registry.auth import (
+    Challenge,
+    TokenAuthenticator,
+    parse_www_authenticate,
+    pick_challenge,
+)
+from cocoguest.registry.http import (
     DEFAULT_RETRY,
     REGISTRY_ERROR_BODY_BYTES,
     REGISTRY_MAX_REDIRECTS,
@@ -45,18 +56,7 @@ from cocoguest.image.http import (
     parse_retry_after,
     retry_call,
 )
-from cocoguest.image.registry_types import Credentials, RegistryEndpoint
-from cocoguest.image.transports.docker_auth import (
-    Challenge,
-    TokenAuthenticator,
-    parse_www_authenticate,
-    pick_challenge,
-)
-from cocoguest.jsonutil import loads
-from cocoguest.limits import DEFAULT_LIMITS, Limits
-from cocoguest.oci import media_types
-from cocoguest.oci.descriptor import Descriptor
-from cocoguest.oci.reference import ImageReference
+from cocoguest.registry.types import Credentials, RegistryEndpoint
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer

@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Final
 
 from cocoguest.errors import ConfigError
-from cocoguest.image.registry_types import RegistryEndpoint, TlsSettings
 from cocoguest.limits import DEFAULT_LIMITS
 from cocoguest.oci import reference as oci_reference
 from cocoguest.oci.reference import DOCKER_HUB, ImageReference
+from cocoguest.registry.types import RegistryEndpoint, TlsSettings
 
 _logger = logging.getLogger(__name__)
 

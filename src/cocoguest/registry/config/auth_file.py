@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Final
 
 from cocoguest.errors import ConfigError
-from cocoguest.image.registry_types import Credentials
 from cocoguest.jsonutil import loads
 from cocoguest.limits import DEFAULT_LIMITS
 from cocoguest.oci.reference import ImageReference
+from cocoguest.registry.types import Credentials
 
 _logger = logging.getLogger(__name__)
 

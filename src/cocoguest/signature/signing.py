@@ -16,14 +16,14 @@ from pathlib import Path
 
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError
-from cocoguest.image.policy.simple_signing import sign_image
-from cocoguest.image.policy.types import SigstoreSignature
-from cocoguest.image.registries_d import RegistriesD
-from cocoguest.image.registry_access import RegistryAccess
-from cocoguest.image.registry_types import RegistryEndpoint
-from cocoguest.image.signature_store import write_lookaside_signature
-from cocoguest.image.sigstore_attachments import push_sigstore_attachment, sign_sigstore
 from cocoguest.oci.reference import ImageReference, ImageReferenceError
+from cocoguest.registry.access import RegistryAccess
+from cocoguest.registry.config.registries_d import RegistriesD
+from cocoguest.registry.signature_store import write_lookaside_signature
+from cocoguest.registry.sigstore_attachments import push_sigstore_attachment, sign_sigstore
+from cocoguest.registry.types import RegistryEndpoint
+from cocoguest.signature.policy.types import SigstoreSignature
+from cocoguest.signature.simple_signing import sign_image
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Step (3) of the pull with containers-policy.json: build what the evaluator needs for one image and decide.
 
-The gate turns a :class:`~cocoguest.image.policy.PolicyRequest` into an
-:class:`~cocoguest.image.policy.types.ImageUnderReview`, gathers signatures (registries.d lookaside or the
+The gate turns a :class:`~cocoguest.signature.policy.PolicyRequest` into an
+:class:`~cocoguest.signature.policy.types.ImageUnderReview`, gathers signatures (registries.d lookaside or the
 X-Registry-Supports-Signatures API for simple signing; cosign attachments where registries.d enables them)
-and asks :class:`~cocoguest.image.policy.evaluate.ContainersPolicyEvaluator`.
+and asks :class:`~cocoguest.signature.policy.evaluate.ContainersPolicyEvaluator`.
 
 Invariants:
     * Signatures are fetched lazily by the evaluator, only for requirements that need them.
@@ -19,20 +19,20 @@ from pathlib import Path
 from typing import Literal
 
 from cocoguest.digest import Digest
-from cocoguest.image.policy import PolicyDecision, PolicyRequest
-from cocoguest.image.policy.evaluate import ContainersPolicyEvaluator
-from cocoguest.image.policy.model import Policy
-from cocoguest.image.policy.sigstore import CosignVerifier
-from cocoguest.image.policy.simple_signing import GpgSimpleSigningVerifier
-from cocoguest.image.policy.types import ImageUnderReview, ResourceReader, SigstoreSignature
-from cocoguest.image.registries_d import RegistriesD
-from cocoguest.image.signature_store import LookasideSignatureSource
-from cocoguest.image.sigstore_attachments import SigstoreAttachmentReader
+from cocoguest.image.layout import OciReference
 from cocoguest.image.sources import FallbackSource
-from cocoguest.image.transports.docker import DockerSource
-from cocoguest.image.transports.oci import OciReference
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci.reference import ImageReference
+from cocoguest.registry.config.registries_d import RegistriesD
+from cocoguest.registry.docker import DockerSource
+from cocoguest.registry.signature_store import LookasideSignatureSource
+from cocoguest.registry.sigstore_attachments import SigstoreAttachmentReader
+from cocoguest.signature.policy import PolicyDecision, PolicyRequest
+from cocoguest.signature.policy.evaluate import ContainersPolicyEvaluator
+from cocoguest.signature.policy.model import Policy
+from cocoguest.signature.policy.types import ImageUnderReview, ResourceReader, SigstoreSignature
+from cocoguest.signature.sigstore import CosignVerifier
+from cocoguest.signature.simple_signing import GpgSimpleSigningVerifier
 
 
 @dataclass
@@ -58,7 +58,7 @@ def _docker_reference(text: str) -> ImageReference:
 
 
 class PolicyGate:
-    """A :class:`~cocoguest.image.policy.PolicyEvaluator` backed by containers-policy.json."""
+    """A :class:`~cocoguest.signature.policy.PolicyEvaluator` backed by containers-policy.json."""
 
     def __init__(
         self,

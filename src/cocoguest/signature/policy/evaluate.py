@@ -27,9 +27,10 @@ from typing import Final, Protocol, TypeVar, assert_never
 
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, ResourceNotFoundError, SignatureError
-from cocoguest.image.policy import PolicyDecision
-from cocoguest.image.policy.identity import DockerReference, ReferenceFormatError, SignedIdentity, describe_identity
-from cocoguest.image.policy.model import (
+from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.signature.policy import PolicyDecision
+from cocoguest.signature.policy.identity import DockerReference, ReferenceFormatError, SignedIdentity, describe_identity
+from cocoguest.signature.policy.model import (
     FulcioTrustRoot,
     InsecureAcceptAnything,
     Policy,
@@ -40,22 +41,21 @@ from cocoguest.image.policy.model import (
     SigstoreKeys,
     SigstoreSigned,
 )
-from cocoguest.image.policy.scopes import ScopeMatch, docker_image_reference, lookup
-from cocoguest.image.policy.types import (
+from cocoguest.signature.policy.scopes import ScopeMatch, docker_image_reference, lookup
+from cocoguest.signature.policy.types import (
     ImageUnderReview,
     ResourceReader,
     SignatureSource,
     SignedPayload,
     SigstoreSignature,
 )
-from cocoguest.limits import DEFAULT_LIMITS
 
 MAX_REASONS_PER_REQUIREMENT: Final = DEFAULT_LIMITS.max_policy_reasons_per_requirement
 """Per-signature rejection reasons kept in one requirement's message (the rest are counted)."""
 
 
 class SimpleSigningVerifier(Protocol):
-    """Verifies a GPG simple-signing signature (implemented in ``image/policy/simple_signing.py``)."""
+    """Verifies a GPG simple-signing signature (implemented in ``signature/simple_signing.py``)."""
 
     def verify(self, untrusted_signature: bytes, trusted_keys: Sequence[bytes]) -> SignedPayload:
         """Check the OpenPGP signature against the keyrings and return what the payload claims.
@@ -68,7 +68,7 @@ class SimpleSigningVerifier(Protocol):
 
 
 class SigstoreVerifier(Protocol):
-    """Verifies a cosign signature (implemented in ``image/policy/sigstore.py``)."""
+    """Verifies a cosign signature (implemented in ``signature/sigstore.py``)."""
 
     def verify(
         self, signature: SigstoreSignature, requirement: SigstoreSigned, key_material: SigstoreKeys

@@ -35,7 +35,7 @@ from cocoguest import __version__
 from cocoguest.crypto.openpgp_sign import export_gnupg_secret_key, sign_message, verify_signed_message
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, SignatureError
-from cocoguest.image.policy.types import SignedPayload
+from cocoguest.signature.policy.types import SignedPayload
 
 SIGNATURE_TYPE: Final = "atomic container signature"
 DEFAULT_CREATOR: Final = f"cocoguest {__version__}"

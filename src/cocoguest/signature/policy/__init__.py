@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cocoguest.digest import Digest
-from cocoguest.image.transports.base import ImageSource
+from cocoguest.oci.source import ImageSource
 
 _logger = logging.getLogger(__name__)
 
