@@ -27,7 +27,7 @@ from cocoguest.registry.types import RegistryEndpoint
 from cocoguest.signature.policy.identity import MatchRepoDigestOrExact
 from cocoguest.signature.policy.model import SigstoreKeys, SigstoreSigned
 from cocoguest.signature.policy.types import SigstoreSignature
-from cocoguest.signature.sigstore import CosignVerifier
+from cocoguest.signature.sigstore import CosignVerifier, sign_sigstore
 from tests.fixtures.images import build_layout
 from tests.fixtures.registry import Registry, push_layout, start_registry
 
@@ -188,10 +188,10 @@ def test_sign_push_fetch_round_trip(registry: Registry, layout: Path, tmp_path: 
     key = generate_sigstore_key("ecdsa-p256")
     other = generate_sigstore_key("ecdsa-p256")
     encrypted = encrypt_sigstore_private_key(key, b"passphrase", scrypt_n=SCRYPT_N)
-    payload, signature_b64 = sa.sign_sigstore(digest, str(reference), encrypted, b"passphrase")
+    payload, signature_b64 = sign_sigstore(digest, str(reference), encrypted, b"passphrase")
     first = SigstoreSignature(payload, signature_b64)
     sa.push_sigstore_attachment(reference, digest, first, _endpoint(registry), None)
-    second = SigstoreSignature(*sa.sign_sigstore(digest, str(reference), encrypt_sigstore_private_key(
+    second = SigstoreSignature(*sign_sigstore(digest, str(reference), encrypt_sigstore_private_key(
         other, b"", scrypt_n=SCRYPT_N), None, timestamp=7))  # fmt: skip
     sa.push_sigstore_attachment(reference, digest, second, _endpoint(registry), None)
     sa.push_sigstore_attachment(reference, digest, first, _endpoint(registry), None)  # no duplicate

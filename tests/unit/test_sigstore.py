@@ -33,7 +33,7 @@ from cocoguest.registry import sigstore_attachments as sa
 from cocoguest.signature.policy.identity import MatchRepoDigestOrExact
 from cocoguest.signature.policy.model import FulcioTrustRoot, SigstoreKeys, SigstoreSigned
 from cocoguest.signature.policy.types import SigstoreSignature
-from cocoguest.signature.sigstore import CosignVerifier, make_sigstore_payload, parse_sigstore_payload
+from cocoguest.signature.sigstore import CosignVerifier, make_sigstore_payload, parse_sigstore_payload, sign_sigstore
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "image-rs" / "signature" / "cosign"
 DIGEST = Digest.of_bytes(b"the signed manifest")
@@ -78,7 +78,7 @@ def signing_key(request: pytest.FixtureRequest) -> sc.SigstorePrivateKey:
 
 def test_sign_and_verify_each_key_type(signing_key: sc.SigstorePrivateKey) -> None:
     encrypted = sc.encrypt_sigstore_private_key(signing_key, b"pw", scrypt_n=FAST_SCRYPT_N)
-    payload, signature_b64 = sa.sign_sigstore(DIGEST, REFERENCE, encrypted, b"pw", timestamp=1700000000)
+    payload, signature_b64 = sign_sigstore(DIGEST, REFERENCE, encrypted, b"pw", timestamp=1700000000)
     result = verifier.verify(SigstoreSignature(payload, signature_b64), REQUIREMENT, _keys(_pub_pem(signing_key)))
     assert result.manifest_digest == DIGEST
     assert result.docker_reference == REFERENCE
@@ -248,7 +248,7 @@ def test_malformed_payload_rejected_after_signature_check() -> None:
 
 
 def test_image_rs_cosign2_key_signs_for_cosign2_pub() -> None:
-    payload, signature_b64 = sa.sign_sigstore(DIGEST, REFERENCE, (VECTORS / "cosign2.key").read_bytes(), b"")
+    payload, signature_b64 = sign_sigstore(DIGEST, REFERENCE, (VECTORS / "cosign2.key").read_bytes(), b"")
     pub = (VECTORS / "cosign2.pub").read_bytes()
     assert verifier.verify(SigstoreSignature(payload, signature_b64), REQUIREMENT, _keys(pub)).manifest_digest == DIGEST
     with pytest.raises(SignatureError):
@@ -258,7 +258,7 @@ def test_image_rs_cosign2_key_signs_for_cosign2_pub() -> None:
 def test_image_rs_cosign_key_decrypts_with_the_empty_passphrase() -> None:
     key = sc.load_sigstore_private_key((VECTORS / "cosign.key").read_bytes(), None, "cosign.key")
     assert key.public_key.spki_der == sc.SigstorePublicKey.from_pem(COSIGN_KEY_PUBLIC_PEM, "old").spki_der
-    payload, signature_b64 = sa.sign_sigstore(DIGEST, REFERENCE, (VECTORS / "cosign.key").read_bytes(), b"")
+    payload, signature_b64 = sign_sigstore(DIGEST, REFERENCE, (VECTORS / "cosign.key").read_bytes(), b"")
     signature = SigstoreSignature(payload, signature_b64)
     verifier.verify(signature, REQUIREMENT, _keys(COSIGN_KEY_PUBLIC_PEM))
     # The current cosign1.pub is another key (see COSIGN_KEY_PUBLIC_PEM): a wrong key for this signature.

@@ -19,14 +19,12 @@ Invariants:
 
 from __future__ import annotations
 
-import base64
 import io
 import logging
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import BinaryIO, Final, Protocol
 
-from cocoguest.crypto.sigstore_crypto import load_sigstore_private_key
 from cocoguest.digest import Digest, VerifyingReader
 from cocoguest.errors import ProtocolError, ResourceNotFoundError
 from cocoguest.jsonutil import load_object
@@ -37,9 +35,7 @@ from cocoguest.oci.reference import ImageReference
 from cocoguest.oci.source import ImageSource
 from cocoguest.registry.docker import DockerDestination, DockerSource
 from cocoguest.registry.http import DEFAULT_RETRY, RetryPolicy
-from cocoguest.registry.types import Credentials, RegistryEndpoint
-from cocoguest.signature.policy.types import SigstoreSignature
-from cocoguest.signature.sigstore import MAX_SIGSTORE_PAYLOAD_BYTES, make_sigstore_payload
+from cocoguest.registry.types import Credentials, RegistryEndpoint, SigstoreSignature
 
 _logger = logging.getLogger(__name__)
 
@@ -143,7 +139,7 @@ def read_sigstore_signatures(source: ImageSource, *, limits: Limits = DEFAULT_LI
         if untrusted_signature is None:
             _logger.warning("%s: layer %d has no %s annotation; skipped", what, index, SIGNATURE_ANNOTATION)
             continue
-        payload = _read_small_blob(source, layer, min(MAX_SIGSTORE_PAYLOAD_BYTES, limits.max_blob_bytes), what)
+        payload = _read_small_blob(source, layer, min(limits.max_sigstore_payload_bytes, limits.max_blob_bytes), what)
         signatures.append(
             SigstoreSignature(
                 payload=payload,
@@ -213,40 +209,6 @@ class SigstoreAttachmentReader:
             env=self._env,
             retry=self._retry,
         )
-
-
-# --- signing ------------------------------------------------------------------------------------------
-
-
-def sign_sigstore(
-    manifest_digest: Digest,
-    docker_reference: str,
-    private_key_pem: bytes,
-    passphrase: bytes | None,
-    *,
-    key_source: str = "sigstore private key",
-    timestamp: int | None = None,
-) -> tuple[bytes, str]:
-    """Make a sigstore payload for ``manifest_digest`` / ``docker_reference`` and sign it.
-
-    Args:
-        manifest_digest: the manifest being signed.
-        docker_reference: the identity written into the payload (containers/image uses the destination
-            reference, with its tag).
-        private_key_pem: a cosign private key (encrypted or plain PEM).
-        passphrase: its passphrase (``None``: the empty passphrase for encrypted keys).
-        key_source: names the key file in errors.
-        timestamp: ``optional.timestamp`` (default: now).
-
-    Returns:
-        ``(payload, base64 signature)``.
-
-    Raises:
-        ConfigError: the key cannot be loaded (wrong passphrase, unsupported key).
-    """
-    key = load_sigstore_private_key(private_key_pem, passphrase, key_source)
-    payload = make_sigstore_payload(manifest_digest, docker_reference, creator=CREATOR, timestamp=timestamp)
-    return payload, base64.b64encode(key.sign(payload)).decode("ascii")
 
 
 # --- pushing ------------------------------------------------------------------------------------------

@@ -36,3 +36,19 @@ class RegistryEndpoint:
     """registries.conf ``insecure = true`` or ``--tls-verify=false``: plain HTTP is tried after HTTPS fails,
     and TLS certificates are not verified. SECURITY: logs a warning on every use."""
     tls: TlsSettings = field(default_factory=TlsSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class SigstoreSignature:
+    """One cosign signature attachment layer, untrusted."""
+
+    payload: bytes
+    """The simplesigning payload blob (``application/vnd.dev.cosign.simplesigning.v1+json``)."""
+    signature_b64: str
+    """The ``dev.cosignproject.cosign/signature`` annotation."""
+    certificate_pem: bytes | None = None
+    """``dev.sigstore.cosign/certificate`` (keyless)."""
+    chain_pem: bytes | None = None
+    """``dev.sigstore.cosign/chain``."""
+    bundle_json: bytes | None = None
+    """``dev.sigstore.cosign/bundle`` (Rekor SET)."""

@@ -30,6 +30,7 @@ Invariants:
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from cocoguest.crypto.sigstore_crypto import (
     RekorPublicKey,
     SigstorePublicKey,
     exact_members,
+    load_sigstore_private_key,
     pem_blocks,
     strict_json_loads,
     verify_fulcio_certificate,
@@ -54,6 +56,8 @@ from cocoguest.signature.policy.types import SignedPayload, SigstoreSignature
 
 SIGSTORE_PAYLOAD_TYPE: Final = "cosign container image signature"
 """``critical.type`` of a sigstore payload."""
+SIGNATURE_CREATOR: Final = "cocoguest"
+"""``optional.creator`` of the payloads we sign."""
 MAX_SIGSTORE_PAYLOAD_BYTES: Final = DEFAULT_LIMITS.max_sigstore_payload_bytes
 """containers/image ``iolimits.MaxSignatureBodySize`` (lead: candidate for limits.py)."""
 
@@ -262,3 +266,34 @@ class CosignVerifier:
             trust, signature.certificate_pem, signature.chain_pem, entry.integrated_at, what
         )
         return identity.public_key
+
+
+def sign_sigstore(
+    manifest_digest: Digest,
+    docker_reference: str,
+    private_key_pem: bytes,
+    passphrase: bytes | None,
+    *,
+    key_source: str = "sigstore private key",
+    timestamp: int | None = None,
+) -> tuple[bytes, str]:
+    """Make a sigstore payload for ``manifest_digest`` / ``docker_reference`` and sign it.
+
+    Args:
+        manifest_digest: the manifest being signed.
+        docker_reference: the identity written into the payload (containers/image uses the destination
+            reference, with its tag).
+        private_key_pem: a cosign private key (encrypted or plain PEM).
+        passphrase: its passphrase (``None``: the empty passphrase for encrypted keys).
+        key_source: names the key file in errors.
+        timestamp: ``optional.timestamp`` (default: now).
+
+    Returns:
+        ``(payload, base64 signature)``.
+
+    Raises:
+        ConfigError: the key cannot be loaded (wrong passphrase, unsupported key).
+    """
+    key = load_sigstore_private_key(private_key_pem, passphrase, key_source)
+    payload = make_sigstore_payload(manifest_digest, docker_reference, creator=SIGNATURE_CREATOR, timestamp=timestamp)
+    return payload, base64.b64encode(key.sign(payload)).decode("ascii")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from cocoguest.digest import Digest
+from cocoguest.registry.types import SigstoreSignature as SigstoreSignature
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,22 +24,6 @@ class SignedPayload:
     signer: str
     """The key fingerprint (GPG), key description or certificate subject (sigstore) that signed."""
     kind: Literal["simple", "sigstore"]
-
-
-@dataclass(frozen=True, slots=True)
-class SigstoreSignature:
-    """One cosign signature attachment layer, untrusted."""
-
-    payload: bytes
-    """The simplesigning payload blob (``application/vnd.dev.cosign.simplesigning.v1+json``)."""
-    signature_b64: str
-    """The ``dev.cosignproject.cosign/signature`` annotation."""
-    certificate_pem: bytes | None = None
-    """``dev.sigstore.cosign/certificate`` (keyless)."""
-    chain_pem: bytes | None = None
-    """``dev.sigstore.cosign/chain``."""
-    bundle_json: bytes | None = None
-    """``dev.sigstore.cosign/bundle`` (Rekor SET)."""
 
 
 @dataclass(frozen=True, slots=True)
