@@ -143,6 +143,10 @@ class Limits:
     """Nesting of any JSON document we parse (real manifests, policies and tokens nest under 10)."""
     max_json_number_chars: int = 64
     """Characters of one JSON number (a 64-bit size has 20; Python's int() of 100,000 digits is quadratic)."""
+    max_error_line_chars: int = 2000
+    """One ``error: ...`` line of the CLI (longer lines are cut; producers list a few items and count the rest)."""
+    max_internal_error_message_chars: int = 500
+    """The message of an unexpected (non-CocoError) exception quoted in its ``error: internal error`` line."""
 
 
 DEFAULT_LIMITS = Limits()
