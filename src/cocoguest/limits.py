@@ -37,6 +37,12 @@ class Limits:
     """Bytes read from ``FILE:fd=N`` (as Go ocicrypt)."""
     max_key_recipients: int = 64
     """Recipients in one wrapped-key entry (JWE, PKCS7): each costs a private-key operation per key."""
+    max_wrapped_keys_per_layer: int = 32
+    """Comma entries of all ``org.opencontainers.image.enc.keys.*`` annotations of one layer (each encryption
+    or added set of recipients writes one per scheme); more is refused before any key is tried."""
+    max_wrapped_key_attempts_per_image: int = 1024
+    """Entries tried (entry x scheme unwrapper) over all layers of one pull or copy: bounds the private-key
+    work an image can demand (a 512-layer image with one entry per layer needs 512)."""
     max_der_depth: int = 32
     """Nesting depth of DER structures (CMS)."""
     max_der_length_octets: int = 4
@@ -143,6 +149,10 @@ class Limits:
     """Nesting of any JSON document we parse (real manifests, policies and tokens nest under 10)."""
     max_json_number_chars: int = 64
     """Characters of one JSON number (a 64-bit size has 20; Python's int() of 100,000 digits is quadratic)."""
+    max_error_line_chars: int = 2000
+    """One ``error: ...`` line of the CLI (longer lines are cut; producers list a few items and count the rest)."""
+    max_internal_error_message_chars: int = 500
+    """The message of an unexpected (non-CocoError) exception quoted in its ``error: internal error`` line."""
 
 
 DEFAULT_LIMITS = Limits()

@@ -23,10 +23,9 @@ from cocoguest.errors import SignatureError
 from cocoguest.oci.reference import ImageReference
 from cocoguest.registry import sigstore_attachments as sa
 from cocoguest.registry.docker import DockerSource
-from cocoguest.registry.types import RegistryEndpoint
+from cocoguest.registry.types import RegistryEndpoint, SigstoreSignature
 from cocoguest.signature.policy.identity import MatchRepoDigestOrExact
 from cocoguest.signature.policy.model import SigstoreKeys, SigstoreSigned
-from cocoguest.signature.policy.types import SigstoreSignature
 from cocoguest.signature.sigstore import CosignVerifier, sign_sigstore
 from tests.fixtures.images import build_layout
 from tests.fixtures.registry import Registry, push_layout, start_registry

@@ -203,6 +203,14 @@ def test_two_recipients_each_secret_key_alone_unwraps(gpg: Gpg) -> None:
 
 
 @pytest.mark.interop
+def test_too_many_session_key_packets_are_refused_before_any_key_is_tried(gpg: Gpg) -> None:
+    message = wrap_to(gpg, "test@example.com", "Ed User")  # three PKESKs
+    unwrapper = PgpUnwrapper(secret(gpg, "test.sec.gpg"), limits=Limits(max_key_recipients=2))
+    with pytest.raises(KeyUnwrapError, match="3 session key packets, more than the 2 accepted"):
+        unwrapper.unwrap(ANNOTATION, message)
+
+
+@pytest.mark.interop
 @pytest.mark.parametrize("which", [0, 1])
 def test_unwrap_with_each_of_several_encryption_subkeys(gpg: Gpg, which: int) -> None:
     subkey = gpg.subkeys["ed@example.com"][which]

@@ -176,7 +176,7 @@ def _recipient(blob: str = "AAAA", **extra: object) -> dict[str, object]:
     ("entry", "match"),
     [
         (b"not json", "not valid JSON"),
-        (b"\xff\xfe", "not valid JSON"),
+        (b"\xff\xfe", "not UTF-8"),
         (b"[]", "no recipients"),
         (b'{"version":0}', "no recipients"),
         (json.dumps({"version": 1, "recipients": [_recipient()]}).encode(), "blob version 1"),
@@ -186,6 +186,7 @@ def _recipient(blob: str = "AAAA", **extra: object) -> dict[str, object]:
         (json.dumps({"version": 0, "recipients": [_recipient(hash="md5")]}).encode(), "unsupported hash 'md5'"),
         (json.dumps({"version": 0, "recipients": [_recipient(blob="!!")]}).encode(), "not base64"),
         (json.dumps({"version": 0, "recipients": ["x"]}).encode(), "not an object"),
+        (json.dumps({"version": 0, "recipients": [_recipient()] * 65}).encode(), "65 recipients, more than the 64"),
     ],
 )
 def test_malformed_entries_are_key_unwrap_errors(entry: bytes, match: str) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, ResourceNotFoundError, SignatureError, TransportError
+from cocoguest.registry.types import SigstoreSignature
 from cocoguest.signature.policy import PolicyDecision
 from cocoguest.signature.policy.evaluate import (
     MAX_REASONS_PER_REQUIREMENT,
@@ -27,7 +28,7 @@ from cocoguest.signature.policy.evaluate import (
 )
 from cocoguest.signature.policy.identity import MatchRepoDigestOrExact
 from cocoguest.signature.policy.model import Policy, SignedBy, SigstoreKeys, SigstoreSigned
-from cocoguest.signature.policy.types import ImageUnderReview, SignedPayload, SigstoreSignature
+from cocoguest.signature.policy.types import ImageUnderReview, SignedPayload
 
 D1 = Digest.of_bytes(b"manifest one")
 D2 = Digest.of_bytes(b"manifest two")

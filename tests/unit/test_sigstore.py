@@ -30,9 +30,9 @@ from cocoguest.errors import ConfigError, DigestMismatchError, ResourceNotFoundE
 from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import Descriptor, ImageManifest
 from cocoguest.registry import sigstore_attachments as sa
+from cocoguest.registry.types import SigstoreSignature
 from cocoguest.signature.policy.identity import MatchRepoDigestOrExact
 from cocoguest.signature.policy.model import FulcioTrustRoot, SigstoreKeys, SigstoreSigned
-from cocoguest.signature.policy.types import SigstoreSignature
 from cocoguest.signature.sigstore import CosignVerifier, make_sigstore_payload, parse_sigstore_payload, sign_sigstore
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "image-rs" / "signature" / "cosign"

@@ -328,3 +328,43 @@ def test_data_split_across_reads_of_every_size() -> None:
     for max_read in (1, 3, 511, 512, 513, 4096):
         got = [(e.unsafe_name, content) for e, content in entries(data, max_read=max_read)]
         assert got == expected, max_read
+
+
+# -- values an OS call takes are range-checked in the parser (issue 7, defect 5) ---------------------------------
+
+
+@pytest.mark.parametrize("mtime", [2**90, -(2**90), 2**63 // 10**9 + 1], ids=["2^90", "-2^90", "just-over"])
+def test_base256_mtime_outside_64_bit_nanoseconds_refused(mtime: int) -> None:
+    with pytest.raises(ProtocolError, match="entry 'f': mtime is outside the range") as info:
+        entries(TarBuilder().file("f", mtime=mtime).build())
+    assert len(str(info.value)) < 200
+
+
+def test_largest_mtime_in_range_accepted() -> None:
+    ((entry, _),) = entries(TarBuilder().file("f", mtime=2**63 // 10**9).build())
+    assert entry.mtime_ns == (2**63 // 10**9) * 10**9
+
+
+@pytest.mark.parametrize("mtime", [b"9" * 19, b"9" * 5000, b"-" + b"9" * 30])
+def test_pax_mtime_outside_range_refused(mtime: bytes) -> None:
+    with pytest.raises(ProtocolError, match=r"entry 'f': .*mtime") as info:
+        entries(TarBuilder().add(Member("f", pax={"mtime": mtime})).build())
+    assert len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize("key", ["uid", "gid", "size", "GNU.sparse.size"])
+def test_long_pax_numbers_refused_with_a_short_message(key: str) -> None:
+    with pytest.raises(ProtocolError, match=f"PAX {key} value of 4000 characters") as info:
+        entries(TarBuilder().add(Member("f", pax={key: b"9" * 4000, "GNU.sparse.map": b""})).build())
+    assert len(str(info.value)) < 200
+
+
+def test_nul_in_xattr_name_refused() -> None:
+    data = TarBuilder().add(Member("f", xattrs={"user.a\0b": b"1"})).build()
+    with pytest.raises(ProtocolError, match=r"entry 'f': xattr name 'user.a\\x00b' contains a NUL byte"):
+        entries(data)
+
+
+def test_nul_in_xattr_value_kept() -> None:
+    ((entry, _),) = entries(TarBuilder().add(Member("f", xattrs={"user.a": b"\0\0"})).build())
+    assert entry.untrusted_xattrs == (("user.a", b"\0\0"),)

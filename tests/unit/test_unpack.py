@@ -630,3 +630,18 @@ def test_merge_into_a_setgid_target_keeps_owners(tmp_path: Path) -> None:
     assert target.stat().st_gid == 7
     for path in (target / "f", target / "d", target / "d" / "g"):
         assert (path.stat().st_uid, path.stat().st_gid) == (0, 0), path
+
+
+@pytest.mark.parametrize(("major", "minor"), [(4096, 0), (0, 1 << 20), (2**31, 2**31), (2**32 - 1, 0)])
+def test_device_numbers_linux_cannot_hold_are_refused(layers: Layers, major: int, minor: int) -> None:
+    # mknod(2) would truncate them into another device's number (os.makedev overflows above 2**31).
+    data = TarBuilder().char("c", major, minor).build()
+    with pytest.raises(ProtocolError, match=f"entry 'c': device number {major}:{minor} out of range"):
+        layers.unpack(data)
+
+
+def test_largest_linux_device_numbers_accepted(layers: Layers) -> None:
+    root = layers.unpack(TarBuilder().char("c", 4095, (1 << 20) - 1).build())
+    if os.geteuid() == 0:
+        st = os.lstat(root / "c")
+        assert (os.major(st.st_rdev), os.minor(st.st_rdev)) == (4095, (1 << 20) - 1)

@@ -559,7 +559,9 @@ def _go_compat_decrypt(pkesks: list[bytes], seipd: bytes, keys: Sequence[OpenPgp
 # --- decryption -------------------------------------------------------------------------------------------
 
 
-def decrypt(message: bytes, keys: Sequence[OpenPgpSecretKey], what: str, max_plaintext: int) -> bytes:
+def decrypt(
+    message: bytes, keys: Sequence[OpenPgpSecretKey], what: str, max_plaintext: int, max_recipients: int
+) -> bytes:
     """Decrypt a binary public-key encrypted message with the first key that fits.
 
     Sequoia decrypts (after canonical re-framing); RSA + SEIPD v1 messages it refuses (Go's) are decrypted
@@ -570,6 +572,7 @@ def decrypt(message: bytes, keys: Sequence[OpenPgpSecretKey], what: str, max_pla
         keys: Unlocked secret keys, tried in order.
         what: Names the message and the keys in errors, e.g. ``"pgp: an entry (keys from a.gpg)"``.
         max_plaintext: Largest plaintext accepted, in bytes.
+        max_recipients: Most session key packets (recipients) accepted: each costs work per key.
 
     Returns:
         The literal data, integrity-checked and non-empty.
@@ -579,6 +582,10 @@ def decrypt(message: bytes, keys: Sequence[OpenPgpSecretKey], what: str, max_pla
             tampered with, or the plaintext is empty or too large.
     """
     pkesks, seipd = _split_message(message, what)
+    if len(pkesks) > max_recipients:
+        # SECURITY: every session key packet is tried with every key; cap the work before trying any.
+        msg = f"{what}: {len(pkesks)} session key packets, more than the {max_recipients} accepted"
+        raise KeyUnwrapError(msg)
     try:
         canonical = b"".join(_new_format_packet(_TAG_PKESK, _canonical_pkesk(b)) for b in pkesks)
     except _MalformedError as e:

@@ -207,6 +207,8 @@ class _LayerCopier:
         self._options = options
         self._progress = progress
         self.cancelled = threading.Event()
+        # SECURITY: one key-unwrap budget shared by all layer threads of this copy.
+        self._unwrap_budget = ocicrypt_layer.UnwrapBudget(options.limits)
 
     def run(self, index: int, desc: Descriptor, action: LayerAction) -> Descriptor:
         limits = self._options.limits
@@ -220,7 +222,11 @@ class _LayerCopier:
             if action is LayerAction.COPIED:
                 return desc
             return ocicrypt_layer.add_recipients(
-                desc, self._options.encryption_wrappers, self._options.decryption_unwrappers, limits=limits
+                desc,
+                self._options.encryption_wrappers,
+                self._options.decryption_unwrappers,
+                limits=limits,
+                budget=self._unwrap_budget,
             )
         on_chunk = self._chunk_callback(index)
         with self._source.open_blob(desc) as src, self._destination.blob_writer() as sink:
@@ -231,7 +237,13 @@ class _LayerCopier:
                 )
             else:
                 result = ocicrypt_layer.decrypt_layer(
-                    src, sink.file, desc, self._options.decryption_unwrappers, limits=limits, progress=on_chunk
+                    src,
+                    sink.file,
+                    desc,
+                    self._options.decryption_unwrappers,
+                    limits=limits,
+                    progress=on_chunk,
+                    budget=self._unwrap_budget,
                 )
             # SECURITY: stored (named, uploaded) only now, after every check passed.
             sink.store(result.digest)

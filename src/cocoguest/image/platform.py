@@ -9,6 +9,10 @@ from typing import Final
 from cocoguest.errors import ConfigError, ResourceNotFoundError
 from cocoguest.oci.descriptor import Descriptor, ImageIndex
 
+_PLATFORMS_LISTED: Final = 8
+"""Platforms named in a "no image for platform" message; the others are counted."""
+_PLATFORM_NAME_CHARS: Final = 64
+
 _MACHINE_TO_GOARCH: Final = {
     "x86_64": ("amd64", None),
     "amd64": ("amd64", None),
@@ -74,9 +78,15 @@ def select_manifest(index: ImageIndex, wanted: PlatformSpec, what: str) -> Descr
         if descriptor.platform.variant is None or wanted.variant is None:
             return descriptor
     available = sorted(
-        f"{d.platform.os}/{d.platform.architecture}" + (f"/{d.platform.variant}" if d.platform.variant else "")
-        for d in index.manifests
-        if d.platform is not None
+        {
+            f"{d.platform.os}/{d.platform.architecture}" + (f"/{d.platform.variant}" if d.platform.variant else "")
+            for d in index.manifests
+            if d.platform is not None
+        }
     )
-    msg = f"{what}: no image for platform {wanted} (available: {', '.join(available) or 'none'})"
+    # An index may list 10,000 platforms: name a few (each cut short), count the rest.
+    shown = ", ".join(name[:_PLATFORM_NAME_CHARS] for name in available[:_PLATFORMS_LISTED]) or "none"
+    if len(available) > _PLATFORMS_LISTED:
+        shown += f" and {len(available) - _PLATFORMS_LISTED} more"
+    msg = f"{what}: no image for platform {wanted} (available: {shown})"
     raise ResourceNotFoundError(msg)

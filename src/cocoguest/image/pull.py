@@ -53,7 +53,7 @@ from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import ImageManifest
 from cocoguest.oci.source import ImageSource
 from cocoguest.ocicrypt.keywrap import KeyUnwrapper
-from cocoguest.ocicrypt.layer import public_options, unwrap_layer_key
+from cocoguest.ocicrypt.layer import UnwrapBudget, public_options, unwrap_layer_key
 from cocoguest.signature.policy import PolicyDecision, PolicyEvaluator, PolicyRequest
 
 _logger = logging.getLogger(__name__)
@@ -172,6 +172,7 @@ def _plan_layers(
     manifest: ImageManifest, diff_ids: Sequence[Digest], options: PullOptions, what: str
 ) -> list[LayerJob]:
     jobs: list[LayerJob] = []
+    budget = UnwrapBudget(options.limits)  # SECURITY: one key-unwrap budget for all layers of the image
     for index, (desc, diff_id) in enumerate(zip(manifest.layers, diff_ids, strict=True)):
         encrypted = media_types.is_encrypted(desc.media_type)
         if options.require_encryption and not encrypted:
@@ -181,7 +182,8 @@ def _plan_layers(
             # SECURITY: unwrap even when the layer is cached: otherwise any image could name the diff_id of
             # another image's encrypted layer and get its plaintext without holding the key. Keys are unwrapped
             # here, before threads start (STYLE §8.4).
-            job = LayerJob(index, desc, diff_id, unwrap_layer_key(desc, options.unwrappers), public_options(desc))
+            key = unwrap_layer_key(desc, options.unwrappers, limits=options.limits, budget=budget)
+            job = LayerJob(index, desc, diff_id, key, public_options(desc))
         else:
             job = LayerJob(index, desc, diff_id)
         jobs.append(job)

@@ -8,15 +8,20 @@ Invariants:
       HMAC have verified; the destination stream is unauthenticated until then (callers stage it).
     * Unwrapping tries every comma entry of every scheme with every key the caller gave; the private options
       must carry a 32-byte key and a 16-byte nonce. A key annotation or value over the size limit is refused.
+    * SECURITY: the work is bounded: a layer with more than ``Limits.max_wrapped_keys_per_layer`` entries
+      (all ``keys.*`` annotations together) is refused before any key is tried, and every entry tried is
+      taken from an :class:`UnwrapBudget` of ``Limits.max_wrapped_key_attempts_per_image`` shared by all
+      layers of one pull or copy. Error messages list a few failures and count the rest.
     * The private options' ``digest`` is never trusted: integrity comes from the manifest digest of the blob,
       the HMAC and, after decompression, the config's ``diff_ids``.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 from cocoguest.crypto import layer_cipher
 from cocoguest.errors import KeyUnwrapError, MissingKeyError, ProtocolError
@@ -29,6 +34,37 @@ from cocoguest.ocicrypt.options import PrivateOptions, PublicOptions
 from cocoguest.ocicrypt.stream import decrypt_stream, encrypt_stream
 
 Progress = Callable[[int], None]
+
+_FAILURES_LISTED: Final = 3
+"""Unwrap failures quoted in a "none of the keys" message; the others are counted."""
+
+
+class UnwrapBudget:
+    """Wrapped-key entries that may still be tried for one image; shared by all its layers (thread-safe).
+
+    One attempt is one entry handed to one unwrapper (which tries each of its keys on it).
+    """
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        """A full budget of ``limits.max_wrapped_key_attempts_per_image`` attempts."""
+        self._total = limits.max_wrapped_key_attempts_per_image
+        self._left = self._total
+        self._lock = threading.Lock()
+
+    def take(self, what: str) -> None:
+        """Use one attempt for ``what`` (a layer).
+
+        Raises:
+            ProtocolError: the image has used up its budget.
+        """
+        with self._lock:
+            if self._left <= 0:
+                msg = (
+                    f"{what}: the image's layers hold more wrapped keys than the {self._total} "
+                    "tried per image (max_wrapped_key_attempts_per_image)"
+                )
+                raise ProtocolError(msg)
+            self._left -= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +105,21 @@ def public_options(desc: Descriptor) -> PublicOptions:
 
 
 def unwrap_layer_key(
-    desc: Descriptor, unwrappers: Sequence[KeyUnwrapper], *, limits: Limits = DEFAULT_LIMITS
+    desc: Descriptor,
+    unwrappers: Sequence[KeyUnwrapper],
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    budget: UnwrapBudget | None = None,
 ) -> UnwrappedKey:
     """Recover a layer's private options with the given keys (also the "check authorization" operation).
+
+    ``budget`` is the image's shared :class:`UnwrapBudget`; without one the layer gets a fresh budget.
 
     Raises:
         MissingKeyError: no key of any scheme present on the layer was given.
         KeyUnwrapError: keys were given but none unwraps any entry.
-        ProtocolError: the layer has no key annotations, or the unwrapped options are malformed.
+        ProtocolError: the layer has no key annotations, the unwrapped options are malformed, or the layer
+            has more entries than ``Limits.max_wrapped_keys_per_layer`` or the budget is used up.
     """
     what = describe(desc)
     _check_annotation_sizes(desc, limits)
@@ -84,6 +127,9 @@ def unwrap_layer_key(
     if not entries:
         msg = f"{what}: encrypted, but carries no {enc.KEYS_PREFIX}* annotation"
         raise ProtocolError(msg)
+    _check_entry_count(entries, what, limits)
+    if budget is None:
+        budget = UnwrapBudget(limits)
     pub = public_options(desc) if enc.PUBOPTS in desc.annotations else None
     failures: list[KeyUnwrapError] = []
     tried_schemes: list[str] = []
@@ -94,6 +140,7 @@ def unwrap_layer_key(
             tried_schemes.append(unwrapper.scheme)
             for index, encoded in enumerate(encoded_entries):
                 raw_entry = enc.b64decode(encoded, f"{what}: {annotation_key} entry {index}")
+                budget.take(what)
                 try:
                     raw = unwrapper.unwrap(annotation_key, raw_entry)
                 except KeyUnwrapError as e:
@@ -105,9 +152,29 @@ def unwrap_layer_key(
     if not tried_schemes:
         msg = f"{what}: missing private key needed for decryption (layer is encrypted for: {present})"
         raise MissingKeyError(msg)
-    reasons = "; ".join(str(f) for f in failures) or "no entry could be tried"
+    reasons = _summarize([str(f) for f in failures]) or "no entry could be tried"
     msg = f"{what}: none of the given keys can unwrap the layer key ({reasons})"
     raise KeyUnwrapError(msg) from (failures[-1] if failures else None)
+
+
+def _check_entry_count(entries: Mapping[str, Sequence[str]], what: str, limits: Limits) -> None:
+    count = sum(len(values) for values in entries.values())
+    # SECURITY: every entry costs private-key operations (67 s of RSA for 1,529 JWE entries); refuse the
+    # layer before trying any.
+    if count > limits.max_wrapped_keys_per_layer:
+        schemes = [f"{key.removeprefix(enc.KEYS_PREFIX)}: {len(v)}" for key, v in sorted(entries.items())]
+        msg = (
+            f"{what}: {count} wrapped-key entries ({_summarize(schemes)}), more than the "
+            f"{limits.max_wrapped_keys_per_layer} accepted per layer (max_wrapped_keys_per_layer)"
+        )
+        raise ProtocolError(msg)
+
+
+def _summarize(items: Sequence[str]) -> str:
+    """The first few ``items`` joined by "; ", then how many more there are."""
+    shown = "; ".join(item[:200] for item in items[:_FAILURES_LISTED])
+    rest = len(items) - _FAILURES_LISTED
+    return f"{shown}; and {rest} more" if rest > 0 else shown
 
 
 def _wrap_all(raw_options: bytes, wrappers: Sequence[KeyWrapper]) -> dict[str, str]:
@@ -178,6 +245,7 @@ def add_recipients(
     unwrappers: Sequence[KeyUnwrapper],
     *,
     limits: Limits = DEFAULT_LIMITS,
+    budget: UnwrapBudget | None = None,
 ) -> Descriptor:
     """Give more recipients access to an already encrypted layer; the blob is unchanged (skopeo cannot).
 
@@ -187,7 +255,7 @@ def add_recipients(
     Raises:
         MissingKeyError, KeyUnwrapError: the existing layer key cannot be unwrapped.
     """
-    unwrapped = unwrap_layer_key(desc, unwrappers, limits=limits)
+    unwrapped = unwrap_layer_key(desc, unwrappers, limits=limits, budget=budget)
     annotations = _merge_entries(desc.annotations, _wrap_all(unwrapped.raw, wrappers))
     return desc.with_changes(annotations=annotations)
 
@@ -200,6 +268,7 @@ def decrypt_layer(
     *,
     limits: Limits = DEFAULT_LIMITS,
     progress: Progress | None = None,
+    budget: UnwrapBudget | None = None,
 ) -> Descriptor:
     """Decrypt an encrypted layer blob from ``src`` into ``dst``; return the plain descriptor.
 
@@ -213,7 +282,7 @@ def decrypt_layer(
     """
     plain_type = media_types.decrypted_type(desc.media_type)
     pub = public_options(desc)
-    unwrapped = unwrap_layer_key(desc, unwrappers, limits=limits)
+    unwrapped = unwrap_layer_key(desc, unwrappers, limits=limits, budget=budget)
     result = decrypt_stream(
         src,
         dst,
@@ -246,8 +315,9 @@ def check_authorization(
         MissingKeyError, KeyUnwrapError, ProtocolError: for the first layer that cannot be unwrapped.
     """
     checked = 0
+    budget = UnwrapBudget(limits)
     for desc in layers:
         if media_types.is_encrypted(desc.media_type):
-            unwrap_layer_key(desc, unwrappers, limits=limits)
+            unwrap_layer_key(desc, unwrappers, limits=limits, budget=budget)
             checked += 1
     return checked

@@ -27,10 +27,11 @@ from cocoguest.registry.config.registries_d import RegistriesD
 from cocoguest.registry.docker import DockerSource
 from cocoguest.registry.signature_store import LookasideSignatureSource
 from cocoguest.registry.sigstore_attachments import SigstoreAttachmentReader
+from cocoguest.registry.types import SigstoreSignature
 from cocoguest.signature.policy import PolicyDecision, PolicyRequest
 from cocoguest.signature.policy.evaluate import ContainersPolicyEvaluator
 from cocoguest.signature.policy.model import Policy
-from cocoguest.signature.policy.types import ImageUnderReview, ResourceReader, SigstoreSignature
+from cocoguest.signature.policy.types import ImageUnderReview, ResourceReader
 from cocoguest.signature.sigstore import CosignVerifier
 from cocoguest.signature.simple_signing import GpgSimpleSigningVerifier
 

@@ -21,8 +21,7 @@ from cocoguest.registry.access import RegistryAccess
 from cocoguest.registry.config.registries_d import RegistriesD
 from cocoguest.registry.signature_store import write_lookaside_signature
 from cocoguest.registry.sigstore_attachments import push_sigstore_attachment
-from cocoguest.registry.types import RegistryEndpoint
-from cocoguest.signature.policy.types import SigstoreSignature
+from cocoguest.registry.types import RegistryEndpoint, SigstoreSignature
 from cocoguest.signature.sigstore import sign_sigstore
 from cocoguest.signature.simple_signing import sign_image
 

@@ -51,8 +51,9 @@ from cocoguest.crypto.sigstore_crypto import (
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, SignatureError
 from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.registry.types import SigstoreSignature
 from cocoguest.signature.policy.model import SigstoreKeys, SigstoreSigned
-from cocoguest.signature.policy.types import SignedPayload, SigstoreSignature
+from cocoguest.signature.policy.types import SignedPayload
 
 SIGSTORE_PAYLOAD_TYPE: Final = "cosign container image signature"
 """``critical.type`` of a sigstore payload."""

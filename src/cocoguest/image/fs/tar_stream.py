@@ -16,6 +16,9 @@ Invariants:
     * :meth:`TarStream.drain` reads the underlying stream to EOF, so that the caller's digest of the whole
       stream (diff_id) and every end-of-stream check below it fire.
     * Names are returned raw (``unsafe_name``, ``unsafe_linkname``): this module makes no path decision.
+    * Values an OS call will take are range-checked here, so that applying an entry never fails with a
+      bare ``OverflowError`` or ``ValueError``: ``mtime_ns`` fits a signed 64-bit integer, ``uid``/``gid``
+      are below 2**32-1, device numbers below 2**32, and xattr names are non-empty without NUL bytes.
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ _READ_AHEAD: Final = 64 * KiB
 _OCTAL_PAD: Final = b" \0"
 """What terminates (and may pad) a plain octal number field."""
 _META_TYPEFLAGS: Final = frozenset({b"x", b"g", b"L", b"K", b"V"})
+_MTIME_NS_BOUND: Final = 1 << 63
+"""Modification times are kept in nanoseconds as a signed 64-bit value (years 1678 to 2262): the range the
+kernel's timestamps and ``os.utime`` accept; the format itself allows far more (base-256 fields)."""
+_XATTR_PREFIX: Final = "SCHILY.xattr."
+_PAX_NUMBER_CHARS: Final = 20
+"""Characters of a PAX decimal number: a sign and the 19 digits of a signed 64-bit value."""
 
 # Limits not (yet) in cocoguest.limits.Limits: read from it when present, else these defaults.
 MAX_TAR_ENTRIES: Final = DEFAULT_LIMITS.max_tar_entries
@@ -402,6 +411,9 @@ class TarStream:
             pos = end
 
     def _pax_int(self, value: bytes, key: str) -> int:
+        # A 64-bit number has at most 20 digits; longer text costs int() and would flood error messages.
+        if len(value) > _PAX_NUMBER_CHARS:
+            raise self._error(f"PAX {key} value of {len(value)} characters (at most {_PAX_NUMBER_CHARS})")
         try:
             return int(value.decode("ascii"))
         except (UnicodeDecodeError, ValueError) as e:
@@ -410,6 +422,8 @@ class TarStream:
     def _pax_mtime_ns(self, value: bytes) -> int:
         text = value.decode("ascii", "replace").strip()
         whole, _, frac = text.partition(".")
+        if len(whole) > _PAX_NUMBER_CHARS:
+            raise self._error(f"PAX mtime of {len(whole)} digits (at most {_PAX_NUMBER_CHARS})")
         try:
             sign = -1 if whole.startswith("-") else 1
             seconds = int(whole)
@@ -566,7 +580,7 @@ class TarStream:
         gid = self._octal(header, 116, 124, "gid")
         if not (0 <= uid < 0xFFFFFFFF and 0 <= gid < 0xFFFFFFFF):
             self._check_owner(uid, gid)
-        mtime_ns = self._octal(header, 136, 148, "mtime") * 1_000_000_000
+        mtime_ns = self._checked_mtime_ns(self._octal(header, 136, 148, "mtime") * 1_000_000_000)
         self._remaining = size
         self._padding = -size % BLOCK
         if kind is EntryType.FILE:
@@ -601,6 +615,23 @@ class TarStream:
         self._check_name(name, "name")
         self._check_name(link, "link name")
         return name, link
+
+    def _checked_mtime_ns(self, mtime_ns: int) -> int:
+        # SECURITY: a base-256 mtime can be 2**90 s; os.utime would raise OverflowError mid-unpack.
+        if not -_MTIME_NS_BOUND <= mtime_ns < _MTIME_NS_BOUND:
+            raise self._error("mtime is outside the range of a 64-bit time in nanoseconds (years 1678 to 2262)")
+        return mtime_ns
+
+    def _xattrs(self, records: dict[str, bytes]) -> tuple[tuple[str, bytes], ...]:
+        """The ``SCHILY.xattr.*`` records; a NUL in a name is refused (``setxattr`` takes a C string)."""
+        xattrs: list[tuple[str, bytes]] = []
+        for key, value in records.items():
+            if key.startswith(_XATTR_PREFIX) and len(key) > len(_XATTR_PREFIX):
+                untrusted_name = key.removeprefix(_XATTR_PREFIX)
+                if "\0" in untrusted_name:
+                    raise self._error(f"xattr name {untrusted_name[:64]!r} contains a NUL byte")
+                xattrs.append((untrusted_name, value))
+        return tuple(xattrs)
 
     def _check_owner(self, uid: int, gid: int) -> None:
         for label, value in (("uid", uid), ("gid", gid)):
@@ -655,14 +686,10 @@ class TarStream:
                 raise self._error("negative size")
         uid, gid = self._owner(header, records)
         if "mtime" in records:
-            mtime_ns = self._pax_mtime_ns(records["mtime"])
+            mtime_ns = self._checked_mtime_ns(self._pax_mtime_ns(records["mtime"]))
         else:
-            mtime_ns = self._octal(header, 136, 148, "mtime") * 1_000_000_000
-        xattrs = tuple(
-            (key.removeprefix("SCHILY.xattr."), value)
-            for key, value in records.items()
-            if key.startswith("SCHILY.xattr.") and len(key) > len("SCHILY.xattr.")
-        )
+            mtime_ns = self._checked_mtime_ns(self._octal(header, 136, 148, "mtime") * 1_000_000_000)
+        xattrs = self._xattrs(records)
         devmajor = devminor = 0
         if kind is EntryType.CHAR or kind is EntryType.BLOCK:
             devmajor, devminor = self._device_numbers(header)

@@ -66,6 +66,10 @@ OPAQUE_MARKER: Final = ".wh..wh..opq"
 _RESERVED_PREFIX: Final = ".wh..wh."
 _FILE_CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_SKIPPED_REPORTED: Final = 1000
+_LINUX_MAJOR_LIMIT: Final = 1 << 12
+_LINUX_MINOR_LIMIT: Final = 1 << 20
+"""Linux device numbers: mknod(2) packs major (12 bits) and minor (20 bits) into 32 bits; larger values
+would be truncated into another device's number."""
 # Errors of the disk or the machine (TransportError); any other OSError is blamed on the entry.
 _IO_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE})
 _XATTR_SKIP_ERRNOS: Final = frozenset(
@@ -475,6 +479,13 @@ class _Unpacker:
     def _device(self, entry: TarEntry, parent_fd: int, base: str) -> None:
         kind = stat.S_IFCHR if entry.type is EntryType.CHAR else stat.S_IFBLK
         note = f"{self.name} ({entry.type.value} device {entry.devmajor}:{entry.devminor}"
+        if entry.devmajor >= _LINUX_MAJOR_LIMIT or entry.devminor >= _LINUX_MINOR_LIMIT:
+            # SECURITY: never let mknod truncate a number into some other device (or os.makedev overflow).
+            msg = (
+                f"{self.what}: entry {self.name!r}: device number {entry.devmajor}:{entry.devminor} out of "
+                f"range (major < {_LINUX_MAJOR_LIMIT}, minor < {_LINUX_MINOR_LIMIT})"
+            )
+            raise ProtocolError(msg)
         if not self.is_root:
             self.skip(note + ": not root)")
             return

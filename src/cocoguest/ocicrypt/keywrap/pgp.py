@@ -221,4 +221,10 @@ class PgpUnwrapper:
             raise ValueError(msg)
         sources = ", ".join(dict.fromkeys(k.source for k in self._keys)) or "no key files"
         what = f"pgp: an entry of {annotation_key} (secret keys from {sources})"
-        return openpgp.decrypt(entry, [k.key for k in self._keys], what, self._limits.max_private_options_bytes)
+        return openpgp.decrypt(
+            entry,
+            [k.key for k in self._keys],
+            what,
+            self._limits.max_private_options_bytes,
+            self._limits.max_key_recipients,
+        )

@@ -30,6 +30,7 @@ from cocoguest.crypto.keys import PublicKeyMaterial, RSAPublicKey
 from cocoguest.crypto.pkcs11_token import TokenKeySelector, open_token_key
 from cocoguest.errors import ConfigError, KeyUnwrapError
 from cocoguest.jsonutil import loads
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.ocicrypt.annotations import keys_annotation
 from cocoguest.ocicrypt.pkcs11_config import Pkcs11KeyFile, Pkcs11ModuleConfig, resolve_pkcs11_module
 
@@ -38,6 +39,8 @@ ANNOTATION_KEY: Final = keys_annotation(SCHEME)
 DEFAULT_HASH: Final = "sha256"
 """OAEP hash when ``OCICRYPT_OAEP_HASHALG`` is unset (Go ocicrypt ≥ v1.1.4, ``566b808``)."""
 BLOB_VERSION: Final = 0
+_REASONS_LISTED: Final = 3
+"""Failure reasons quoted in a "no key can unwrap" message; the others are counted."""
 
 
 def _selector(key_file: Pkcs11KeyFile, config: Pkcs11ModuleConfig | None) -> TokenKeySelector:
@@ -131,11 +134,16 @@ def _is_version_zero(value: object) -> bool:
     return value is None or (isinstance(value, int) and not isinstance(value, bool) and value == BLOB_VERSION)
 
 
-def _parse_entry(entry: bytes, what: str) -> tuple[list[tuple[bytes, str]], list[str]]:
+def _parse_entry(entry: bytes, what: str, limits: Limits) -> tuple[list[tuple[bytes, str]], list[str]]:
     """The (ciphertext, hash) pairs of an entry, and the reasons recipients were skipped."""
-    untrusted = loads(entry, f"pkcs11: {what}", KeyUnwrapError)
+    untrusted = loads(entry, f"pkcs11: {what}", KeyUnwrapError, limits=limits)
     if not isinstance(untrusted, dict) or not isinstance(untrusted.get("recipients"), list):
         msg = f"pkcs11: {what} is not a pkcs11 blob (no recipients list)"
+        raise KeyUnwrapError(msg)
+    if len(untrusted["recipients"]) > limits.max_key_recipients:
+        # SECURITY: every recipient blob costs a token decryption per key; cap the work before any.
+        count = len(untrusted["recipients"])
+        msg = f"pkcs11: {what} has {count} recipients, more than the {limits.max_key_recipients} accepted"
         raise KeyUnwrapError(msg)
     if not _is_version_zero(untrusted.get("version")):
         msg = f"pkcs11: {what} has blob version {untrusted.get('version')!r}; only 0 is supported"
@@ -169,15 +177,23 @@ def _parse_entry(entry: bytes, what: str) -> tuple[list[tuple[bytes, str]], list
 class Pkcs11Unwrapper:
     """Unwraps ``pkcs11`` entries with private-key objects on PKCS#11 tokens."""
 
-    def __init__(self, keys: Sequence[Pkcs11KeyFile], module_config: Pkcs11ModuleConfig | None) -> None:
+    def __init__(
+        self,
+        keys: Sequence[Pkcs11KeyFile],
+        module_config: Pkcs11ModuleConfig | None,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
         """Create an unwrapper that tries the key files in ``keys`` in order.
 
         Args:
             keys: PKCS#11 key files naming private keys (with ``pin-value`` or ``pin-source``).
             module_config: The module policy; without one no token can be used.
+            limits: caps on the entry (recipients, JSON).
         """
         self._keys = tuple(keys)
         self._module_config = module_config
+        self._limits = limits
 
     @property
     def scheme(self) -> str:
@@ -202,7 +218,7 @@ class Pkcs11Unwrapper:
             msg = f"Pkcs11Unwrapper cannot unwrap {annotation_key}"
             raise ValueError(msg)
         what = f"an entry of {annotation_key}"
-        blobs, reasons = _parse_entry(entry, what)
+        blobs, reasons = _parse_entry(entry, what, self._limits)
         if not blobs:
             msg = f"pkcs11: {what} has no usable recipient ({'; '.join(reasons) or 'empty list'})"
             raise KeyUnwrapError(msg)
@@ -220,5 +236,8 @@ class Pkcs11Unwrapper:
         if config_errors:
             raise config_errors[0]
         tried = ", ".join(k.source for k in self._keys) or "none given"
-        msg = f"pkcs11: no key can unwrap {what} (keys: {tried}; {'; '.join(reasons)})"
+        shown = "; ".join(reasons[:_REASONS_LISTED]) + (
+            f"; and {len(reasons) - _REASONS_LISTED} more" if len(reasons) > _REASONS_LISTED else ""
+        )
+        msg = f"pkcs11: no key can unwrap {what} (keys: {tried}; {shown})"
         raise KeyUnwrapError(msg)

@@ -28,6 +28,7 @@ from typing import Final, Protocol, TypeVar, assert_never
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, ResourceNotFoundError, SignatureError
 from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.registry.types import SigstoreSignature
 from cocoguest.signature.policy import PolicyDecision
 from cocoguest.signature.policy.identity import DockerReference, ReferenceFormatError, SignedIdentity, describe_identity
 from cocoguest.signature.policy.model import (
@@ -42,13 +43,7 @@ from cocoguest.signature.policy.model import (
     SigstoreSigned,
 )
 from cocoguest.signature.policy.scopes import ScopeMatch, docker_image_reference, lookup
-from cocoguest.signature.policy.types import (
-    ImageUnderReview,
-    ResourceReader,
-    SignatureSource,
-    SignedPayload,
-    SigstoreSignature,
-)
+from cocoguest.signature.policy.types import ImageUnderReview, ResourceReader, SignatureSource, SignedPayload
 
 MAX_REASONS_PER_REQUIREMENT: Final = DEFAULT_LIMITS.max_policy_reasons_per_requirement
 """Per-signature rejection reasons kept in one requirement's message (the rest are counted)."""

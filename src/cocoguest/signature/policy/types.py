@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from cocoguest.digest import Digest
-from cocoguest.registry.types import SigstoreSignature as SigstoreSignature
+from cocoguest.registry.types import SigstoreSignature
 
 
 @dataclass(frozen=True, slots=True)
