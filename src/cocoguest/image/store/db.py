@@ -46,6 +46,24 @@ MIN_DIGEST_PREFIX: Final = 12
 _HEX_PREFIX_RE: Final = re.compile(r"[0-9a-f]+")
 
 
+class MetadataCorruptError(TransportError):
+    """The metadata DB file is not a usable SQLite DB (garbage, truncated, malformed pages).
+
+    The message names the file and says how to recover (``cocoguest fsck --repair``).
+    """
+
+    def __init__(self, path: Path, detail: str) -> None:
+        """Name the corrupt file ``path``; ``detail`` is what SQLite said."""
+        super().__init__(
+            f"metadata DB {path} is corrupt ({detail}); "
+            f"run 'cocoguest fsck --repair --work-dir {path.parent}' to rebuild it from the layers"
+        )
+        self.path = path
+
+
+_CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     """The statements that bring the schema from ``version - 1`` to ``version``."""
@@ -237,6 +255,8 @@ class MetadataDB:
         try:
             yield
         except sqlite3.Error as e:
+            if getattr(e, "sqlite_errorcode", None) in _CORRUPT_CODES:
+                raise MetadataCorruptError(self._path, f"{what}: {e}") from e
             msg = f"metadata DB {self._path}: {what}: {e}"
             raise TransportError(msg) from e
 
@@ -294,6 +314,17 @@ class MetadataDB:
                     " ON CONFLICT (id) DO UPDATE SET version = excluded.version",
                     (migration.version,),
                 )
+
+    def integrity_problems(self) -> list[str]:
+        """What SQLite's integrity and foreign-key checks report; empty when the DB is sound."""
+        with self._mutex, self._errors("check integrity"):
+            rows = self._conn.execute("PRAGMA integrity_check").fetchall()
+            problems = [str(r[0]) for r in rows if r[0] != "ok"]
+            problems += [
+                f"table {r[0]} row {r[1]} names a missing row of {r[2]}"
+                for r in self._conn.execute("PRAGMA foreign_key_check").fetchall()
+            ]
+        return problems
 
     def schema_version(self) -> int:
         """The version recorded in the DB."""

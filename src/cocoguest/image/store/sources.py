@@ -11,7 +11,8 @@ Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +31,41 @@ class BlobSource:
     size: int
     media_type: str
     key_check: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        """JSON form (the fields by name)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: object) -> BlobSource | None:
+        """Parse :meth:`to_json` output; None if it is not that shape."""
+        if not isinstance(obj, dict):
+            return None
+        digest, size, media_type, key_check = (obj.get(k) for k in ("digest", "size", "media_type", "key_check"))
+        if not (isinstance(digest, str) and isinstance(media_type, str) and isinstance(key_check, str)):
+            return None
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            return None
+        return cls(digest, size, media_type, key_check)
+
+
+LAYER_META_NAME = "layer.json"
+"""Beside a layer's ``diff``: its size and the source it was first verified from, for ``fsck --repair``."""
+
+
+def layer_meta(size: int, source: BlobSource | None) -> bytes:
+    """The content of ``layer.json``: written into the staging directory, so it is committed with the layer."""
+    return json.dumps({"size": size, "source": None if source is None else source.to_json()}).encode()
+
+
+def parse_layer_meta(data: bytes) -> tuple[int | None, BlobSource | None]:
+    """``(size, source)`` from ``layer.json``; None for what is missing or malformed (the file is ours)."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):
+        return None, None
+    if not isinstance(obj, dict):
+        return None, None
+    size = obj.get("size")
+    valid_size = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
+    return valid_size, BlobSource.from_json(obj.get("source"))

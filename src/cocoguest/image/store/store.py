@@ -47,7 +47,7 @@ from cocoguest.image.store.layers import (
     publish,
     remove_tree,
 )
-from cocoguest.image.store.sources import BlobSource
+from cocoguest.image.store.sources import LAYER_META_NAME, BlobSource, layer_meta
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 _logger = logging.getLogger(__name__)
@@ -293,6 +293,8 @@ class Store:
         source: BlobSource | None,
     ) -> LayerRecord:
         try:
+            # Committed with the layer by the rename below: lets ``fsck --repair`` rebuild a lost DB.
+            (staging_root / LAYER_META_NAME).write_bytes(layer_meta(size, source))
             publish(self._layout, diff_id, staging_root, durable=self._durable)
         except OSError as e:
             self._retire(diff_id)
