@@ -13,7 +13,7 @@ import pytest
 
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, ResourceNotFoundError, UnsupportedError
-from cocoguest.image.store import SCHEMA_VERSION, ImageRecord, LayerRecord, Store
+from cocoguest.image.store import SCHEMA_VERSION, BlobSource, ImageRecord, LayerRecord, Store
 from cocoguest.image.store.db import MIGRATIONS, MetadataDB, Migration
 from cocoguest.image.store.layers import LayerLayout, remove_tree
 from cocoguest.limits import DEFAULT_LIMITS
@@ -134,19 +134,20 @@ def test_db_failure_at_commit_leaves_no_layer_dir(store: Store) -> None:
     assert store.layer(diff_id) is None
 
 
-def test_compressed_mapping(store: Store) -> None:
+def test_verified_source_mapping(store: Store) -> None:
     layer = _commit_layer(store, "c")
-    blob = _digest("blob-c")
-    assert store.layer_for_compressed(blob) is None
-    store.remember_compressed(blob, layer.diff_id)
-    assert store.layer_for_compressed(blob) == layer
+    source = BlobSource(str(_digest("blob-c")), 10, "application/vnd.oci.image.layer.v1.tar+gzip")
+    assert store.verified_layer(source) is None
+    store.remember_verified(source, layer.diff_id)
+    assert store.verified_layer(source) == layer
     # A mapping to a layer that is not committed is never returned, and prune forgets it.
-    store.remember_compressed(_digest("blob-x"), _digest("x"))
-    assert store.layer_for_compressed(_digest("blob-x")) is None
+    orphan = BlobSource(str(_digest("blob-x")), 10, source.media_type)
+    store.remember_verified(orphan, _digest("x"))
+    assert store.verified_layer(orphan) is None
     report = store.prune()
     assert report.layers_removed == 1  # layer "c" is used by no image: its mapping goes with it
     assert report.compressed_mappings_removed == 2
-    assert store.layer_for_compressed(blob) is None
+    assert store.verified_layer(source) is None
 
 
 def test_shared_layer_stored_once_survives_rmi_of_one_image(store: Store) -> None:
@@ -286,27 +287,29 @@ def test_remove_image_semantics(store: Store) -> None:
 def test_schema_version_and_migration_path(tmp_path: Path) -> None:
     path = tmp_path / "metadata.db"
     db = MetadataDB.open(path)
-    assert db.schema_version() == SCHEMA_VERSION == 1
+    current = SCHEMA_VERSION
+    assert db.schema_version() == current == len(MIGRATIONS)
     db.insert_layer(_digest("kept"), 5, 1.0)
     db.close()
 
     # A later version adds a column; opening migrates in place and keeps the data.
-    v2 = (*MIGRATIONS, Migration(2, ("ALTER TABLE layers ADD COLUMN note TEXT DEFAULT 'v2'",)))
-    db = MetadataDB.open(path, migrations=v2)
-    assert db.schema_version() == 2
+    later = current + 1
+    newer = (*MIGRATIONS, Migration(later, ("ALTER TABLE layers ADD COLUMN note TEXT DEFAULT 'new'",)))
+    db = MetadataDB.open(path, migrations=newer)
+    assert db.schema_version() == later
     row = db.get_layer(_digest("kept"))
     assert row is not None
     assert row.size == 5
     db.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT note FROM layers").fetchone() == ("v2",)
+        assert conn.execute("SELECT note FROM layers").fetchone() == ("new",)
     conn.close()
-    db = MetadataDB.open(path, migrations=v2)  # idempotent
-    assert db.schema_version() == 2
+    db = MetadataDB.open(path, migrations=newer)  # idempotent
+    assert db.schema_version() == later
     db.close()
 
-    # This code (v1) refuses a DB from the future and does not touch it.
-    with pytest.raises(UnsupportedError, match="schema version 2 is newer"):
+    # This code refuses a DB from the future and does not touch it.
+    with pytest.raises(UnsupportedError, match=f"schema version {later} is newer"):
         MetadataDB.open(path)
     with pytest.raises(ValueError, match="numbered"):
         MetadataDB.open(tmp_path / "other.db", migrations=(Migration(2, ()),))
@@ -315,14 +318,30 @@ def test_schema_version_and_migration_path(tmp_path: Path) -> None:
 def test_failed_migration_rolls_back(tmp_path: Path) -> None:
     path = tmp_path / "metadata.db"
     MetadataDB.open(path).close()
-    broken = (*MIGRATIONS, Migration(2, ("CREATE TABLE extra (x)", "THIS IS NOT SQL")))
+    broken = (*MIGRATIONS, Migration(SCHEMA_VERSION + 1, ("CREATE TABLE extra (x)", "THIS IS NOT SQL")))
     with pytest.raises(Exception, match="migrate schema"):
         MetadataDB.open(path, migrations=broken)
     db = MetadataDB.open(path)
-    assert db.schema_version() == 1
+    assert db.schema_version() == SCHEMA_VERSION
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'extra'").fetchone() is None
     conn.close()
+    db.close()
+
+
+def test_v1_blob_mappings_are_dropped_by_the_migration(tmp_path: Path) -> None:
+    """A v1 store mapped a bare blob digest to a diff_id: such rows cannot vouch for a reuse any more."""
+    path = tmp_path / "metadata.db"
+    MetadataDB.open(path, migrations=MIGRATIONS[:1]).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO compressed_layers VALUES ('sha256:aa', 'sha256:bb')")
+    conn.close()
+    db = MetadataDB.open(path)
+    with sqlite3.connect(path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    conn.close()
+    assert "compressed_layers" not in tables
+    assert "verified_blobs" in tables
     db.close()
 
 
@@ -424,3 +443,60 @@ def test_layer_missing_dir_is_not_served(store: Store) -> None:
     again = _commit_layer(store, "vanishing", b"again")
     assert store.layer(layer.diff_id) == again
     assert hashlib.sha256((again.path / "file").read_bytes()).hexdigest() == hashlib.sha256(b"again").hexdigest()
+
+
+_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def _source(label: str, media_type: str = _GZIP, key_check: str = "") -> BlobSource:
+    return BlobSource(str(_digest(f"blob-{label}")), 100, media_type, key_check)
+
+
+def _commit_from(store: Store, diff_id: Digest, source: BlobSource, content: bytes) -> LayerRecord:
+    with store.acquire_layer(diff_id, source) as slot:
+        assert slot.existing is None
+        assert slot.staging is not None
+        (slot.staging / "file").write_bytes(content)
+        return slot.commit(len(content))
+
+
+def test_a_layer_is_reused_only_for_a_source_the_store_verified(store: Store) -> None:
+    diff_id = _digest("secret-layer")
+    honest = _source("enc", f"{_GZIP}+encrypted", key_check="check-of-the-right-key")
+    layer = _commit_from(store, diff_id, honest, b"plaintext")
+    with store.acquire_layer(diff_id, honest) as slot:
+        assert slot.existing == layer
+    # SECURITY: the same diff_id from any other source is not handed out: the caller must download and verify.
+    borrowers = [
+        BlobSource(honest.digest, honest.size, _GZIP),  # the same blob, said to be unencrypted
+        BlobSource(honest.digest, honest.size, honest.media_type, "check-of-the-attackers-key"),  # another key
+        _source("attacker"),  # another blob
+        BlobSource(honest.digest, honest.size + 1, honest.media_type, honest.key_check),  # another size
+    ]
+    for borrower in borrowers:
+        with store.acquire_layer(diff_id, borrower) as slot:
+            assert slot.existing is None
+            assert slot.staging is not None
+            (slot.staging / "file").write_bytes(b"attacker bytes that failed verification")
+            # no commit: verification failed
+        assert store.verified_layer(borrower) is None
+    # the committed layer is untouched by the failed attempts
+    assert (layer.path / "file").read_bytes() == b"plaintext"
+    assert store.layer(diff_id) == layer
+    assert not os.listdir(store.work_dir / "staging")
+
+
+def test_a_fully_verified_second_source_keeps_the_layer_and_is_recorded(store: Store) -> None:
+    diff_id = _digest("shared")
+    first, second = _source("gzip"), _source("zstd", "application/vnd.oci.image.layer.v1.tar+zstd")
+    layer = _commit_from(store, diff_id, first, b"same content")
+    with store.acquire_layer(diff_id, second) as slot:
+        assert slot.existing is None
+        assert slot.staging is not None
+        (slot.staging / "file").write_bytes(b"same content")
+        assert slot.commit(12) == layer  # the committed layer stays (bundles may use it)
+    assert store.verified_layer(second) == layer
+    with store.acquire_layer(diff_id, second) as slot:
+        assert slot.existing == layer
+    assert (layer.path / "file").read_bytes() == b"same content"
+    assert not os.listdir(store.work_dir / "staging")

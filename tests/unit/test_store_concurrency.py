@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cocoguest.digest import Digest
-from cocoguest.image.store import ImageRecord, LayerRecord, Store
+from cocoguest.image.store import BlobSource, ImageRecord, LayerRecord, Store
 
 # A pull in a separate process: open the store, acquire one layer, optionally stop at a chosen point.
 _CHILD = r"""
@@ -138,6 +138,46 @@ def test_two_threads_same_layer_unpack_once(tmp_path: Path) -> None:
         record = results["first"]
         assert record is not None
         assert (record.path / "file").read_bytes() == b"first"
+        assert os.listdir(store.work_dir / "staging") == []
+
+
+def test_racing_pulls_of_one_diff_id_from_different_sources_each_verify(tmp_path: Path) -> None:
+    """The second of two racing pulls waits for the first's lock, then does not get the layer for a source
+    the store never verified: it must download and verify its own blob (issue 7, defect 2)."""
+    diff_id = Digest.of_bytes(b"race")
+    honest = BlobSource(str(Digest.of_bytes(b"enc-blob")), 9, "application/vnd.oci.image.layer.v1.tar+encrypted", "k1")
+    other = BlobSource(honest.digest, honest.size, honest.media_type, "attackers-key")
+    first_has_slot = threading.Event()
+    release_first = threading.Event()
+    seen: dict[str, bool] = {}
+
+    with Store.open(tmp_path / "work", durable=False) as store:
+
+        def pull(name: str, source: BlobSource) -> None:
+            with store.acquire_layer(diff_id, source) as slot:
+                if name == "first":
+                    first_has_slot.set()
+                    assert release_first.wait(_TIMEOUT_S)
+                seen[name] = slot.existing is not None
+                if slot.existing is None and name == "first":
+                    assert slot.staging is not None
+                    (slot.staging / "file").write_bytes(b"plaintext")
+                    slot.commit(9)
+                # "second" fails its verification: no commit
+
+        first = threading.Thread(target=pull, args=("first", honest))
+        first.start()
+        assert first_has_slot.wait(_TIMEOUT_S)
+        second = threading.Thread(target=pull, args=("second", other))
+        second.start()
+        release_first.set()
+        first.join(_TIMEOUT_S)
+        second.join(_TIMEOUT_S)
+        assert seen == {"first": False, "second": False}
+        assert store.verified_layer(other) is None
+        layer = store.verified_layer(honest)
+        assert layer is not None
+        assert (layer.path / "file").read_bytes() == b"plaintext"
         assert os.listdir(store.work_dir / "staging") == []
 
 

@@ -179,9 +179,9 @@ def _plan_layers(
             msg = f"{what}: layer {index} ({desc.digest}) is not encrypted, and encryption is required"
             raise EncryptionRequiredError(msg)
         if encrypted:
-            # SECURITY: unwrap even when the layer is cached: otherwise any image could name the diff_id of
-            # another image's encrypted layer and get its plaintext without holding the key. Keys are unwrapped
-            # here, before threads start (STYLE §8.4).
+            # SECURITY: unwrap even when the layer is cached: the store reuses a layer only for a source it
+            # verified, and an encrypted source includes a check of this key (see layer/provenance.py).
+            # Keys are unwrapped here, before threads start (STYLE §8.4).
             key = unwrap_layer_key(desc, options.unwrappers, limits=options.limits, budget=budget)
             job = LayerJob(index, desc, diff_id, key, public_options(desc))
         else:

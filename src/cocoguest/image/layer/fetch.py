@@ -7,8 +7,10 @@ verify HMAC (at EOF of the ciphertext) and diff_id -> atomic commit into the sto
 Invariants:
     * Nothing reaches ``layers/`` of the store unless the compressed digest, the size, the HMAC (encrypted
       layers) and the diff_id all verified; on any failure the staging directory is removed by the store.
-    * A layer already committed under its diff_id is reused without reading the blob (the caller ran the
-      policy first).
+    * A layer already committed under its diff_id is reused without reading the blob only when the store
+      verified this descriptor's source (blob digest, size, media type, key check) as producing it (the
+      store's reuse rule; the caller ran the policy and unwrapped the key first). Otherwise the blob is
+      downloaded and verified in full, and on success its source is recorded.
     * ``cancel`` aborts a running layer at its next read.
 """
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from cocoguest.digest import Digest, Readable, VerifyingReader
 from cocoguest.errors import CocoError, ProtocolError, VerificationError
 from cocoguest.image.fs.unpack import WhiteoutFormat, unpack_layer
+from cocoguest.image.layer.provenance import blob_source
 from cocoguest.image.layer.readers import (
     DecryptingReader,
     HashingReader,
@@ -104,7 +107,8 @@ def pull_layer(
     """
     desc = job.descriptor
     what = f"{image}: {job.what}"
-    with store.acquire_layer(job.diff_id) as slot:
+    # SECURITY: the store hands out a committed layer only for a source it verified itself.
+    with store.acquire_layer(job.diff_id, blob_source(desc, job.key, job.public)) as slot:
         if slot.existing is not None:
             return LayerOutcome(job, slot.existing, downloaded=False, compressed_bytes=0)
         assert slot.staging is not None  # noqa: S101  (the store's contract: staging iff not existing)
@@ -141,6 +145,5 @@ def pull_layer(
                 raise
             # (5g) the uncompressed stream must be what the (policy-checked) config promises
             tar_stream.verify()
-        record = slot.commit(tar_stream.size)
-    store.remember_compressed(desc.digest, job.diff_id)
+        record = slot.commit(tar_stream.size)  # records the verified source too
     return LayerOutcome(job, record, downloaded=True, compressed_bytes=counting.count)

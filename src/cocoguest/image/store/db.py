@@ -1,10 +1,11 @@
 """The store's SQLite metadata: schema, migrations and queries.
 
-Tables (schema version 1):
+Tables (schema version 2):
 
     ``schema_version``     one row: the version the DB was migrated to
     ``layers``             committed layers by diff_id (uncompressed digest) and size
-    ``compressed_layers``  what a compressed (or encrypted) blob digest was verified to unpack to
+    ``verified_blobs``     (v2) which blob source (digest, size, media type, key check) was verified to unpack to
+                           which diff_id: the only grounds for reusing a committed layer
     ``images``             one row per manifest digest: config digest, creation time, policy decision, platform
     ``image_layers``       which image uses which layer, in order (lowest first), with the blob digest
     ``image_references``   reference string -> manifest digest (a reference names exactly one image)
@@ -33,6 +34,7 @@ from typing import Final
 
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, ResourceNotFoundError, TransportError, UnsupportedError
+from cocoguest.image.store.sources import BlobSource
 from cocoguest.limits import DEFAULT_LIMITS
 
 DB_BUSY_TIMEOUT_S: Final = DEFAULT_LIMITS.store_db_busy_timeout_s
@@ -42,6 +44,24 @@ MIN_DIGEST_PREFIX: Final = 12
 """Fewest hex digits that select an image by manifest digest prefix (Docker's short ID length)."""
 
 _HEX_PREFIX_RE: Final = re.compile(r"[0-9a-f]+")
+
+
+class MetadataCorruptError(TransportError):
+    """The metadata DB file is not a usable SQLite DB (garbage, truncated, malformed pages).
+
+    The message names the file and says how to recover (``cocoguest fsck --repair``).
+    """
+
+    def __init__(self, path: Path, detail: str) -> None:
+        """Name the corrupt file ``path``; ``detail`` is what SQLite said."""
+        super().__init__(
+            f"metadata DB {path} is corrupt ({detail}); "
+            f"run 'cocoguest fsck --repair --work-dir {path.parent}' to rebuild it from the layers"
+        )
+        self.path = path
+
+
+_CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +106,24 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 manifest_digest TEXT NOT NULL REFERENCES images (manifest_digest) ON DELETE CASCADE
             )""",
             "CREATE INDEX image_references_manifest ON image_references (manifest_digest)",
+        ),
+    ),
+    Migration(
+        2,
+        (
+            # SECURITY: v1 mapped a blob digest alone to a diff_id, without the media type or the key that
+            # decoded it, so its rows cannot vouch for a reuse under the v2 rule: they are dropped (the next
+            # pull of such a blob downloads and verifies it once more).
+            "DROP TABLE compressed_layers",
+            """CREATE TABLE verified_blobs (
+                compressed_digest TEXT NOT NULL,
+                size              INTEGER NOT NULL,
+                media_type        TEXT NOT NULL,
+                key_check         TEXT NOT NULL,
+                diff_id           TEXT NOT NULL,
+                PRIMARY KEY (compressed_digest, size, media_type, key_check)
+            )""",
+            "CREATE INDEX verified_blobs_diff_id ON verified_blobs (diff_id)",
         ),
     ),
 )
@@ -217,6 +255,8 @@ class MetadataDB:
         try:
             yield
         except sqlite3.Error as e:
+            if getattr(e, "sqlite_errorcode", None) in _CORRUPT_CODES:
+                raise MetadataCorruptError(self._path, f"{what}: {e}") from e
             msg = f"metadata DB {self._path}: {what}: {e}"
             raise TransportError(msg) from e
 
@@ -275,6 +315,17 @@ class MetadataDB:
                     (migration.version,),
                 )
 
+    def integrity_problems(self) -> list[str]:
+        """What SQLite's integrity and foreign-key checks report; empty when the DB is sound."""
+        with self._mutex, self._errors("check integrity"):
+            rows = self._conn.execute("PRAGMA integrity_check").fetchall()
+            problems = [str(r[0]) for r in rows if r[0] != "ok"]
+            problems += [
+                f"table {r[0]} row {r[1]} names a missing row of {r[2]}"
+                for r in self._conn.execute("PRAGMA foreign_key_check").fetchall()
+            ]
+        return problems
+
     def schema_version(self) -> int:
         """The version recorded in the DB."""
         with self._read("read schema version") as conn:
@@ -289,14 +340,16 @@ class MetadataDB:
             row = conn.execute("SELECT size FROM layers WHERE diff_id = ?", (str(diff_id),)).fetchone()
         return None if row is None else LayerRow(diff_id, int(row[0]))
 
-    def insert_layer(self, diff_id: Digest, size: int, committed: float) -> None:
-        """Record a committed layer (replacing a stale row for the same diff_id)."""
+    def insert_layer(self, diff_id: Digest, size: int, committed: float, source: BlobSource | None = None) -> None:
+        """Record a committed layer (replacing a stale row), and the verified source it came from, atomically."""
         with self.transaction(f"record layer {diff_id}") as conn:
             conn.execute(
                 "INSERT INTO layers (diff_id, size, committed) VALUES (?, ?, ?)"
                 " ON CONFLICT (diff_id) DO UPDATE SET size = excluded.size, committed = excluded.committed",
                 (str(diff_id), size, committed),
             )
+            if source is not None:
+                self._put_verified(conn, source, diff_id)
 
     def layer_ids(self) -> list[Digest]:
         """Every committed layer's diff_id."""
@@ -333,33 +386,36 @@ class MetadataDB:
             conn.execute("DELETE FROM layers WHERE diff_id = ?", (key,))
         return images
 
-    # -- compressed -> diff_id ------------------------------------------------------------------------------
+    # -- verified blob sources -> diff_id -------------------------------------------------------------------
 
-    def put_compressed(self, compressed: Digest, diff_id: Digest) -> None:
-        """Remember that the blob ``compressed`` unpacks to ``diff_id`` (latest verified answer wins)."""
-        with self.transaction(f"remember blob {compressed}") as conn:
-            conn.execute(
-                "INSERT INTO compressed_layers (compressed_digest, diff_id) VALUES (?, ?)"
-                " ON CONFLICT (compressed_digest) DO UPDATE SET diff_id = excluded.diff_id",
-                (str(compressed), str(diff_id)),
-            )
+    def put_verified(self, source: BlobSource, diff_id: Digest) -> None:
+        """Remember that ``source`` was downloaded and verified to unpack to ``diff_id``."""
+        with self.transaction(f"remember blob {source.digest}") as conn:
+            self._put_verified(conn, source, diff_id)
 
-    def layer_for_compressed(self, compressed: Digest) -> LayerRow | None:
-        """The committed layer the blob ``compressed`` unpacks to, or None."""
-        with self._read(f"look up blob {compressed}") as conn:
+    @staticmethod
+    def _put_verified(conn: sqlite3.Connection, source: BlobSource, diff_id: Digest) -> None:
+        conn.execute(
+            "INSERT INTO verified_blobs (compressed_digest, size, media_type, key_check, diff_id)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (compressed_digest, size, media_type, key_check)"
+            " DO UPDATE SET diff_id = excluded.diff_id",
+            (source.digest, source.size, source.media_type, source.key_check, str(diff_id)),
+        )
+
+    def verified_diff_id(self, source: BlobSource) -> Digest | None:
+        """The diff_id ``source`` was verified to unpack to, or None (the layer may be gone since)."""
+        with self._read(f"look up blob {source.digest}") as conn:
             row = conn.execute(
-                "SELECT l.diff_id, l.size FROM compressed_layers c JOIN layers l ON l.diff_id = c.diff_id"
-                " WHERE c.compressed_digest = ?",
-                (str(compressed),),
+                "SELECT diff_id FROM verified_blobs"
+                " WHERE compressed_digest = ? AND size = ? AND media_type = ? AND key_check = ?",
+                (source.digest, source.size, source.media_type, source.key_check),
             ).fetchone()
-        return None if row is None else LayerRow(Digest.parse(row[0]), int(row[1]))
+        return None if row is None else Digest.parse(row[0])
 
     def delete_orphan_compressed(self) -> int:
-        """Forget blob mappings whose layer is not committed; returns how many."""
+        """Forget verified sources whose layer is not committed; returns how many."""
         with self.transaction("prune blob mappings") as conn:
-            return conn.execute(
-                "DELETE FROM compressed_layers WHERE diff_id NOT IN (SELECT diff_id FROM layers)"
-            ).rowcount
+            return conn.execute("DELETE FROM verified_blobs WHERE diff_id NOT IN (SELECT diff_id FROM layers)").rowcount
 
     # -- images ---------------------------------------------------------------------------------------------
 

@@ -9,7 +9,12 @@ Invariants:
       either a staging directory or a layer directory without a row; :meth:`Store.repair` (run by
       :meth:`Store.open`) removes both once no live process holds the layer's lock.
     * Whoever needs a layer takes its lock first, so concurrent pulls (threads or processes) that need the
-      same layer serialise and all but the first see it committed: a layer is unpacked once.
+      same layer serialise and all but the first see it committed: a layer is unpacked once per source.
+    * Reuse rule (SECURITY): a committed layer is handed out for a blob only when the store itself verified
+      that very :class:`BlobSource` (digest, size, media type, key check) as producing the layer. Naming a
+      diff_id proves nothing, and neither does unwrapping some key: otherwise an image could borrow another
+      image's decrypted layer. For any other source the caller downloads and verifies the blob in full; on
+      success its source is recorded and the existing layer is kept (same diff_id, same content).
     * An image row names only committed layers (checked in the transaction that writes it); prune deletes a
       layer only when no image uses it, in a transaction, under the layer's lock.
     * Prune holds ``locks/gc.lock`` exclusively; a pull that wants its fresh layers to survive until its image
@@ -42,6 +47,7 @@ from cocoguest.image.store.layers import (
     publish,
     remove_tree,
 )
+from cocoguest.image.store.sources import LAYER_META_NAME, BlobSource, layer_meta
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 _logger = logging.getLogger(__name__)
@@ -81,7 +87,7 @@ class PruneReport:
         images_removed: dangling images (no reference names them).
         layers_removed: committed layers no image used.
         staging_removed: abandoned staging directories and orphan layer directories.
-        compressed_mappings_removed: blob digest -> diff_id mappings whose layer is gone.
+        compressed_mappings_removed: verified blob sources whose layer is gone.
         lock_files_removed: lock files of layers that are not in the store.
         bytes_freed: disk space given back.
     """
@@ -165,9 +171,9 @@ class Store:
     def layer(self, diff_id: Digest) -> LayerRecord | None:
         """The committed layer with this diff_id, or None.
 
-        SECURITY: a hit proves only that these bytes were verified once. For a layer that is encrypted in
-        the manifest, the caller must still prove it may decrypt it (unwrap the key) before using the hit,
-        or an image could borrow another image's decrypted layer by naming its diff_id.
+        SECURITY: a hit proves only that these bytes were verified once, from some blob. Never hand it out
+        for a blob on this ground alone (an image could borrow another image's decrypted layer by naming
+        its diff_id): use :meth:`acquire_layer` with the blob's source, which applies the reuse rule.
 
         Raises:
             TransportError: the DB failed.
@@ -177,40 +183,45 @@ class Store:
             return None
         return self._record(diff_id, row.size)
 
-    def layer_for_compressed(self, compressed: Digest) -> LayerRecord | None:
-        """The committed layer a blob digest was verified to unpack to, or None.
+    def verified_layer(self, source: BlobSource) -> LayerRecord | None:
+        """The committed layer the store verified ``source`` to unpack to, or None.
 
         Raises:
             TransportError: the DB failed.
         """
-        row = self._db.layer_for_compressed(compressed)
-        if row is None or not self._layout.is_committed(row.diff_id):
-            return None
-        return self._record(row.diff_id, row.size)
+        diff_id = self._db.verified_diff_id(source)
+        return None if diff_id is None else self.layer(diff_id)
 
-    def remember_compressed(self, compressed: Digest, diff_id: Digest) -> None:
-        """Record that the blob ``compressed`` unpacks to ``diff_id``.
+    def remember_verified(self, source: BlobSource, diff_id: Digest) -> None:
+        """Record that ``source`` unpacks to ``diff_id``.
 
-        SECURITY: call only after that very blob was verified (digest, size) and unpacked to a verified
-        diff_id; the mapping lets later pulls skip the download.
+        SECURITY: call only after that very source was downloaded and verified in full (digest, size, HMAC,
+        diff_id); the record lets later pulls of the same source skip the download.
 
         Raises:
             TransportError: the DB failed.
         """
-        self._db.put_compressed(compressed, diff_id)
+        self._db.put_verified(source, diff_id)
 
     @contextlib.contextmanager
-    def acquire_layer(self, diff_id: Digest) -> Iterator[LayerSlot]:
+    def acquire_layer(self, diff_id: Digest, source: BlobSource | None = None) -> Iterator[LayerSlot]:
         """Hold the layer's lock and yield a slot: the existing layer, or an empty staging directory.
 
+        With a ``source`` (the blob the caller would otherwise download), ``existing`` is set only when the
+        store verified that source as producing ``diff_id`` (the reuse rule of the module docstring); else
+        the caller gets a staging directory even if the layer is committed, and ``commit`` then keeps the
+        committed layer and records the source. Without a ``source`` any committed layer is reused: only for
+        callers whose content does not come from an untrusted blob.
+
         Concurrent callers (threads or processes) for the same diff_id serialise; the later ones see
-        ``existing``. If the body raises or does not call ``commit``, the staging directory is removed.
+        ``existing`` (for the same source). If the body raises or does not call ``commit``, the staging
+        directory is removed.
 
         Raises:
             TransportError: the lock, the staging directory or the DB failed.
         """
         with self._locked(diff_id, blocking=True):
-            yield from self._slot_under_lock(diff_id)
+            yield from self._slot_under_lock(diff_id, source)
 
     @contextlib.contextmanager
     def _locked(self, diff_id: Digest, *, blocking: bool) -> Iterator[HeldLock | None]:
@@ -237,14 +248,16 @@ class Store:
         with stack:
             yield
 
-    def _slot_under_lock(self, diff_id: Digest) -> Iterator[LayerSlot]:
+    def _slot_under_lock(self, diff_id: Digest, source: BlobSource | None) -> Iterator[LayerSlot]:
         existing = self.layer(diff_id)
-        if existing is not None:
+        # SECURITY: the reuse rule: only a source this store verified as producing diff_id gets the layer.
+        if existing is not None and (source is None or self._db.verified_diff_id(source) == diff_id):
             yield LayerSlot(diff_id, existing, None, None)
             return
-        # A layer directory without a row (or a row without content), or a staging directory of this layer,
-        # is a dead holder's leftover: we hold the lock, so nobody else is working on it.
-        self._retire(diff_id)
+        if existing is None:
+            # A layer directory without a row (or a row without content), or a staging directory of this
+            # layer, is a dead holder's leftover: we hold the lock, so nobody else is working on it.
+            self._retire(diff_id)
         prefix = f"{lock_key(diff_id)}."
         for name in self._listdir(self._layout.staging_dir):
             if name.startswith(prefix):
@@ -256,19 +269,32 @@ class Store:
             raise TransportError(msg) from e
 
         def publisher(size: int, after_rename: Callable[[], None] | None) -> LayerRecord:
-            return self._publish(diff_id, staging_root, size, after_rename)
+            if existing is not None:
+                # The blob verified to the diff_id of the committed layer: same tar stream, same content.
+                # Keep the committed layer (bundles may use it) and vouch for this source from now on.
+                if source is not None:
+                    self._db.put_verified(source, diff_id)
+                return existing
+            return self._publish(diff_id, staging_root, size, after_rename, source)
 
         slot = LayerSlot(diff_id, None, staging_root / "diff", publisher)
         try:
             yield slot
         finally:
-            if slot.committed is None:
-                self._remove_quietly(staging_root, f"staging directory of layer {diff_id}")
+            # After a publish the staging root was renamed away and this finds nothing.
+            self._remove_quietly(staging_root, f"staging directory of layer {diff_id}")
 
     def _publish(
-        self, diff_id: Digest, staging_root: Path, size: int, after_rename: Callable[[], None] | None
+        self,
+        diff_id: Digest,
+        staging_root: Path,
+        size: int,
+        after_rename: Callable[[], None] | None,
+        source: BlobSource | None,
     ) -> LayerRecord:
         try:
+            # Committed with the layer by the rename below: lets ``fsck --repair`` rebuild a lost DB.
+            (staging_root / LAYER_META_NAME).write_bytes(layer_meta(size, source))
             publish(self._layout, diff_id, staging_root, durable=self._durable)
         except OSError as e:
             self._retire(diff_id)
@@ -277,7 +303,7 @@ class Store:
         try:
             if after_rename is not None:
                 after_rename()
-            self._db.insert_layer(diff_id, size, time.time())
+            self._db.insert_layer(diff_id, size, time.time(), source)
         except BaseException:
             # SECURITY: never leave a layer directory the DB does not vouch for.
             self._retire(diff_id)
