@@ -103,5 +103,5 @@ def test_deadline_passed_between_chunks_names_the_limit() -> None:
 
 def test_deadline_clips_every_timeout() -> None:
     clipped = Deadline(5.0).timeout(httpx.Timeout(60.0, connect=30.0))
-    assert clipped.as_dict()["read"] <= 5.0
-    assert clipped.as_dict()["connect"] <= 5.0
+    assert clipped.read == pytest.approx(5.0, abs=0.5)
+    assert clipped.connect == pytest.approx(5.0, abs=0.5)

@@ -634,7 +634,9 @@ class _BlobStream(io.RawIOBase):
                     f"{self._what}: wrong Content-Range from registry {self._session.host} on resume: "
                     f"expected 'bytes {offset}-{size - 1}/{size}', received {received[:100]!r}"
                 )
-                raise ProtocolError(msg)
+                # A TransportError, not a ProtocolError: the layer pipeline explains a ProtocolError by the
+                # blob's digest/size check, which would report this as a size mismatch.
+                raise TransportError(msg, retryable=False)
         elif offset:
             # 200: the server ignored Range and sends the blob from byte 0.
             if self._delivered:
