@@ -62,7 +62,7 @@ class Limits:
     registry_retry_max_delay_s: float = 10.0
     """Longest backoff delay."""
     registry_retry_after_cap_s: float = 30.0
-    """Longest Retry-After honoured."""
+    """Longest Retry-After honoured; a registry asking for longer fails the request at once."""
     registry_max_redirects: int = 5
     """Redirects followed per request."""
     registry_error_body_bytes: int = 64 * KiB
@@ -73,6 +73,15 @@ class Limits:
     """Range resumes of one interrupted blob download."""
     registry_upload_chunk_bytes: int = 1 * MiB
     """Read size when pushing a blob."""
+    registry_request_deadline_s: float = 120.0
+    """Total time of one request for a small document (``/v2/`` probe, token, manifest, config, signature):
+    connecting, headers and body together (a registry dripping one byte a second is cut off here)."""
+    registry_blob_min_bytes_per_s: int = 1 * KiB
+    """Slowest blob transfer tolerated, averaged over :attr:`registry_blob_rate_window_s`."""
+    registry_blob_rate_window_s: float = 60.0
+    """Window over which a blob's transfer rate is averaged (also the longest wait for its next bytes)."""
+    registry_retry_budget_s: float = 60.0
+    """Total seconds one registry session (one pull or copy side) may sleep in backoff and ``Retry-After``."""
     registry_default_token_lifetime_s: float = 60.0
     """Token lifetime when the server gives none (token spec)."""
     registry_token_expiry_margin_s: float = 10.0

@@ -230,3 +230,21 @@ def test_short_name_is_judged_under_the_registry_it_came_from(
         # the same image accepted when its real registry is trusted
         policy.write_text(json.dumps({"default": [{"type": "reject"}], "transports": {"docker": {plain.host: accept}}}))
         assert run("pull", "-q", "--work-dir", str(tmp_path / "w"), *args, "test/app:v1", str(tmp_path / "b2")) == 0
+
+
+def test_64k_config_pulls_every_time_through_small_network_chunks(plain: Registry, tmp_path: Path) -> None:
+    """Issue 7 defect 1: the config was read with one read(); a config in many network chunks failed."""
+    big = write_image_layout(
+        tmp_path / "big-config",
+        [base_layer()],
+        config_extra={"Entrypoint": ["/bin/tool"], "Labels": {"pad": "p" * (64 * 1024)}},
+    )
+    push_layout(big.path, f"{plain.host}/test/bigconfig:v1")
+    with FaultyProxy(plain.host).running() as proxy:
+        proxy.faults.append(Fault("trickle", path=f"/blobs/{big.config_digest}", times=None, cut_after=1024))
+        for attempt in range(20):
+            status = run("pull", "--insecure-policy", "-q", "--work-dir", str(tmp_path / "work"), "--snapshotter",
+                         "copy", "--tls-verify=false", f"{proxy.host}/test/bigconfig:v1",
+                         str(tmp_path / f"bundle-{attempt}"))  # fmt: skip
+            assert status == 0, f"pull {attempt + 1} of 20 failed"
+        assert len(proxy.requests_to(f"/blobs/{big.config_digest}")) == 20

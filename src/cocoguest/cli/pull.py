@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 import click
 
 from cocoguest.cli.progress import LayerProgressView
-from cocoguest.cli.settings import default_work_dir, environment
+from cocoguest.cli.settings import default_work_dir, environment, limits_from_env
 from cocoguest.errors import ConfigError
 from cocoguest.image.platform import PlatformSpec
 from cocoguest.image.pull import PullOptions, pull_image
@@ -49,6 +49,7 @@ def source_settings(
         flat_cert_dir=Path(cert_dir) if cert_dir else None,
         tls_verify=tls_verify,
         env=env,
+        limits=limits_from_env(env),
     )
 
 
@@ -179,6 +180,7 @@ def pull_command(
         max_concurrent=max_concurrent_downloads,
         snapshotter=snapshotter,
         require_encryption=require_encryption,
+        limits=limits_from_env(env),
     )
     opened = open_source(image, source_settings(registries_conf, auth_file, cert_dir, tls_verify))
     view = LayerProgressView(enabled=sys.stderr.isatty() and not quiet and not as_json)

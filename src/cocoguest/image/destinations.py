@@ -412,10 +412,10 @@ def open_registry_destination(text: str, access: RegistryAccess) -> RegistryDest
         access.credentials_for(reference),
         limits=access.limits,
         env=access.env,
-        retry=access.retry,
+        retry=access.retry_policy,
     )
     try:
-        return RegistryDestination(remote, tmp_dir=access.tmp_dir, retry=access.retry)
+        return RegistryDestination(remote, tmp_dir=access.tmp_dir, retry=access.retry_policy)
     except BaseException:
         remote.close()
         raise

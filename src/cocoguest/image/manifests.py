@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from cocoguest.digest import Digest
-from cocoguest.errors import DigestMismatchError, ProtocolError, UnsupportedError
+from cocoguest.digest import Digest, Readable
+from cocoguest.errors import DigestMismatchError, ProtocolError, SizeMismatchError, UnsupportedError
 from cocoguest.image.platform import PlatformSpec, select_manifest
 from cocoguest.jsonutil import load_object
 from cocoguest.limits import Limits
@@ -102,9 +102,12 @@ def fetch_manifest(opened: Opened, platform: PlatformSpec, limits: Limits) -> Fe
         chosen = select_manifest(index, platform, what)
         untrusted, declared = source.get_manifest(chosen.digest)
         digest = Digest.of_bytes(untrusted, chosen.digest.algorithm)
-        if digest != chosen.digest or len(untrusted) != chosen.size:
+        if digest != chosen.digest:
             msg = f"{what}: manifest for {platform} has digest {digest}, the index says {chosen.digest}"
             raise DigestMismatchError(msg)
+        if len(untrusted) != chosen.size:
+            msg = f"{what}: manifest {digest} for {platform} has {len(untrusted)} bytes, the index says {chosen.size}"
+            raise SizeMismatchError(msg)
         media_type = manifest_type(untrusted, declared or chosen.media_type, what)
         if media_type in INDEX_TYPES:
             msg = f"{what}: nested index for {platform} is not supported"
@@ -120,8 +123,24 @@ def fetch_manifest(opened: Opened, platform: PlatformSpec, limits: Limits) -> Fe
     return FetchedManifest(untrusted, digest, manifest, index_digest)
 
 
+def read_to_eof(stream: Readable, cap: int, chunk_bytes: int) -> bytes:
+    """Everything ``stream`` yields up to ``cap`` bytes: reads until EOF or ``cap`` (a stream may return short
+    reads, one network chunk each; a single ``read(n)`` is never taken for the whole)."""
+    parts: list[bytes] = []
+    total = 0
+    while total < cap:
+        data = stream.read(min(chunk_bytes, cap - total))
+        if not data:
+            break
+        parts.append(data)
+        total += len(data)
+    return b"".join(parts)
+
+
 def read_config_blob(source: ImageSource, desc: Descriptor, limits: Limits) -> bytes:
     """The config blob, size-capped and checked against its descriptor.
+
+    The blob is read to EOF (at most ``desc.size + 1`` bytes, so an overlong blob shows).
 
     Raises:
         ProtocolError: over the size limit.
@@ -132,7 +151,7 @@ def read_config_blob(source: ImageSource, desc: Descriptor, limits: Limits) -> b
         msg = f"{what}: {desc.size} bytes is over the {limits.max_config_bytes}-byte limit"
         raise ProtocolError(msg)
     with source.open_blob(desc) as blob:
-        untrusted = blob.read(limits.max_config_bytes + 1)
+        untrusted = read_to_eof(blob, desc.size + 1, limits.stream_chunk_bytes)
     actual = Digest.of_bytes(untrusted, desc.digest.algorithm)
     if len(untrusted) != desc.size or actual != desc.digest:
         msg = f"{what}: content has digest {actual} ({len(untrusted)} bytes), expected {desc.digest} ({desc.size})"

@@ -134,7 +134,7 @@ def open_source(image: str, access: RegistryAccess, *, search_unqualified: bool 
                     access.credentials_for(location.reference),
                     limits=access.limits,
                     env=access.env,
-                    retry=access.retry,
+                    retry=access.retry_policy,
                 )
             )
             logical.append(reference)

@@ -16,7 +16,7 @@ from cocoguest.oci.reference import ImageReference
 from cocoguest.registry.config.auth_file import load_credentials
 from cocoguest.registry.config.certs_d import tls_settings_for, tls_settings_in
 from cocoguest.registry.config.registries_conf import RegistriesConfig
-from cocoguest.registry.http import DEFAULT_RETRY, RetryPolicy
+from cocoguest.registry.http import RetryPolicy
 from cocoguest.registry.types import Credentials, TlsSettings
 
 
@@ -39,7 +39,13 @@ class RegistryAccess:
     tmp_dir: Path | None = None
     """Parent of the staging directory of transformed blobs bound for a registry (``None``: the system default)."""
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
-    retry: RetryPolicy = DEFAULT_RETRY
+    retry: RetryPolicy | None = None
+    """Retry policy; ``None``: the one :attr:`limits` describe."""
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """:attr:`retry`, or the policy of :attr:`limits`."""
+        return self.retry if self.retry is not None else RetryPolicy.from_limits(self.limits)
 
     def tls_for(self, registry: str) -> TlsSettings:
         """TLS settings for ``registry`` (as written in the reference).

@@ -8,9 +8,16 @@ retries with ``Authorization: Bearer``. ``Basic`` challenges are answered with t
 Invariants:
     * Tokens are cached per (realm, service, scopes, account) and reused until shortly before they expire.
     * Token responses are size-capped and UNTRUSTED: only a string token and a numeric lifetime are taken.
-    * SECURITY: credentials are never sent over plain HTTP to a token realm of a registry reached over
-      verified TLS (a downgrade would leak them); a failed authentication WITH credentials is a clear,
-      non-retryable error naming the user, never a silent fallback to anonymous access.
+    * SECURITY: credentials are never sent over plain HTTP to a token realm when the registry itself was
+      reached over HTTPS (verified or not): a downgrade would leak them. The token request is refused with an
+      error rather than sent anonymously, so that the user learns why instead of getting a confusing 401.
+      Only a registry reached over plain HTTP (explicitly insecure) may point to a plain-HTTP realm.
+    * Credentials sent to a realm on another host than the registry are allowed (Docker and containers/image
+      do the same) but logged as a warning once per (registry, realm host).
+    * A failed authentication WITH credentials is a clear, non-retryable error naming the user, never a
+      silent fallback to anonymous access.
+    * Token answers are read with :func:`http_body.read_body`: ``Accept-Encoding: identity``, capped raw and
+      decoded at ``limits.registry_token_max_bytes``, under ``limits.registry_request_deadline_s``.
 """
 
 from __future__ import annotations
@@ -28,15 +35,16 @@ import httpx
 
 from cocoguest.errors import HttpStatusError, ProtocolError, TransportError
 from cocoguest.jsonutil import load_object
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.registry.http import (
-    REGISTRY_TOKEN_MAX_BYTES,
+    RetryBudget,
     RetryPolicy,
     is_retryable_status,
     map_http_error,
     parse_retry_after,
     retry_call,
 )
+from cocoguest.registry.http_body import Deadline, read_body
 from cocoguest.registry.types import Credentials
 
 _logger = logging.getLogger(__name__)
@@ -133,6 +141,9 @@ class TokenAuthenticator:
         user_agent: str,
         allow_insecure_realm: bool,
         clock: Callable[[], float] = time.monotonic,
+        limits: Limits = DEFAULT_LIMITS,
+        budget: RetryBudget | None = None,
+        registry_scheme: Callable[[], str] | None = None,
     ) -> None:
         """Create an authenticator.
 
@@ -143,8 +154,11 @@ class TokenAuthenticator:
             retry: retry policy for token requests.
             user_agent: ``User-Agent`` header value.
             allow_insecure_realm: whether credentials may go to an ``http://`` realm (the registry itself is
-                insecure).
+                insecure); even then never when the registry was reached over HTTPS (``registry_scheme``).
             clock: monotonic clock (tests).
+            limits: token answer size and request deadline.
+            budget: the session's retry budget.
+            registry_scheme: the scheme the registry was reached with (``None``: unknown, treated as https).
         """
         self._client = client
         self._host = host
@@ -153,6 +167,10 @@ class TokenAuthenticator:
         self._user_agent = user_agent
         self._allow_insecure_realm = allow_insecure_realm
         self._clock = clock
+        self._limits = limits
+        self._budget = budget
+        self._registry_scheme = registry_scheme
+        self._warned_realm_hosts: set[str] = set()
         self._cache: dict[tuple[str, str, tuple[str, ...], str], _CachedToken] = {}
         self._lock = threading.Lock()
         self.token_requests = 0
@@ -203,16 +221,32 @@ class TokenAuthenticator:
 
     # --- token requests -------------------------------------------------------------------------------
 
-    def _fetch_token(self, realm: str, service: str, scopes: tuple[str, ...]) -> tuple[str, float]:
-        creds = self._credentials
-        if creds is not None and realm.startswith("http://") and not self._allow_insecure_realm:
-            # SECURITY: do not send a password or refresh token in clear text to a realm that a TLS-verified
-            # registry pointed us to (a compromised or misconfigured registry could harvest it).
+    def _check_realm(self, realm: str) -> None:
+        """Refuse or warn about where credentials would go (see the module invariants)."""
+        if self._credentials is None:
+            return
+        registry_scheme = self._registry_scheme() if self._registry_scheme is not None else "https"
+        if realm.startswith("http://") and (registry_scheme == "https" or not self._allow_insecure_realm):
+            # SECURITY: do not send a password or refresh token in clear text to a realm that a registry reached
+            # over TLS pointed us to (a compromised or misconfigured registry, or a MITM of the 401, could
+            # harvest it).
+            why = "the registry was reached over HTTPS" if registry_scheme == "https" else "it is not insecure"
             msg = (
-                f"registry {self._host}: refusing to send credentials to the plain-HTTP token realm {realm} "
-                "(the registry is not configured as insecure)"
+                f"registry {self._host}: refusing to send credentials to the plain-HTTP token realm "
+                f"{realm[:200]} ({why})"
             )
             raise TransportError(msg, retryable=False)
+        realm_host = httpx.URL(realm).host
+        registry_host = httpx.URL(f"https://{self._host}/").host
+        if realm_host != registry_host and realm_host not in self._warned_realm_hosts:
+            self._warned_realm_hosts.add(realm_host)
+            _logger.warning(
+                "registry %s: sending credentials to the token realm on another host, %s", self._host, realm_host
+            )
+
+    def _fetch_token(self, realm: str, service: str, scopes: tuple[str, ...]) -> tuple[str, float]:
+        creds = self._credentials
+        self._check_realm(realm)
 
         def attempt() -> tuple[str, float]:
             self.token_requests += 1
@@ -222,7 +256,7 @@ class TokenAuthenticator:
             if service:
                 params.append(("service", service))
             params.extend(("scope", scope) for scope in scopes)
-            headers = {"User-Agent": self._user_agent}
+            headers = {"User-Agent": self._user_agent, "Accept-Encoding": "identity"}
             if creds is not None:
                 params.append(("account", creds.username))
                 headers["Authorization"] = basic_authorization(creds)
@@ -230,7 +264,8 @@ class TokenAuthenticator:
             return self._send_token_request(request, realm)
 
         try:
-            return retry_call(attempt, policy=self._retry, what=f"registry {self._host}: token request to {realm}")
+            what = f"registry {self._host}: token request to {realm[:200]}"
+            return retry_call(attempt, policy=self._retry, what=what, budget=self._budget)
         except HttpStatusError as e:
             if not e.retryable:
                 raise
@@ -252,14 +287,19 @@ class TokenAuthenticator:
             "client_id": OAUTH_CLIENT_ID,
             "scope": " ".join(scopes),
         }
-        request = self._client.build_request("POST", realm, data=form, headers={"User-Agent": self._user_agent})
+        request = self._client.build_request(
+            "POST", realm, data=form, headers={"User-Agent": self._user_agent, "Accept-Encoding": "identity"}
+        )
         return self._send_token_request(request, realm)
 
     def _send_token_request(self, request: httpx.Request, realm: str) -> tuple[str, float]:
-        what = f"registry {self._host}: token request to {realm}"
+        what = f"registry {self._host}: token request to {realm[:200]}"
+        deadline = Deadline(self._limits.registry_request_deadline_s)
+        request.extensions["timeout"] = deadline.timeout(self._client.timeout).as_dict()
         try:
             response = self._client.send(request, stream=True)
         except httpx.HTTPError as e:
+            deadline.check(what)
             raise map_http_error(e, what=what, host=request.url.host) from e
         try:
             status = response.status_code
@@ -274,8 +314,9 @@ class TokenAuthenticator:
                 msg = f"{what}: HTTP {status}"
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 raise HttpStatusError(msg, status, retryable=is_retryable_status(status), retry_after_s=retry_after)
-            body = _read_capped(response, REGISTRY_TOKEN_MAX_BYTES, what)
+            body = read_body(response, cap=self._limits.registry_token_max_bytes, what=what, deadline=deadline)
         except httpx.HTTPError as e:
+            deadline.check(what)
             raise map_http_error(e, what=what, host=request.url.host) from e
         finally:
             response.close()
@@ -284,20 +325,6 @@ class TokenAuthenticator:
 
 def _has_secret(credentials: Credentials) -> bool:
     return bool(credentials.username or credentials.password or credentials.identity_token)
-
-
-def _read_capped(response: httpx.Response, cap: int, what: str) -> bytes:
-    declared = response.headers.get("Content-Length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
-        msg = f"{what}: response of {declared} bytes exceeds the {cap}-byte limit"
-        raise ProtocolError(msg)
-    out = bytearray()
-    for chunk in response.iter_bytes():
-        out += chunk
-        if len(out) > cap:
-            msg = f"{what}: response exceeds the {cap}-byte limit"
-            raise ProtocolError(msg)
-    return bytes(out)
 
 
 def _parse_token_response(untrusted_body: bytes, what: str) -> tuple[str, float]:

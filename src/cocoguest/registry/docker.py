@@ -45,10 +45,8 @@ from cocoguest.registry.auth import (
     pick_challenge,
 )
 from cocoguest.registry.http import (
-    DEFAULT_RETRY,
-    REGISTRY_ERROR_BODY_BYTES,
-    REGISTRY_MAX_REDIRECTS,
     REGISTRY_UPLOAD_CHUNK_BYTES,
+    RetryBudget,
     RetryPolicy,
     is_retryable_status,
     make_client,
@@ -56,6 +54,7 @@ from cocoguest.registry.http import (
     parse_retry_after,
     retry_call,
 )
+from cocoguest.registry.http_body import Deadline, read_body
 from cocoguest.registry.types import Credentials, RegistryEndpoint
 
 if TYPE_CHECKING:
@@ -111,6 +110,8 @@ class _RegistrySession:
         self.endpoint = endpoint
         self.limits = limits
         self.retry = retry
+        self.budget = RetryBudget(limits.registry_retry_budget_s)
+        """Backoff and Retry-After sleeps of every request of this session together."""
         self.what = what
         self.host = endpoint.host
         self._user_agent = user_agent
@@ -123,6 +124,9 @@ class _RegistrySession:
             retry=retry,
             user_agent=user_agent,
             allow_insecure_realm=endpoint.insecure,
+            limits=limits,
+            budget=self.budget,
+            registry_scheme=self.scheme,
         )
         self._base: httpx.URL | None = None
         self._challenge: Challenge | None = None
@@ -139,8 +143,16 @@ class _RegistrySession:
         """``https://host/`` or (insecure only) ``http://host/``, found by pinging ``/v2/`` once."""
         with self._lock:
             if self._base is None:
-                self._base = retry_call(self._ping, policy=self.retry, what=f"{self.what}: ping")
+                self._base = retry_call(self._ping, policy=self.retry, what=f"{self.what}: ping", budget=self.budget)
             return self._base
+
+    def scheme(self) -> str:
+        """The scheme the registry itself was reached with (``https`` or ``http``); pings if not yet known."""
+        return self.base().scheme
+
+    def deadline(self) -> Deadline:
+        """A fresh total deadline for one small-document request (the caller's ``Limits``)."""
+        return Deadline(self.limits.registry_request_deadline_s)
 
     def _ping(self) -> httpx.URL:
         https = httpx.URL(f"https://{self.host}/")
@@ -162,10 +174,17 @@ class _RegistrySession:
 
     def _ping_one(self, base: httpx.URL) -> httpx.URL:
         url = base.join("/v2/")
+        deadline = self.deadline()
+        # SECURITY: streamed and closed unread: the probe's body is never needed, so never buffered.
+        request = self.client.build_request(
+            "GET", url, headers={"User-Agent": self._user_agent}, timeout=deadline.timeout(self.client.timeout)
+        )
         try:
-            response = self.client.get(url, headers={"User-Agent": self._user_agent})
+            response = self.client.send(request, stream=True)
         except httpx.HTTPError as e:
+            deadline.check(f"{self.what}: /v2/ probe of {self.host}")
             raise map_http_error(e, what=self.what, host=self.host) from e
+        response.close()
         status = response.status_code
         # The X-Registry-Supports-Signatures extension is advertised on /v2/ (containers/image).
         self.supports_signatures = response.headers.get("X-Registry-Supports-Signatures") == "1"
@@ -200,8 +219,13 @@ class _RegistrySession:
         body: Body | None = None,
         replayable: bool = True,
         what: str | None = None,
+        deadline: Deadline | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         """One request with auth and redirects, WITHOUT status-based retries; returns a streaming response.
+
+        ``deadline`` bounds the whole exchange (each hop's timeouts are clipped to it); ``timeout`` replaces the
+        client's timeouts (blobs: reads wake up at least once per rate window).
 
         The caller must close the response. A ``401`` on the registry origin is answered once with fresh
         credentials (only if ``replayable``: a consumed body cannot be sent again).
@@ -222,17 +246,25 @@ class _RegistrySession:
                     request_headers["Authorization"] = authorization
             # SECURITY: other origins (redirect targets) never receive the Authorization header.
             content = body() if body is not None else None
-            request = self.client.build_request(method, url, headers=request_headers, content=content)
+            hop_timeout = timeout or self.client.timeout
+            if deadline is not None:
+                deadline.check(what)
+                hop_timeout = deadline.timeout(hop_timeout)
+            request = self.client.build_request(
+                method, url, headers=request_headers, content=content, timeout=hop_timeout
+            )
             try:
                 response = self.client.send(request, stream=True)
             except httpx.HTTPError as e:
+                if deadline is not None:
+                    deadline.check(what)
                 raise map_http_error(e, what=what, host=url.host) from e
             status = response.status_code
             if status in _REDIRECTS and "Location" in response.headers and method in ("GET", "HEAD"):
                 response.close()
                 hops += 1
-                if hops > REGISTRY_MAX_REDIRECTS:
-                    msg = f"{what}: more than {REGISTRY_MAX_REDIRECTS} redirects"
+                if hops > self.limits.registry_max_redirects:
+                    msg = f"{what}: more than {self.limits.registry_max_redirects} redirects (registry_max_redirects)"
                     raise ProtocolError(msg)
                 url = url.join(response.headers["Location"])
                 if url.scheme not in ("http", "https"):
@@ -268,6 +300,8 @@ class _RegistrySession:
         replayable: bool = True,
         what: str | None = None,
         not_found: str | None = None,
+        deadline: Deadline | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         """:meth:`send` with retries on connection failures and retryable statuses; checks the status.
 
@@ -281,6 +315,9 @@ class _RegistrySession:
             what: what error messages name (defaults to the image).
             not_found: message of the :class:`ResourceNotFoundError` raised on 404 (``None``: 404 is an error
                 like any other unexpected status).
+            deadline: total time of every attempt together (small documents); the caller reads the body
+                under the same deadline.
+            timeout: replaces the client's timeouts (see :meth:`send`).
 
         Raises:
             ResourceNotFoundError: 404 and ``not_found`` given.
@@ -292,12 +329,21 @@ class _RegistrySession:
 
         def attempt() -> httpx.Response:
             target = url() if callable(url) else url
-            response = self.send(method, target, headers=headers, body=body, replayable=replayable, what=what)
+            response = self.send(
+                method,
+                target,
+                headers=headers,
+                body=body,
+                replayable=replayable,
+                what=what,
+                deadline=deadline,
+                timeout=timeout,
+            )
             status = response.status_code
             if status in accepted:
                 return response
             try:
-                detail = _error_detail(response)
+                detail = _error_detail(response, self.limits.registry_error_body_bytes, deadline)
             finally:
                 response.close()
             if status == httpx.codes.NOT_FOUND and not_found is not None:
@@ -309,24 +355,24 @@ class _RegistrySession:
             raise HttpStatusError(msg, status, retryable=retryable, retry_after_s=retry_after)
 
         policy = self.retry if replayable else RetryPolicy(attempts=1, blob_resumes=self.retry.blob_resumes)
-        return retry_call(attempt, policy=policy, what=what)
+        return retry_call(attempt, policy=policy, what=what, budget=self.budget)
 
     def close(self) -> None:
         """Close the HTTP client."""
         self.client.close()
 
 
-def _error_detail(response: httpx.Response) -> str:
-    """`` (CODE: message, ...)`` from a registry error body (distribution spec "errors"), or ""."""
+def _error_detail(response: httpx.Response, cap: int, deadline: Deadline | None) -> str:
+    """`` (CODE: message, ...)`` from a registry error body (distribution spec "errors"), or "".
+
+    The body is read under ``cap`` (raw and decoded) and the request's deadline; any problem with it
+    (too large, malformed, slow) only drops the detail.
+    """
     if response.request.method == "HEAD":
         return ""
     try:
-        data = bytearray()
-        for chunk in response.iter_raw():
-            data += chunk
-            if len(data) >= REGISTRY_ERROR_BODY_BYTES:
-                break
-        untrusted = loads(bytes(data[:REGISTRY_ERROR_BODY_BYTES]), "registry error body")
+        untrusted_body = read_body(response, cap=cap, what="registry error body", deadline=deadline)
+        untrusted = loads(untrusted_body, "registry error body")
     except (httpx.HTTPError, CocoError):
         return ""
     errors = untrusted.get("errors") if isinstance(untrusted, dict) else None
@@ -352,27 +398,19 @@ def _media_type(response: httpx.Response) -> str | None:
 # --- source ------------------------------------------------------------------------------------------
 
 
-def read_capped(response: httpx.Response, cap: int, what: str, host: str) -> bytes:
-    """A response body of at most ``cap`` bytes (checked against Content-Length and while reading).
+def read_capped(response: httpx.Response, cap: int, what: str, host: str, deadline: Deadline | None = None) -> bytes:
+    """A response body of at most ``cap`` bytes, raw and decoded (see :func:`http_body.read_body`).
 
     Raises:
-        ProtocolError: larger than ``cap``.
-        TransportError: the connection failed.
+        ProtocolError: larger than ``cap``, or an unsupported/corrupt Content-Encoding.
+        TransportError: the connection failed or the deadline passed.
     """
-    declared = response.headers.get("Content-Length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
-        msg = f"{what} of {declared} bytes exceeds the {cap}-byte limit"
-        raise ProtocolError(msg)
-    untrusted_data = bytearray()
     try:
-        for chunk in response.iter_raw():
-            untrusted_data += chunk
-            if len(untrusted_data) > cap:
-                msg = f"{what} exceeds the {cap}-byte limit"
-                raise ProtocolError(msg)
+        return read_body(response, cap=cap, what=what, deadline=deadline)
     except httpx.HTTPError as e:
+        if deadline is not None:
+            deadline.check(what)
         raise map_http_error(e, what=what, host=host) from e
-    return bytes(untrusted_data)
 
 
 class DockerSource:
@@ -387,7 +425,7 @@ class DockerSource:
         limits: Limits = DEFAULT_LIMITS,
         user_agent: str = "cocoguest/0.1",
         env: Mapping[str, str] | None = None,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetryPolicy | None = None,
     ) -> None:
         """Create a source; no request is made until first use.
 
@@ -398,7 +436,7 @@ class DockerSource:
             limits: size limits.
             user_agent: ``User-Agent`` header.
             env: environment for proxy variables (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``).
-            retry: retry/backoff policy.
+            retry: retry/backoff policy (``None``: the one ``limits`` describe).
 
         Raises:
             TransportError: the endpoint's certificate files cannot be loaded.
@@ -414,7 +452,7 @@ class DockerSource:
             actions="pull",
             limits=limits,
             user_agent=user_agent,
-            retry=retry,
+            retry=retry if retry is not None else RetryPolicy.from_limits(limits),
             env=env,
             what=self.describe(),
         )
@@ -439,6 +477,7 @@ class DockerSource:
         ref = str(digest) if digest is not None else self.reference.manifest_ref()
         what = self.describe() if digest is None else f"{self.describe()}: manifest {digest}"
         cap = self._limits.max_manifest_bytes
+        deadline = self._session.deadline()
         response = self._session.request(
             "GET",
             lambda: self._session.url(f"manifests/{ref}"),
@@ -446,9 +485,11 @@ class DockerSource:
             headers={"Accept": MANIFEST_ACCEPT, "Accept-Encoding": "identity"},
             what=what,
             not_found=f"{what}: manifest unknown",
+            deadline=deadline,
         )
         try:
-            return read_capped(response, cap, f"{what}: manifest", self._session.host), _media_type(response)
+            body = read_capped(response, cap, f"{what}: manifest", self._session.host, deadline)
+            return body, _media_type(response)
         finally:
             response.close()
 
@@ -469,9 +510,10 @@ class DockerSource:
             ResourceNotFoundError, TransportError, ProtocolError.
         """
         session = self._session
-        response = session.request("GET", lambda: session.base().join(path), ok=(200,), what=what)
+        deadline = session.deadline()
+        response = session.request("GET", lambda: session.base().join(path), ok=(200,), what=what, deadline=deadline)
         try:
-            return read_capped(response, max_bytes, what, session.host)
+            return read_capped(response, max_bytes, what, session.host, deadline)
         finally:
             response.close()
 
@@ -502,7 +544,12 @@ class DockerSource:
 
 
 class _BlobStream(io.RawIOBase):
-    """A resumable, length-capped blob download. Not thread-safe (one reader)."""
+    """A resumable, length-capped blob download. Not thread-safe (one reader).
+
+    SECURITY: a minimum transfer rate (``limits.registry_blob_min_bytes_per_s``, averaged over windows of
+    ``limits.registry_blob_rate_window_s``, across resumptions) bounds how long a dripping registry holds a
+    pull; reads wait at most one window for the next bytes.
+    """
 
     def __init__(self, session: _RegistrySession, desc: Descriptor, what: str) -> None:
         super().__init__()
@@ -517,7 +564,34 @@ class _BlobStream(io.RawIOBase):
         self._eof = False
         self._response: httpx.Response | None = None
         self._chunks: Iterator[bytes] | None = None
+        limits = session.limits
+        self._min_rate = limits.registry_blob_min_bytes_per_s
+        self._window_s = limits.registry_blob_rate_window_s
+        self._window_start = time.monotonic()
+        self._window_bytes = 0
+        self._timeout = httpx.Timeout(
+            min(limits.registry_read_timeout_s, self._window_s), connect=limits.registry_connect_timeout_s
+        )
         self._start(offset=0)
+
+    def _check_rate(self, received: int) -> None:
+        """Count ``received`` bytes; at the end of each window, fail if the window's average was too slow.
+
+        Raises:
+            TransportError: slower than the minimum rate (not retryable: it names the blob and the rate).
+        """
+        self._window_bytes += received
+        elapsed = time.monotonic() - self._window_start
+        if elapsed < self._window_s:
+            return
+        rate = self._window_bytes / elapsed
+        if rate < self._min_rate:
+            msg = (
+                f"{self._what}: transfer from registry {self._session.host} too slow: {rate:.0f} bytes/s over "
+                f"{elapsed:.0f} s, below the minimum of {self._min_rate} bytes/s (registry_blob_min_bytes_per_s)"
+            )
+            raise TransportError(msg, retryable=False)
+        self._window_start, self._window_bytes = time.monotonic(), 0
 
     # --- HTTP -----------------------------------------------------------------------------------------
 
@@ -532,6 +606,7 @@ class _BlobStream(io.RawIOBase):
             headers=headers,
             what=self._what,
             not_found=f"{self._what}: blob unknown to the registry",
+            timeout=self._timeout,
         )
 
     def _start(self, offset: int) -> None:
@@ -543,12 +618,25 @@ class _BlobStream(io.RawIOBase):
             self._eof = True
             return
         if offset and status == httpx.codes.PARTIAL_CONTENT:
-            match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
-            if match is None or int(match.group(1)) != offset:
+            received = response.headers.get("Content-Range", "").strip()
+            size = self._desc.size
+            match = _CONTENT_RANGE.fullmatch(received)
+            # The range must start where we stopped and end at the descriptor's last byte, of a blob of the
+            # descriptor's size ('*' = unknown length is accepted; the digest check covers the content).
+            if (
+                match is None
+                or int(match.group(1)) != offset
+                or int(match.group(2)) != size - 1
+                or match.group(3) not in ("*", str(size))
+            ):
                 response.close()
-                host = self._session.host
-                msg = f"{self._what}: registry {host} answered a resume at byte {offset} with the wrong range"
-                raise ProtocolError(msg)
+                msg = (
+                    f"{self._what}: wrong Content-Range from registry {self._session.host} on resume: "
+                    f"expected 'bytes {offset}-{size - 1}/{size}', received {received[:100]!r}"
+                )
+                # A TransportError, not a ProtocolError: the layer pipeline explains a ProtocolError by the
+                # blob's digest/size check, which would report this as a size mismatch.
+                raise TransportError(msg, retryable=False)
         elif offset:
             # 200: the server ignored Range and sends the blob from byte 0.
             if self._delivered:
@@ -573,6 +661,12 @@ class _BlobStream(io.RawIOBase):
             msg = f"{self._what}: download failed at byte {offset} after {self._resumes - 1} resumptions ({cause})"
             raise TransportError(msg, retryable=False) from error
         delay = self._session.retry.delay(self._resumes)
+        if not self._session.budget.take(delay):
+            msg = (
+                f"{self._what}: download failed at byte {offset}; resuming would exceed the retry budget of "
+                f"{self._session.budget.seconds:g} s (registry_retry_budget_s)"
+            )
+            raise TransportError(msg, retryable=False) from error
         _logger.info("%s: interrupted at byte %d (%s); resuming in %.1f s", self._what, offset, error, delay)
         time.sleep(delay)
         self._start(offset)
@@ -589,8 +683,10 @@ class _BlobStream(io.RawIOBase):
                 self._close_response()
                 return False
             except httpx.TransportError as e:
+                self._check_rate(0)
                 self._resume(e)
                 continue
+            self._check_rate(len(chunk))
             if chunk:
                 self._pending, self._pending_pos = chunk, 0
                 return True
@@ -658,7 +754,7 @@ class DockerDestination:
         limits: Limits = DEFAULT_LIMITS,
         user_agent: str = "cocoguest/0.1",
         env: Mapping[str, str] | None = None,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetryPolicy | None = None,
     ) -> None:
         """Create a destination; no request is made until first use (arguments as :class:`DockerSource`).
 
@@ -673,7 +769,7 @@ class DockerDestination:
             actions="pull,push",
             limits=limits,
             user_agent=user_agent,
-            retry=retry,
+            retry=retry if retry is not None else RetryPolicy.from_limits(limits),
             env=env,
             what=self.describe(),
         )

@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import random
 import ssl
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -75,6 +76,17 @@ class RetryPolicy:
             msg = "RetryPolicy: attempts must be >= 1 and blob_resumes >= 0"
             raise ValueError(msg)
 
+    @classmethod
+    def from_limits(cls, limits: Limits) -> RetryPolicy:
+        """The policy a caller's :class:`Limits` describe."""
+        return cls(
+            attempts=limits.registry_retry_attempts,
+            base_delay_s=limits.registry_retry_base_delay_s,
+            max_delay_s=limits.registry_retry_max_delay_s,
+            retry_after_cap_s=limits.registry_retry_after_cap_s,
+            blob_resumes=limits.registry_blob_resumes,
+        )
+
     def delay(self, attempt: int, retry_after_s: float | None = None) -> float:
         """Seconds to wait before try number ``attempt + 1`` (``attempt`` counts from 1).
 
@@ -88,6 +100,27 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+
+
+class RetryBudget:
+    """Total seconds of backoff and ``Retry-After`` sleeps one registry session may spend. Thread-safe.
+
+    SECURITY: without it, a registry answering ``503 Retry-After: 100000`` to every request holds a pull for
+    attempts x the Retry-After cap per request; with it, the sum over the whole session is bounded.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._spent = 0.0
+        self._lock = threading.Lock()
+
+    def take(self, delay: float) -> bool:
+        """Reserve ``delay`` seconds of sleep; False (nothing reserved) if that would exceed the budget."""
+        with self._lock:
+            if self._spent + delay > self.seconds:
+                return False
+            self._spent += delay
+            return True
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -205,22 +238,23 @@ def make_client(endpoint: RegistryEndpoint, *, limits: Limits, env: Mapping[str,
 
     Args:
         endpoint: the registry host and its TLS settings.
-        limits: size/time limits (timeouts are module constants until :class:`Limits` has them).
+        limits: the caller's limits (connect and read timeouts are taken from them).
         env: the process environment as passed down by the CLI (proxy variables only); ``None`` = no proxy.
 
     Raises:
         TransportError: the endpoint's certificates cannot be loaded.
     """
-    del limits  # timeouts move into Limits later; accepted now so call sites are stable
     insecure = endpoint.insecure or not endpoint.tls.verify
     if insecure:
         # SECURITY: warn on every use of an insecure endpoint (DESIGN.md §5).
         _logger.warning("registry %s: TLS certificate verification is disabled (insecure registry)", endpoint.host)
     verify = ssl_context(endpoint.tls, insecure=insecure)
-    timeout = httpx.Timeout(REGISTRY_READ_TIMEOUT_S, connect=REGISTRY_CONNECT_TIMEOUT_S)
+    timeout = httpx.Timeout(limits.registry_read_timeout_s, connect=limits.registry_connect_timeout_s)
     return httpx.Client(
         verify=verify,
         timeout=timeout,
+        # SECURITY: no compressed answers unless a server sends them unasked (then http_body bounds them).
+        headers={"Accept-Encoding": "identity"},
         follow_redirects=False,
         trust_env=False,
         mounts=proxy_mounts(env or {}, verify),
@@ -292,11 +326,13 @@ def retry_call(
     policy: RetryPolicy,
     what: str,
     sleep: Callable[[float], None] = time.sleep,
+    budget: RetryBudget | None = None,
 ) -> _T:
     """Run ``call`` until it succeeds or fails permanently.
 
     ``call`` raises :class:`TransportError` (``retryable`` says whether another try may help); the
     ``retry_after_s`` of an :class:`HttpStatusError` is honoured. Any other exception propagates at once.
+    With a ``budget``, a sleep that would exceed it ends the retries at once with an error naming the limit.
 
     Raises:
         TransportError: the last error once attempts are exhausted or the error is permanent.
@@ -309,7 +345,20 @@ def retry_call(
             if not e.retryable or attempt >= policy.attempts:
                 raise
             retry_after = e.retry_after_s if isinstance(e, HttpStatusError) else None
+            if retry_after is not None and retry_after > policy.retry_after_cap_s:
+                # A server asking for more than we would wait will not be ready after our capped wait either.
+                msg = (
+                    f"{what}: the registry asks to retry after {retry_after:.0f} s, longer than the "
+                    f"{policy.retry_after_cap_s:g} s we wait (registry_retry_after_cap_s); last error: {e}"
+                )
+                raise TransportError(msg, retryable=False) from e
             delay = policy.delay(attempt, retry_after)
+            if budget is not None and not budget.take(delay):
+                msg = (
+                    f"{what}: giving up after {attempt} attempt(s): waiting {delay:.1f} s more would exceed "
+                    f"the retry budget of {budget.seconds:g} s (registry_retry_budget_s); last error: {e}"
+                )
+                raise TransportError(msg, retryable=False) from e
             _logger.info("%s: %s; retrying in %.1f s (attempt %d of %d)", what, e, delay, attempt + 1, policy.attempts)
             sleep(delay)
             attempt += 1

@@ -115,6 +115,6 @@ def sign_destination(
             access.credentials_for(reference),
             limits=access.limits,
             env=access.env,
-            retry=access.retry,
+            retry=access.retry_policy,
         )
     return SigningResult(lookaside_file, sigstore_manifest)
