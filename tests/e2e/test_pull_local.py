@@ -21,10 +21,12 @@ from cocoguest.image.fs.listing import rootfs_listing
 from cocoguest.image.fs.merge import IncrementalMerge, merge_layers
 from cocoguest.image.fs.unpack import detect_whiteout_format
 from cocoguest.image.layer.fetch import pull_layer
-from cocoguest.image.layout import OciLayoutImageSource, OciReference
-from cocoguest.image.pull import LAYER_SWITCH_INTERVAL_S, OpenedSource, PullOptions, pull_image
+from cocoguest.image.layout import OciLayoutImageSource
+from cocoguest.image.pull import LAYER_SWITCH_INTERVAL_S, PullOptions, pull_image
+from cocoguest.image.sources import OpenedSource
 from cocoguest.oci.descriptor import Descriptor
-from cocoguest.signature.policy import InsecureAcceptAnything
+from cocoguest.oci.image_name import LayoutImageName
+from cocoguest.signature.request import InsecureAcceptAnything
 from tests.e2e.conftest import read_config, run, store_layer_dirs
 from tests.fixtures.layers import TarBuilder
 from tests.fixtures.oci_images import WrittenImage, write_image_layout
@@ -206,7 +208,7 @@ class _GatedSource:
     """An OCI layout source whose layer blobs can wait for an event first, or come back corrupted."""
 
     def __init__(self, image: WrittenImage) -> None:
-        self.inner = OciLayoutImageSource(OciReference.parse(f"oci:{image.path}:latest"))
+        self.inner = OciLayoutImageSource(LayoutImageName.parse(f"oci:{image.path}:latest"))
         self.gates: dict[str, threading.Event] = {}
         self.corrupt: set[str] = set()
         self.opened: list[str] = []  # layer blobs only (the config is a blob too)
@@ -304,7 +306,7 @@ def test_incremental_merge_matches_merge_layers(
     monkeypatch.setattr("cocoguest.image.pull.overlay_available", lambda _probe: False)  # auto -> copy
     threading.Timer(0.3, gate0.set).start()
     bundle = tmp_path / "bundle"
-    result = pull_image(OpenedSource(source, str(image.path), "oci"), bundle, _options(work_dir, "auto"))
+    result = pull_image(OpenedSource(source, LayoutImageName(image.path, "latest")), bundle, _options(work_dir, "auto"))
     assert result.snapshotter == "copy"
     assert source.timed_out == []
     assert merged.order == names  # strictly in layer order
@@ -339,7 +341,7 @@ def test_failure_in_a_later_layer_removes_the_half_merged_bundle(
     if preexisting:
         bundle.mkdir(parents=True)
     with pytest.raises(CocoError, match="layer 1"):
-        pull_image(OpenedSource(source, str(image.path), "oci"), bundle, _options(work_dir))
+        pull_image(OpenedSource(source, LayoutImageName(image.path, "latest")), bundle, _options(work_dir))
     assert source.timed_out == []
     assert merged.order == names[:1]  # layer 0 was merged before layer 1 failed
     if preexisting:
@@ -359,7 +361,7 @@ def test_non_empty_bundle_is_refused_before_any_layer(
     (bundle / "precious").write_text("mine")
     source = _GatedSource(image)
     with pytest.raises(ConfigError, match="not empty"):
-        pull_image(OpenedSource(source, str(image.path), "oci"), bundle, _options(work_dir, snapshotter))
+        pull_image(OpenedSource(source, LayoutImageName(image.path, "latest")), bundle, _options(work_dir, snapshotter))
     assert source.opened == []
     assert store_layer_dirs(work_dir) == []
     assert [p.name for p in bundle.iterdir()] == ["precious"]
@@ -370,7 +372,7 @@ def test_image_without_a_command_is_refused_before_any_layer(tmp_path: Path, wor
     image = write_image_layout(tmp_path / "img", _four_layers()[:1])
     source = _GatedSource(image)
     with pytest.raises(ProtocolError, match="no command"):
-        pull_image(OpenedSource(source, str(image.path), "oci"), tmp_path / "bundle", _options(work_dir))
+        pull_image(OpenedSource(source, LayoutImageName(image.path, "latest")), tmp_path / "bundle", _options(work_dir))
     assert source.opened == []
     assert store_layer_dirs(work_dir) == []
     assert not (tmp_path / "bundle").exists()
@@ -389,7 +391,7 @@ def test_layer_threads_run_with_a_short_switch_interval(
     monkeypatch.setattr("cocoguest.image.pull.pull_layer", recording)
     before = sys.getswitchinterval()
     assert before > LAYER_SWITCH_INTERVAL_S
-    source = OciLayoutImageSource(OciReference.parse(f"oci:{image.path}:latest"))
-    pull_image(OpenedSource(source, str(image.path), "oci"), tmp_path / "bundle", _options(work_dir))
+    source = OciLayoutImageSource(LayoutImageName.parse(f"oci:{image.path}:latest"))
+    pull_image(OpenedSource(source, LayoutImageName(image.path, "latest")), tmp_path / "bundle", _options(work_dir))
     assert seen == [LAYER_SWITCH_INTERVAL_S] * 2  # lowered while the layers are pulled and merged
     assert sys.getswitchinterval() == before  # and restored afterwards

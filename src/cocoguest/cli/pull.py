@@ -25,7 +25,7 @@ from cocoguest.registry.access import RegistryAccess
 from cocoguest.registry.config.auth_file import default_auth_files
 from cocoguest.registry.config.certs_d import default_cert_dirs
 from cocoguest.registry.config.registries_conf import RegistriesConfig
-from cocoguest.signature.policy import InsecureAcceptAnything, PolicyEvaluator
+from cocoguest.signature.request import InsecureAcceptAnything, PolicyEvaluator
 
 _logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from cocoguest.image.pull import PullOptions, inspect_image
 from cocoguest.image.sources import open_source
 from cocoguest.image.store import Store
 from cocoguest.oci.reference import ImageReference, ImageReferenceError
-from cocoguest.signature.policy import InsecureAcceptAnything
+from cocoguest.signature.request import InsecureAcceptAnything
 
 _work_dir_option = click.option(
     "--work-dir", type=click.Path(file_okay=False), help="Layer store (default /var/lib/cocoguest as root)."
@@ -49,7 +49,7 @@ def inspect_command(
         digest, manifest, config = inspect_image(opened, options)
     finally:
         opened.source.close()
-    out = {"reference": opened.reference, "manifest_digest": str(digest), "manifest": manifest, "config": config}
+    out = {"reference": str(opened.requested), "manifest_digest": str(digest), "manifest": manifest, "config": config}
     click.echo(json.dumps(out, indent=2))
 
 

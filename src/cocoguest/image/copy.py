@@ -42,8 +42,7 @@ from cocoguest.image.destinations import ImageDestination
 from cocoguest.image.layer.parallel import run_layers
 from cocoguest.image.manifests import fetch_manifest, read_config_blob
 from cocoguest.image.platform import PlatformSpec
-from cocoguest.image.pull import OpenedSource
-from cocoguest.image.sources import open_source
+from cocoguest.image.sources import OpenedSource, open_source
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import Descriptor, ImageManifest

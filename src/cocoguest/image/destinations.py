@@ -40,10 +40,11 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
 from cocoguest.digest import Digest, Readable
 from cocoguest.errors import ConfigError
-from cocoguest.image.layout import OciLayoutDestination, OciReference, StagedBlob
+from cocoguest.image.layout import OciLayoutDestination, StagedBlob
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import Descriptor
+from cocoguest.oci.image_name import LayoutImageName
 from cocoguest.oci.reference import ImageReference, ImageReferenceError
 from cocoguest.registry.access import RegistryAccess
 from cocoguest.registry.config.registries_conf import RegistryBlockedError
@@ -181,7 +182,7 @@ class _OciSink:
 class OciDestination:
     """An OCI layout as an :class:`ImageDestination`: staged, committed atomically (:class:`OciLayoutDestination`)."""
 
-    def __init__(self, reference: OciReference, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, reference: LayoutImageName, limits: Limits = DEFAULT_LIMITS) -> None:
         """Prepare the staging directory beside the layout.
 
         Raises:
@@ -428,7 +429,7 @@ def open_destination(text: str, access: RegistryAccess) -> ImageDestination:
         ConfigError: unknown transport, malformed reference, unusable target or settings.
     """
     if text.startswith("oci:"):
-        return OciDestination(OciReference.parse(text), access.limits)
+        return OciDestination(LayoutImageName.parse(text), access.limits)
     if text.startswith("docker://"):
         return open_registry_destination(text, access)
     transport = text.split(":", 1)[0] if ":" in text else "(none)"

@@ -19,7 +19,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Self
@@ -31,38 +30,10 @@ from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci import media_types
 from cocoguest.oci.annotations import REF_NAME
 from cocoguest.oci.descriptor import Descriptor, ImageIndex, dump_json
+from cocoguest.oci.image_name import LayoutImageName
 
 _LAYOUT_FILE = "oci-layout"
 _INDEX_FILE = "index.json"
-
-
-@dataclass(frozen=True, slots=True)
-class OciReference:
-    """``oci:PATH[:REF]``."""
-
-    path: Path
-    ref: str | None
-
-    @classmethod
-    def parse(cls, text: str) -> OciReference:
-        """Parse the part after ``oci:``; REF is what follows the last ``:`` unless that is part of the path.
-
-        Raises:
-            ConfigError: empty path.
-        """
-        body = text.removeprefix("oci:")
-        path, ref = body, None
-        if ":" in body:
-            head, _, tail = body.rpartition(":")
-            if "/" not in tail:
-                path, ref = head, tail or None
-        if not path:
-            msg = f"image reference {text!r}: empty layout path"
-            raise ConfigError(msg)
-        return cls(Path(path), ref)
-
-    def __str__(self) -> str:
-        return f"oci:{self.path}" + (f":{self.ref}" if self.ref else "")
 
 
 def blob_path(root: Path, digest: Digest) -> Path:
@@ -89,7 +60,7 @@ def _read_capped(path: Path, cap: int, what: str) -> bytes:
 class OciLayoutSource:
     """Reads one image from an OCI layout. Its content is untrusted until verified."""
 
-    def __init__(self, reference: OciReference, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, reference: LayoutImageName, limits: Limits = DEFAULT_LIMITS) -> None:
         self.reference = reference
         self.root = reference.path
         self._limits = limits
@@ -165,7 +136,7 @@ class OciLayoutSource:
 class OciLayoutDestination:
     """Writes one image into an OCI layout, atomically: see the module invariants."""
 
-    def __init__(self, reference: OciReference) -> None:
+    def __init__(self, reference: LayoutImageName) -> None:
         self.reference = reference
         self.root = reference.path
         parent = self.root.absolute().parent
@@ -231,7 +202,7 @@ class OciLayoutDestination:
         os.rename(self._staging, self.root)
 
     def _merge_into_existing(self, desc: Descriptor) -> None:
-        old = OciLayoutSource(OciReference(self.root, None)).index()
+        old = OciLayoutSource(LayoutImageName(self.root, None)).index()
         ref = desc.annotations.get(REF_NAME)
         kept = tuple(m for m in old.manifests if not (ref is not None and m.annotations.get(REF_NAME) == ref))
         index = ImageIndex(old.media_type or media_types.OCI_INDEX, (*kept, desc), old.annotations, old.extra)
@@ -270,7 +241,7 @@ class StagedBlob:
 class OciLayoutImageSource:
     """An OCI layout as an :class:`~cocoguest.oci.source.ImageSource` (for ``pull oci:...``)."""
 
-    def __init__(self, reference: OciReference, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, reference: LayoutImageName, limits: Limits = DEFAULT_LIMITS) -> None:
         self._layout = OciLayoutSource(reference, limits)
         self._limits = limits
 

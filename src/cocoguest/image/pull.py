@@ -46,15 +46,16 @@ from cocoguest.image.layer.fetch import LayerJob, LayerOutcome, pull_layer
 from cocoguest.image.layer.parallel import run_layers
 from cocoguest.image.manifests import fetch_manifest, parse_config, read_config_blob
 from cocoguest.image.platform import PlatformSpec
+from cocoguest.image.sources import OpenedSource
 from cocoguest.image.store import ImageRecord, Store
 from cocoguest.jsonutil import load_object
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci import media_types
 from cocoguest.oci.descriptor import ImageManifest
-from cocoguest.oci.source import ImageSource
 from cocoguest.ocicrypt.keywrap import KeyUnwrapper
 from cocoguest.ocicrypt.layer import UnwrapBudget, public_options, unwrap_layer_key
-from cocoguest.signature.policy import PolicyDecision, PolicyEvaluator, PolicyRequest
+from cocoguest.signature.policy import PolicyDecision
+from cocoguest.signature.request import PolicyEvaluator, PolicyRequest
 
 _logger = logging.getLogger(__name__)
 
@@ -108,16 +109,6 @@ class PullOptions:
     snapshotter: Literal["overlay", "copy", "auto"] = "auto"
     require_encryption: bool = False
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
-
-
-@dataclass(frozen=True)
-class OpenedSource:
-    """A source and the names for it: ``reference`` for the store and the policy, ``transport``."""
-
-    source: ImageSource
-    reference: str
-    transport: str
-    pinned_digest: Digest | None = None
 
 
 @dataclass(frozen=True)
@@ -271,11 +262,6 @@ OVERLAY_STATE_DIR = ".cocoguest-overlay"
 """Inside the bundle: the overlay's upper and work dirs (removed with the bundle after unmounting)."""
 
 
-def _found_name(opened: OpenedSource) -> str:
-    logical = getattr(opened.source, "logical_reference", None)
-    return f"docker://{logical}" if logical is not None else opened.reference
-
-
 def pull_image(
     opened: OpenedSource, bundle: Path, options: PullOptions, progress: LayerProgress | None = None
 ) -> PullResult:
@@ -291,15 +277,15 @@ def pull_image(
     manifest, manifest_digest = fetched.manifest, fetched.digest
     # The name of the image found (a short name may have resolved in any search registry): what the policy
     # judges and the store records.
-    image_name = _found_name(opened)
+    found = opened.found()
+    image_name = str(found.name)
     # (3) policy, BEFORE anything else is read or any cache is consulted
     decision = options.policy.evaluate(
         PolicyRequest(
-            image_name,
-            opened.transport,
+            found.name,
             manifest_digest,
             fetched.untrusted_bytes,
-            opened.source,
+            found.registry,
             index_digest=fetched.index_digest,
         )
     )

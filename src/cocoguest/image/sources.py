@@ -11,19 +11,53 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from cocoguest.digest import Digest
 from cocoguest.errors import CocoError, ConfigError, ResourceNotFoundError, TransportError
-from cocoguest.image.layout import OciLayoutImageSource, OciReference
-from cocoguest.image.pull import OpenedSource
+from cocoguest.image.layout import OciLayoutImageSource
 from cocoguest.oci.descriptor import Descriptor
+from cocoguest.oci.image_name import DockerImageName, ImageName, LayoutImageName
 from cocoguest.oci.reference import ImageReference, ImageReferenceError
+from cocoguest.oci.source import ImageSource
 from cocoguest.registry.access import RegistryAccess
 from cocoguest.registry.config.registries_conf import RegistryBlockedError
 from cocoguest.registry.docker import DockerSource
 
 _logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FoundImage:
+    """The image a source found: the name the policy judges and the store records, and where it was served."""
+
+    name: ImageName
+    registry: DockerSource | None
+    """The registry location that served the manifest (a mirror's, if one answered); ``None`` for a layout."""
+
+
+@dataclass(frozen=True)
+class OpenedSource:
+    """An untrusted source and the name it was opened under.
+
+    Invariant: :meth:`found` is meaningful only after the first manifest was fetched: for a short name or a
+    mirrored registry, the location that answered decides the name and the signature location.
+    """
+
+    source: ImageSource
+    requested: ImageName
+    pinned_digest: Digest | None = None
+    locations: FallbackSource | None = None
+    """The registry locations behind ``source`` (the same object), for :meth:`found`."""
+
+    def found(self) -> FoundImage:
+        """The name the image was found under and the location that served it."""
+        if self.locations is None:
+            return FoundImage(self.requested, None)
+        logical = self.locations.logical_reference
+        name = DockerImageName(logical) if logical is not None else self.requested
+        return FoundImage(name, self.locations.chosen)
 
 
 class FallbackSource:
@@ -105,8 +139,8 @@ def open_source(image: str, access: RegistryAccess, *, search_unqualified: bool 
         ConfigError: a malformed reference or a blocked registry.
     """
     if image.startswith("oci:"):
-        layout = OciReference.parse(image)
-        return OpenedSource(OciLayoutImageSource(layout, access.limits), str(layout), "oci")
+        layout = LayoutImageName.parse(image)
+        return OpenedSource(OciLayoutImageSource(layout, access.limits), layout)
     text = image.removeprefix("docker://")
     try:
         if search_unqualified and _is_unqualified(text.split("@", 1)[0]):
@@ -140,6 +174,6 @@ def open_source(image: str, access: RegistryAccess, *, search_unqualified: bool 
             logical.append(reference)
     if not candidates:
         raise blocked[0]
-    primary = references[0]
-    name = f"docker://{primary}"
-    return OpenedSource(FallbackSource(candidates, name, logical), name, "docker", primary.digest)
+    primary = DockerImageName(references[0])
+    fallback = FallbackSource(candidates, str(primary), logical)
+    return OpenedSource(fallback, primary, primary.reference.digest, fallback)

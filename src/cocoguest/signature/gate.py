@@ -1,6 +1,6 @@
 """Step (3) of the pull with containers-policy.json: build what the evaluator needs for one image and decide.
 
-The gate turns a :class:`~cocoguest.signature.policy.PolicyRequest` into an
+The gate turns a :class:`~cocoguest.signature.request.PolicyRequest` into an
 :class:`~cocoguest.signature.policy.types.ImageUnderReview`, gathers signatures (registries.d lookaside or the
 X-Registry-Supports-Signatures API for simple signing; cosign attachments where registries.d enables them)
 and asks :class:`~cocoguest.signature.policy.evaluate.ContainersPolicyEvaluator`.
@@ -16,22 +16,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from cocoguest.digest import Digest
-from cocoguest.image.layout import OciReference
-from cocoguest.image.sources import FallbackSource
 from cocoguest.limits import DEFAULT_LIMITS, Limits
+from cocoguest.oci.image_name import LayoutImageName
 from cocoguest.oci.reference import ImageReference
 from cocoguest.registry.config.registries_d import RegistriesD
-from cocoguest.registry.docker import DockerSource
 from cocoguest.registry.signature_store import LookasideSignatureSource
 from cocoguest.registry.sigstore_attachments import SigstoreAttachmentReader
 from cocoguest.registry.types import SigstoreSignature
-from cocoguest.signature.policy import PolicyDecision, PolicyRequest
+from cocoguest.signature.policy import PolicyDecision
 from cocoguest.signature.policy.evaluate import ContainersPolicyEvaluator
 from cocoguest.signature.policy.model import Policy
 from cocoguest.signature.policy.types import ImageUnderReview, ResourceReader
+from cocoguest.signature.request import PolicyRequest
 from cocoguest.signature.sigstore import CosignVerifier
 from cocoguest.signature.simple_signing import GpgSimpleSigningVerifier
 
@@ -50,11 +48,10 @@ class _ImageSignatures:
         return [] if self.sigstore is None else self.sigstore.sigstore_signatures(manifest_digest)
 
 
-def _docker_reference(text: str) -> ImageReference:
-    reference = ImageReference.parse(text.removeprefix("docker://"), default_tag=False)
+def _without_tag_when_pinned(reference: ImageReference) -> ImageReference:
     if reference.tag is not None and reference.digest is not None:
         # containers/image refuses tag+digest references; the digest is what was pulled (podman does the same).
-        reference = ImageReference(reference.registry, reference.repository, None, reference.digest)
+        return ImageReference(reference.registry, reference.repository, None, reference.digest)
     return reference
 
 
@@ -78,17 +75,13 @@ class PolicyGate:
 
     def evaluate(self, request: PolicyRequest) -> PolicyDecision:
         """Decide about the image (never raises for a rejection)."""
-        if request.transport == "oci":
-            layout = OciReference.parse(request.reference)
-            name = str(layout.path.resolve()) + (f":{layout.ref}" if layout.ref else "")
+        if isinstance(request.image, LayoutImageName):
+            name = request.image.policy_name
             image = ImageUnderReview("oci", name, request.manifest_digest, request.index_digest)
             return self._evaluator.decide(image, _ImageSignatures(None, None))
-        reference = _docker_reference(request.reference)
-        transport: Literal["docker"] = "docker"
-        shown = str(reference)
-        image = ImageUnderReview(transport, shown, request.manifest_digest, request.index_digest)
-        location = request.source.chosen if isinstance(request.source, FallbackSource) else request.source
-        registry = location if isinstance(location, DockerSource) else None
+        reference = _without_tag_when_pinned(request.image.reference)
+        image = ImageUnderReview("docker", str(reference), request.manifest_digest, request.index_digest)
+        registry = request.registry
         simple = LookasideSignatureSource(reference, self._registries_d, registry_source=registry)
         sigstore = None
         if registry is not None and self._registries_d.use_sigstore_attachments(reference):
