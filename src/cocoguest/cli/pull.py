@@ -15,17 +15,14 @@ import click
 from cocoguest.cli.progress import LayerProgressView
 from cocoguest.cli.settings import default_work_dir, environment, limits_from_env
 from cocoguest.errors import ConfigError
+from cocoguest.image.configured_pull import PolicySettings, PullConfig, pull
 from cocoguest.image.platform import PlatformSpec
-from cocoguest.image.pull import PullOptions, pull_image
-from cocoguest.image.sources import open_source
-from cocoguest.kbs.locations import LocationReader
 from cocoguest.kbs.offline_fs import DEFAULT_PATHS, OfflineFsKbc
-from cocoguest.ocicrypt.keywrap import KeyUnwrapper
+from cocoguest.ocicrypt.keyspecs import KeyContext
 from cocoguest.registry.access import RegistryAccess
 from cocoguest.registry.config.auth_file import default_auth_files
 from cocoguest.registry.config.certs_d import default_cert_dirs
 from cocoguest.registry.config.registries_conf import RegistriesConfig
-from cocoguest.signature.request import InsecureAcceptAnything, PolicyEvaluator
 
 _logger = logging.getLogger(__name__)
 
@@ -75,19 +72,19 @@ _DEFAULT_POLICY = Path("/etc/containers/policy.json")
 _DEFAULT_REGISTRIES_D = Path("/etc/containers/registries.d")
 
 
-def policy_evaluator(
-    insecure_policy: bool,
-    policy_file: str | None,
-    registries_d: str | None,
-    offline_fs_resources: tuple[str, ...],
-    env: dict[str, str],
-) -> PolicyEvaluator:
-    """The policy step from flags: containers-policy.json, or the explicit insecure accept-anything."""
+def policy_settings(
+    insecure_policy: bool, policy_file: str | None, registries_d: str | None, offline_fs_resources: tuple[str, ...]
+) -> PolicySettings:
+    """The policy settings from flags, with the system defaults (``/etc/containers/policy.json``, registries.d).
+
+    Raises:
+        ConfigError: both or neither of ``--policy`` and ``--insecure-policy``; unreadable offline_fs files.
+    """
     if insecure_policy:
         if policy_file is not None:
             msg = "--insecure-policy and --policy exclude each other"
             raise ConfigError(msg)
-        return InsecureAcceptAnything()
+        return PolicySettings(insecure_accept_anything=True)
     if policy_file is None and _DEFAULT_POLICY.is_file():
         policy_file = str(_DEFAULT_POLICY)
     if policy_file is None:
@@ -97,32 +94,22 @@ def policy_evaluator(
             "or --insecure-policy to accept images without verification"
         )
         raise ConfigError(msg)
-    # Imported here: signature verification pulls in OpenPGP, sigstore and X.509 code a plain pull does not need.
-    from cocoguest.signature.gate import PolicyGate, load_policy, load_registries_d  # noqa: PLC0415
-
     resource_files = [p for p in DEFAULT_PATHS if p.exists()] + [Path(f) for f in offline_fs_resources]
     provider = OfflineFsKbc.load(resource_files) if resource_files else None
-    is_path = "://" not in policy_file
-    base_dir = Path(policy_file).resolve().parent if is_path else Path.cwd()
-    resources = LocationReader(base_dir, provider)
     if registries_d is None and _DEFAULT_REGISTRIES_D.is_dir():
         registries_d = str(_DEFAULT_REGISTRIES_D)
-    return PolicyGate(
-        load_policy(policy_file, resources), resources, load_registries_d(registries_d, resources), env=env
-    )
+    return PolicySettings(policy_file, registries_d, resources=provider)
 
 
-def _unwrappers(
+def _key_context(
     decryption_keys: tuple[str, ...], keyprovider_config: str | None, env: dict[str, str]
-) -> list[KeyUnwrapper]:
-    """Key unwrappers for encrypted layers; none (and no key code loaded) when no key source is configured."""
+) -> KeyContext | None:
+    """Key settings; none (and no key code loaded) when no key source is configured."""
     if not decryption_keys and not keyprovider_config and not env.get("OCICRYPT_KEYPROVIDER_CONFIG"):
-        return []
+        return None
     from cocoguest.cli.keys import key_context  # noqa: PLC0415  (key formats are only needed for keys)
-    from cocoguest.ocicrypt import keyspecs  # noqa: PLC0415
 
-    context = key_context(env, keyprovider_config)
-    return keyspecs.decryption_unwrappers(keyspecs.split_specs(decryption_keys), context)
+    return key_context(env, keyprovider_config)
 
 
 @click.command("pull")
@@ -170,25 +157,25 @@ def pull_command(
 ) -> None:
     """Pull IMAGE (docker://host/repo:tag, host/repo@digest, oci:PATH[:REF]) into an OCI bundle at BUNDLE_DIR."""
     env = environment()
-    unwrappers = _unwrappers(decryption_keys, keyprovider_config, env)
-    policy = policy_evaluator(insecure_policy, policy_file, registries_d, offline_fs_resources, env)
-    options = PullOptions(
+    limits = limits_from_env(env)
+    config = PullConfig(
         work_dir=Path(work_dir) if work_dir else default_work_dir(env),
-        policy=policy,
-        unwrappers=unwrappers,
+        policy=policy_settings(insecure_policy, policy_file, registries_d, offline_fs_resources),
+        access=source_settings(registries_conf, auth_file, cert_dir, tls_verify),
+        decryption_keys=decryption_keys,
+        key_context=_key_context(decryption_keys, keyprovider_config, env),
         platform=PlatformSpec.parse(platform_text) if platform_text else PlatformSpec.running(),
         max_concurrent=max_concurrent_downloads,
         snapshotter=snapshotter,
         require_encryption=require_encryption,
-        limits=limits_from_env(env),
+        env=env,
+        limits=limits,
     )
-    opened = open_source(image, source_settings(registries_conf, auth_file, cert_dir, tls_verify))
     view = LayerProgressView(enabled=sys.stderr.isatty() and not quiet and not as_json)
     try:
-        result = pull_image(opened, Path(bundle_dir), options, view.update if view.enabled else None)
+        result = pull(config, image, Path(bundle_dir), view.update if view.enabled else None)
     finally:
         view.close()
-        opened.source.close()
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     elif not quiet:
