@@ -28,7 +28,8 @@ def test_pull_from_a_config_honours_the_policy_file(image: WrittenImage, tmp_pat
 
     accepting = PullConfig(work_dir, PolicySettings(_policy(tmp_path, "insecureAcceptAnything")), snapshotter="copy")
     result = pull(accepting, f"oci:{image.path}:latest", tmp_path / "bundle")
-    assert result.decision.accepted and not result.decision.insecure
+    assert result.decision.accepted
+    assert not result.decision.insecure
     assert read_config(tmp_path / "bundle")["root"] == {"path": "rootfs", "readonly": False}
 
 
