@@ -115,6 +115,14 @@ class _ResourceClient:
         """
         return self._cache.get()
 
+    def attest_now(self) -> Credentials:
+        """New credentials even if the cached token is fresh (Trustee kbs-client's ``attest``).
+
+        Raises:
+            KbsDeniedError, KbsProtocolError, TransportError, AttestationError: the attestation failed.
+        """
+        return self._cache.refresh()
+
     @property
     def fetches(self) -> int:
         """Attestations (or token provider calls) made so far."""

@@ -72,18 +72,30 @@ class TokenCache:
             current = self._current
             if current is not None and self._usable(current):
                 return current
-            self._current = None
-            self.fetches += 1
-            fresh = self._fetch()
-            if self._usable(fresh):
-                self._current = fresh
-            else:
-                _logger.warning(
-                    "KBS token has no exp or expires within %s s (exp=%s); it is used once and not cached",
-                    self._margin_s,
-                    fresh.token.untrusted_exp,
-                )
-            return fresh
+            return self._refetch()
+
+    def refresh(self) -> Credentials:
+        """New credentials from ``fetch``, whatever the cache holds (``kbs attest``).
+
+        Raises:
+            Whatever ``fetch`` raises (the cache is then empty).
+        """
+        with self._lock:
+            return self._refetch()
+
+    def _refetch(self) -> Credentials:
+        self._current = None
+        self.fetches += 1
+        fresh = self._fetch()
+        if self._usable(fresh):
+            self._current = fresh
+        else:
+            _logger.warning(
+                "KBS token has no exp or expires within %s s (exp=%s); it is used once and not cached",
+                self._margin_s,
+                fresh.token.untrusted_exp,
+            )
+        return fresh
 
     def invalidate(self, stale: Credentials) -> None:
         """Forget ``stale`` if it is still the cached entry (a KBS refused its token)."""
