@@ -98,3 +98,38 @@ class PolicyRejectedError(VerificationError):
 
 class SignatureError(VerificationError):
     """A signature is malformed, made by an untrusted key, or does not cover what it claims."""
+
+
+class AttestationError(CocoError):
+    """Evidence or a report could not be produced (the attester failed or returned unusable evidence)."""
+
+
+class KbsProtocolError(ProtocolError):
+    """A Key Broker Service sent a malformed or unexpected answer; ``step`` names the RCAR step or request."""
+
+    def __init__(self, message: str, *, step: str) -> None:
+        super().__init__(message)
+        self.step = step
+        """``auth``, ``attest`` or ``resource``."""
+
+
+class KbsStatusError(KbsProtocolError):
+    """A KBS answered with an unexpected HTTP status; carries the KBS's ``{type, detail}`` when it sent one."""
+
+    def __init__(self, message: str, *, step: str, status: int, error_type: str | None, detail: str | None) -> None:
+        super().__init__(message, step=step)
+        self.status = status
+        self.error_type = error_type
+        """The last path segment of the KBS's error ``type`` URI (e.g. ``PolicyDeny``), if any."""
+        self.detail = detail
+
+
+class KbsDeniedError(VerificationError):
+    """A SECURITY decision of the KBS: attestation failed, or the resource policy refused the release."""
+
+    def __init__(self, message: str, *, step: str, status: int, error_type: str | None, detail: str | None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.status = status
+        self.error_type = error_type
+        self.detail = detail

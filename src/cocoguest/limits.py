@@ -162,6 +162,26 @@ class Limits:
     """One ``error: ...`` line of the CLI (longer lines are cut; producers list a few items and count the rest)."""
     max_internal_error_message_chars: int = 500
     """The message of an unexpected (non-CocoError) exception quoted in its ``error: internal error`` line."""
+    kbs_connect_timeout_s: float = 30.0
+    """Connecting to a KBS."""
+    kbs_read_timeout_s: float = 60.0
+    """Between two reads from a KBS (the Rust client's whole-request timeout is 60 s)."""
+    kbs_request_deadline_s: float = 120.0
+    """One KBS request from connect to the last byte of the answer (a server dripping bytes is cut off)."""
+    kbs_max_response_bytes: int = 1 * MiB
+    """A KBS ``/auth`` or ``/attest`` answer or error body (a challenge is ~80 bytes, an EAR token a few KiB)."""
+    kbs_max_resource_response_bytes: int = 8 * MiB
+    """A KBS resource answer (JWE JSON: base64url of the resource, so ~4/3 of the largest resource)."""
+    kbs_max_request_bytes: int = 2 * MiB
+    """A request body we send (Trustee's ``payload_request_size`` default is 2 MiB)."""
+    kbs_max_token_bytes: int = 64 * KiB
+    """An attestation token (JWT) from a KBS or token provider."""
+    kbs_token_refresh_margin_s: float = 30.0
+    """Attest again this long before the cached token's ``exp`` (Trustee's verifier allows 60 s leeway)."""
+    kbs_max_cookie_bytes: int = 4 * KiB
+    """The ``kbs-session-id`` cookie value (Trustee's is 32 hex characters)."""
+    max_annotation_packet_bytes: int = 64 * KiB
+    """A decoded AnnotationPacket JSON (a wrapped layer key is ~300 bytes)."""
 
 
 DEFAULT_LIMITS = Limits()
