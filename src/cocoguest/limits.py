@@ -104,6 +104,9 @@ class Limits:
     """Segments of one sparse file."""
     max_tar_file_real_bytes: int = 1 << 40
     """Expanded size of one (sparse) file."""
+    max_copy_up_bytes: int = 1 * GiB
+    """File bytes one layer may copy up from its lower layers for cross-layer hardlinks (each target is copied
+    once, but a layer that replaces a copied-up directory can make a target visible, and copied, again)."""
     max_offline_fs_file_bytes: int = 16 * MiB
     """One offline_fs_kbc key or resource file."""
     max_resource_uri_length: int = 2048

@@ -43,6 +43,7 @@ from cocoguest.image.bundle import (
 from cocoguest.image.fs.merge import IncrementalMerge, merge_layers
 from cocoguest.image.fs.unpack import WhiteoutFormat, detect_whiteout_format
 from cocoguest.image.layer.fetch import LayerJob, LayerOutcome, pull_layer
+from cocoguest.image.layer.lowers import LowerLayers, chain_ids
 from cocoguest.image.layer.parallel import run_layers
 from cocoguest.image.manifests import fetch_manifest, parse_config, read_config_blob
 from cocoguest.image.platform import PlatformSpec
@@ -164,6 +165,7 @@ def _plan_layers(
 ) -> list[LayerJob]:
     jobs: list[LayerJob] = []
     budget = UnwrapBudget(options.limits)  # SECURITY: one key-unwrap budget for all layers of the image
+    chains = chain_ids(diff_ids)  # a layer with cross-layer hardlinks is stored by chain ID
     for index, (desc, diff_id) in enumerate(zip(manifest.layers, diff_ids, strict=True)):
         encrypted = media_types.is_encrypted(desc.media_type)
         if options.require_encryption and not encrypted:
@@ -174,9 +176,9 @@ def _plan_layers(
             # verified, and an encrypted source includes a check of this key (see layer/provenance.py).
             # Keys are unwrapped here, before threads start (STYLE §8.4).
             key = unwrap_layer_key(desc, options.unwrappers, limits=options.limits, budget=budget)
-            job = LayerJob(index, desc, diff_id, key, public_options(desc))
+            job = LayerJob(index, desc, diff_id, key, public_options(desc), chain_id=chains[index])
         else:
-            job = LayerJob(index, desc, diff_id)
+            job = LayerJob(index, desc, diff_id, chain_id=chains[index])
         jobs.append(job)
     return jobs
 
@@ -198,6 +200,7 @@ def _pull_layers(
     ``on_ready`` runs cancels the others as soon as it returns.
     """
     cancel = threading.Event()
+    lowers = LowerLayers(len(jobs))  # committed lower layers, for layers with cross-layer hardlinks
 
     def run(_index: int, job: LayerJob) -> LayerOutcome:
         report = None if progress is None else (lambda done: progress(job.index, done, job.descriptor.size))
@@ -210,6 +213,7 @@ def _pull_layers(
             cancel=cancel,
             limits=options.limits,
             progress=report,
+            lowers=lowers,
         )
 
     ready = None if on_ready is None else (lambda _index, outcome: on_ready(outcome))
@@ -327,7 +331,8 @@ def pull_image(
                     manifest_digest=manifest_digest,
                     config_digest=manifest.config.digest,
                     references=(image_name,),
-                    layers=tuple(diff_ids),
+                    # store keys: the diff_id, or the chain ID of a layer with cross-layer hardlinks
+                    layers=tuple(o.record.diff_id for o in outcomes),
                     compressed_layers=tuple(d.digest for d in manifest.layers),
                     created=time.time(),
                     policy=decision.to_json(),

@@ -19,12 +19,21 @@ A 0:0 character device in the archive *is* an overlay whiteout, so it is unpacke
 Because each layer is unpacked on its own, a lower layer's symlink is never followed by a later layer's
 path (umoci and Docker follow it inside the rootfs; overlayfs shows the later directory instead).
 
+Cross-layer hardlinks (umoci and containerd accept them): a hardlink whose target is not in this layer is
+resolved in the merged view of the committed lower layers (:mod:`~cocoguest.image.fs.lower_view`: the topmost
+lower layer that has it wins; a whiteout or opaque directory above hides it, and then the link is refused like
+an absent target). The target is copied up into this layer (:mod:`~cocoguest.image.fs.copy_up`), with the
+metadata of the directories on its path that this layer does not have yet, as an overlay copy-up does, and
+then linked. The layer's content then depends on its parents: :attr:`UnpackStats.copied_up` tells the caller,
+which must key the layer by chain ID in the store.
+
 Invariants:
     * SECURITY: nothing outside ``root`` is created, changed or followed: names are normalized lexically
       (``..`` above the root is refused), every directory is opened component by component with
       ``O_NOFOLLOW`` relative to a held fd (a symlink inside a path is refused), final components are
       created with ``*at`` calls that do not follow symlinks, and hardlinks may only name a non-directory
-      this unpack created (``root`` must start empty).
+      this unpack created (``root`` must start empty) or, when the caller gives lower layers, a non-directory
+      of the lower layers' merged view, which is first copied into ``root``.
     * SECURITY: overlay xattrs (``trusted.overlay.*``, ``user.overlay.*``) from the archive are dropped: only
       ``.wh.`` entries make whiteouts and opaque directories.
     * The stream is read to EOF (drained) before returning, so the caller's diff_id digest covers all bytes.
@@ -40,12 +49,14 @@ import logging
 import os
 import stat
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, ClassVar, Final
 
 from cocoguest.errors import ProtocolError, TransportError, UnsafeArchiveError, UnsupportedError
+from cocoguest.image.fs.copy_up import CopyUpBudget, copy_up_node
+from cocoguest.image.fs.lower_view import LowerDirMeta, LowerView
 from cocoguest.image.fs.safe_ops import (
     DIR_FLAGS,
     Components,
@@ -53,6 +64,8 @@ from cocoguest.image.fs.safe_ops import (
     NotADirectoryInPathError,
     clean_member_path,
     lstat_at,
+    open_dir_at,
+    opened,
     proc_fd_path,
     remove_at,
 )
@@ -158,12 +171,15 @@ class UnpackStats:
         bytes: File content bytes written (holes of sparse files excluded).
         skipped: Human-readable notes on what was skipped (devices when not root, unsupported xattrs, ...),
             capped at 1000 notes plus a final count.
+        copied_up: Lower-layer nodes copied into this layer for cross-layer hardlinks; non-zero means the
+            layer's content depends on its parents.
     """
 
     entries: int
     files: int
     bytes: int
     skipped: tuple[str, ...]
+    copied_up: int = 0
 
 
 @dataclass(slots=True)
@@ -181,6 +197,7 @@ def unpack_layer(
     what: str,
     whiteouts: WhiteoutFormat,
     limits: Limits = DEFAULT_LIMITS,
+    lowers: Callable[[], Sequence[Path]] | None = None,
 ) -> UnpackStats:
     """Unpack the uncompressed layer tar ``untrusted_tar`` into ``root`` in overlay form, then drain it.
 
@@ -191,7 +208,11 @@ def unpack_layer(
         root: An existing, empty directory (the layer's staging directory).
         what: Names the layer in errors, e.g. ``"layer sha256:ab.. of docker://x"``.
         whiteouts: The overlay whiteout format to write.
-        limits: Chunk size and tar caps.
+        limits: Chunk size, tar caps and ``max_copy_up_bytes``.
+        lowers: Gives the committed lower layers' directories (lowest first), called at the first hardlink
+            whose target is not in this layer; it may raise
+            :class:`~cocoguest.image.fs.lower_view.LowerLayersPendingError`, which propagates. ``None``: the
+            layer has no lower layers (such a link is refused).
 
     Returns:
         Counts and the list of skipped items.
@@ -209,6 +230,7 @@ def unpack_layer(
         msg = f"unpack root {root} is not empty"
         raise ValueError(msg)
     unpacker = _Unpacker(DirCache(root_fd), what=what, fmt=whiteouts)
+    unpacker.lowers = _Lowers(lowers, CopyUpBudget(limits.max_copy_up_bytes), limits.stream_chunk_bytes)
     try:
         os.fchmod(root_fd, 0o755)
         tar = TarStream(untrusted_tar, what=what, limits=limits)
@@ -238,6 +260,7 @@ class _Unpacker:
         self.skipped: list[str] = []
         self.skipped_count = 0
         self.name = ""
+        self.lowers = _Lowers(None, CopyUpBudget(0), 1)
 
     # -- helpers ----------------------------------------------------------------------------------------------
 
@@ -245,7 +268,7 @@ class _Unpacker:
         notes = list(self.skipped)
         if self.skipped_count > len(notes):
             notes.append(f"... and {self.skipped_count - len(notes)} more")
-        return UnpackStats(self.entries, self.files, self.bytes, tuple(notes))
+        return UnpackStats(self.entries, self.files, self.bytes, tuple(notes), self.lowers.copied_up)
 
     def skip(self, note: str) -> None:
         self.skipped_count += 1
@@ -509,15 +532,11 @@ class _Unpacker:
             existing = lstat_at(dst_parent, components[-1])
             if existing is not None:
                 self.remove_existing(dst_parent, components, existing)
-            try:
-                src_parent = self.cache.dir_fd(target[:-1])
-            except FileNotFoundError as e:
-                raise self.unsafe(f"hardlink target {entry.unsafe_linkname!r} is not in this layer") from e
-            except NotADirectoryInPathError as e:
-                # SECURITY: a link target is resolved inside the root without following symlinks.
-                raise self.unsafe(f"hardlink target {entry.unsafe_linkname!r} goes through a non-directory") from e
-            st = lstat_at(src_parent, target[-1])
+            src_parent, st = self._link_target(entry, target)
             if st is None:
+                self._copy_up(entry, target)  # a cross-layer link: the target is copied into this layer first
+                src_parent, st = self._link_target(entry, target)
+            if st is None:  # pragma: no cover - defensive: the copy-up created it
                 raise self.unsafe(f"hardlink target {entry.unsafe_linkname!r} is not in this layer")
             if stat.S_ISDIR(st.st_mode):
                 raise self.unsafe(f"hardlink to directory {entry.unsafe_linkname!r}")
@@ -525,6 +544,64 @@ class _Unpacker:
             os.link(target[-1], components[-1], src_dir_fd=src_parent, dst_dir_fd=dst_parent, follow_symlinks=False)
         finally:
             os.close(dst_parent)
+
+    def _link_target(self, entry: TarEntry, target: Components) -> tuple[int, os.stat_result | None]:
+        """The (borrowed) parent fd of ``target`` in this layer and its lstat; ``(-1, None)`` if it is not here."""
+        try:
+            src_parent = self.cache.dir_fd(target[:-1])
+        except FileNotFoundError:
+            return -1, None
+        except NotADirectoryInPathError as e:
+            # SECURITY: a link target is resolved inside the root without following symlinks.
+            raise self.unsafe(f"hardlink target {entry.unsafe_linkname!r} goes through a non-directory") from e
+        return src_parent, lstat_at(src_parent, target[-1])
+
+    def _copy_up(self, entry: TarEntry, target: Components) -> None:
+        """Copy ``target`` from the lower layers' merged view into this layer (see the module docstring).
+
+        Raises:
+            UnsafeArchiveError: no lower layers, the target is absent or hidden there, it is a directory, or
+                the copy-up budget is spent.
+            LowerLayersPendingError: from the ``lowers`` provider.
+        """
+        shown = repr(entry.unsafe_linkname)
+        if self.lowers.provider is None:
+            raise self.unsafe(f"hardlink target {shown} is not in this layer (and the layer has no lower layers)")
+        for depth in range(1, len(target) + 1):
+            # SECURITY: this layer's whiteouts and opaque directories hide the lower entries below them.
+            if target[:depth] in self.whiteouts or (depth < len(target) and target[:depth] in self.opaque):
+                raise self.unsafe(f"hardlink target {shown} is hidden by a whiteout or opaque directory of this layer")
+        hit = self.lowers.view(self.fmt).lookup(target)
+        if hit is None:
+            raise self.unsafe(
+                f"hardlink target {shown} is in neither this layer nor a lower one (or a whiteout hides it)"
+            )
+        with hit:
+            if stat.S_ISDIR(hit.st.st_mode):
+                raise self.unsafe(f"hardlink to directory {shown}")
+            size = hit.st.st_size if stat.S_ISREG(hit.st.st_mode) else 0
+            if not self.lowers.budget.charge(size):
+                raise self.unsafe(f"hardlink target {shown}: copying it up exceeds the limit on bytes copied up")
+            dirs = hit.dirs
+
+            def make_dir(parent_fd: int, name: str, components: Components) -> None:
+                self._mkdir_copied_up(parent_fd, name, components, dirs[len(components) - 1])
+
+            try:
+                parent_fd = self.cache.dir_fd(target[:-1], create=make_dir)
+            except NotADirectoryInPathError as e:
+                raise self.unsafe(f"hardlink target {shown} goes through a non-directory") from e
+            copy_up_node(
+                hit.parent_fd, hit.name, hit.st, parent_fd, target[-1], is_root=self.is_root, chunk=self.lowers.chunk
+            )
+        self.lowers.copied_up += 1
+
+    def _mkdir_copied_up(self, parent_fd: int, name: str, components: Components, meta: LowerDirMeta) -> None:
+        """Create a directory of this layer as an overlay copy-up does: the lower directory's metadata."""
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
+        with opened(open_dir_at(parent_fd, name)) as fd:
+            self.apply_xattrs(lambda k, v: os.setxattr(fd, k, v), meta.xattrs)
+        self.pending_dirs[components] = _DirMeta(meta.mode, meta.uid, meta.gid, meta.mtime_ns)
 
     # -- end of layer -----------------------------------------------------------------------------------------
 
@@ -556,6 +633,23 @@ class _Unpacker:
             os.fchmod(fd, meta.mode)
             if meta.mtime_ns is not None:
                 os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+
+
+class _Lowers:
+    """The lower layers of one unpack (for cross-layer hardlinks): provider, view (made on first use), budget."""
+
+    def __init__(self, provider: Callable[[], Sequence[Path]] | None, budget: CopyUpBudget, chunk: int) -> None:
+        self.provider = provider
+        self.budget = budget
+        self.chunk = chunk
+        self.copied_up = 0
+        self._view: LowerView | None = None
+
+    def view(self, fmt: WhiteoutFormat) -> LowerView:
+        if self._view is None:
+            assert self.provider is not None  # noqa: S101  (checked by the caller)
+            self._view = LowerView(self.provider(), fmt)
+        return self._view
 
 
 def _write_all(fd: int, rest: memoryview) -> None:

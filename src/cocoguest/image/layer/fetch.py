@@ -12,17 +12,25 @@ Invariants:
       store's reuse rule; the caller ran the policy and unwrapped the key first). Otherwise the blob is
       downloaded and verified in full, and on success its source is recorded.
     * ``cancel`` aborts a running layer at its next read.
+    * Cross-layer hardlinks: the unpack gets this pull's committed lower layers (:mod:`.lowers`). If it meets
+      such a link before they are all committed, the attempt is abandoned (staging removed, store locks
+      released), the thread waits for the lower layers without holding any lock, and the layer is pulled
+      again (its blob is read once more). A layer whose content came to depend on its parents is committed
+      under its chain ID (see ``Store.acquire_layer``).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cocoguest.digest import Digest, Readable, VerifyingReader
 from cocoguest.errors import CocoError, ProtocolError, VerificationError
+from cocoguest.image.fs.lower_view import LowerLayersPendingError
 from cocoguest.image.fs.unpack import WhiteoutFormat, unpack_layer
+from cocoguest.image.layer.lowers import LowerLayers
 from cocoguest.image.layer.provenance import blob_source
 from cocoguest.image.layer.readers import (
     DecryptingReader,
@@ -53,6 +61,8 @@ class LayerJob:
     diff_id: Digest
     key: UnwrappedKey | None = None
     public: PublicOptions | None = None
+    chain_id: Digest | None = None
+    """The layer's chain ID (see :func:`~cocoguest.image.layer.lowers.chain_ids`); None for no store key by chain."""
 
     @property
     def what(self) -> str:
@@ -98,17 +108,46 @@ def pull_layer(
     cancel: threading.Event,
     limits: Limits = DEFAULT_LIMITS,
     progress: Callable[[int], None] | None = None,
+    lowers: LowerLayers | None = None,
 ) -> LayerOutcome:
     """Make the layer available in the store (see the module docstring).
+
+    ``lowers``: this pull's lower-layer hand-off; this layer is published to it once committed. Without it a
+    cross-layer hardlink is refused.
 
     Raises:
         VerificationError: digest, size, HMAC or diff_id mismatch; an unsafe archive.
         ProtocolError, TransportError, UnsupportedError: the source or the data is broken.
     """
+    provider = None if lowers is None else lowers.provider(job.index)
+    try:
+        outcome = _pull_once(source, job, store, image, whiteouts, cancel, limits, progress, provider)
+    except LowerLayersPendingError:
+        if lowers is None:  # pragma: no cover - defensive: only the provider raises it
+            raise
+        # SECURITY (no deadlock): the attempt's store slot and locks are released; wait holding nothing.
+        lowers.wait_below(job.index, cancel)
+        outcome = _pull_once(source, job, store, image, whiteouts, cancel, limits, progress, provider)
+    if lowers is not None:
+        lowers.committed(job.index, outcome.record.path)
+    return outcome
+
+
+def _pull_once(
+    source: ImageSource,
+    job: LayerJob,
+    store: Store,
+    image: str,
+    whiteouts: WhiteoutFormat,
+    cancel: threading.Event,
+    limits: Limits,
+    progress: Callable[[int], None] | None,
+    provider: Callable[[], Sequence[Path]] | None,
+) -> LayerOutcome:
     desc = job.descriptor
     what = f"{image}: {job.what}"
     # SECURITY: the store hands out a committed layer only for a source it verified itself.
-    with store.acquire_layer(job.diff_id, blob_source(desc, job.key, job.public)) as slot:
+    with store.acquire_layer(job.diff_id, blob_source(desc, job.key, job.public), chain_id=job.chain_id) as slot:
         if slot.existing is not None:
             return LayerOutcome(job, slot.existing, downloaded=False, compressed_bytes=0)
         assert slot.staging is not None  # noqa: S101  (the store's contract: staging iff not existing)
@@ -132,7 +171,14 @@ def pull_layer(
             tar_stream = HashingReader(decompressed, job.diff_id, what)
             try:
                 # (5e) unpack into the private staging dir
-                unpack_layer(tar_stream.as_binary_io(), slot.staging, what=what, whiteouts=whiteouts, limits=limits)
+                stats = unpack_layer(
+                    tar_stream.as_binary_io(),
+                    slot.staging,
+                    what=what,
+                    whiteouts=whiteouts,
+                    limits=limits,
+                    lowers=provider,
+                )
                 # (5f) drain: every end-of-stream check (size, digest, HMAC, decompressor) fires now
                 drain(tar_stream, limits.stream_chunk_bytes)
             except ProtocolError as e:
@@ -145,5 +191,6 @@ def pull_layer(
                 raise
             # (5g) the uncompressed stream must be what the (policy-checked) config promises
             tar_stream.verify()
-        record = slot.commit(tar_stream.size)  # records the verified source too
+        # records the verified source too; a layer that copied lower files up is keyed by its chain ID
+        record = slot.commit(tar_stream.size, parent_dependent=stats.copied_up > 0)
     return LayerOutcome(job, record, downloaded=True, compressed_bytes=counting.count)

@@ -5,6 +5,9 @@ destination).
 
 Invariants:
     * At most ``max_concurrent`` layers run at once; results come back in layer order.
+    * Layers START in order (the pool takes tasks first in, first out): when layer i runs, every layer below it
+      runs or has finished, so a layer may wait for lower layers (cross-layer hardlinks, ``lowers.py``)
+      without deadlock, as long as lower layers never wait for upper ones.
     * ``on_ready(i, result)`` runs in the calling thread (never a worker), strictly in order, as soon as layers
       0..i have all finished, while higher layers keep running.
     * The first failure (of a layer or of ``on_ready``, or an interrupt) sets ``cancel`` (workers check it at

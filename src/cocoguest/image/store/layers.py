@@ -50,7 +50,8 @@ class LayerRecord:
     """A committed layer.
 
     Attributes:
-        diff_id: digest of the uncompressed layer tar.
+        diff_id: the layer's store key: the digest of the uncompressed layer tar, or for a layer whose content
+            depends on its parents (cross-layer hardlinks) its chain ID (see ``Store.acquire_layer``).
         size: the size recorded at commit (the uncompressed tar size).
         path: the layer's content directory (``layers/<alg>/<hex>/diff``), in overlay form.
     """
@@ -429,7 +430,7 @@ class LayerSlot:
         diff_id: Digest,
         existing: LayerRecord | None,
         staging: Path | None,
-        publisher: Callable[[int, Callable[[], None] | None], LayerRecord] | None,
+        publisher: Callable[[int, Callable[[], None] | None, bool], LayerRecord] | None,
     ) -> None:
         """Build a slot; the store does this."""
         self.diff_id = diff_id
@@ -443,19 +444,23 @@ class LayerSlot:
         """The record made by :meth:`commit`, if it was called and succeeded."""
         return self._committed
 
-    def commit(self, size: int) -> LayerRecord:
+    def commit(self, size: int, *, parent_dependent: bool = False) -> LayerRecord:
         """Publish the staging directory as the layer and record it; call only after every check passed.
 
         Args:
             size: the layer's uncompressed size in bytes.
+            parent_dependent: the content depends on the lower layers (cross-layer hardlinks were copied up):
+                the layer is stored under the chain ID given to ``acquire_layer``, not its diff_id.
 
         Raises:
             ValueError: the slot has no staging directory, was committed already, or ``size`` is negative.
             TransportError: the rename or the DB write failed (nothing is left under ``layers/``).
         """
-        return self._commit(size)
+        return self._commit(size, parent_dependent=parent_dependent)
 
-    def _commit(self, size: int, *, after_rename: Callable[[], None] | None = None) -> LayerRecord:
+    def _commit(
+        self, size: int, *, after_rename: Callable[[], None] | None = None, parent_dependent: bool = False
+    ) -> LayerRecord:
         """:meth:`commit`, with a hook run between the rename and the DB write (crash tests)."""
         if self._publisher is None:
             msg = f"layer {self.diff_id}: this slot has nothing to commit (the layer exists)"
@@ -466,5 +471,5 @@ class LayerSlot:
         if size < 0:
             msg = f"layer {self.diff_id}: negative size {size}"
             raise ValueError(msg)
-        self._committed = self._publisher(size, after_rename)
+        self._committed = self._publisher(size, after_rename, parent_dependent)
         return self._committed

@@ -15,6 +15,19 @@ Invariants:
       diff_id proves nothing, and neither does unwrapping some key: otherwise an image could borrow another
       image's decrypted layer. For any other source the caller downloads and verifies the blob in full; on
       success its source is recorded and the existing layer is kept (same diff_id, same content).
+    * Keys (cross-layer hardlinks): a layer is stored under its diff_id when its content is the tar alone, and
+      under its chain ID (OCI image-spec config.md: ChainID(L0) = DiffID(L0), ChainID(Ln) = sha256(ChainID(Ln-1)
+      + " " + DiffID(Ln))) when the unpack copied lower-layer files up into it. Whether a layer copies up is a
+      property of its tar stream alone (a link names a path the stream did not create), so a diff_id either
+      always or never depends on parents: a diff_id-keyed layer is valid over any parents, and a chain-keyed
+      one only over the parents its chain ID names (the same diff_id over other parents gets its own
+      directory). Ordinary images are keyed by diff_id exactly as before. The verified-source mapping still
+      names the diff_id (a fact about the blob); reusing a chain-keyed layer needs both that mapping and the
+      caller's chain ID. Prune forgets mappings whose diff_id has no row, so after a prune a chain-keyed layer's
+      blob is downloaded and verified once more (the stored layer is kept): safe, only slower.
+    * Locks: a caller with a chain ID takes the diff_id's lock, then the chain ID's; nobody takes them in the
+      other order (prune and repair take one lock at a time, without waiting). A cycle between two pulls
+      would need a chain ID to be a diff_id whose chain ID is the first diff_id: a sha256 fixed point.
     * An image row names only committed layers (checked in the transaction that writes it); prune deletes a
       layer only when no image uses it, in a transaction, under the layer's lock.
     * Prune holds ``locks/gc.lock`` exclusively; a pull that wants its fresh layers to survive until its image
@@ -204,7 +217,9 @@ class Store:
         self._db.put_verified(source, diff_id)
 
     @contextlib.contextmanager
-    def acquire_layer(self, diff_id: Digest, source: BlobSource | None = None) -> Iterator[LayerSlot]:
+    def acquire_layer(
+        self, diff_id: Digest, source: BlobSource | None = None, *, chain_id: Digest | None = None
+    ) -> Iterator[LayerSlot]:
         """Hold the layer's lock and yield a slot: the existing layer, or an empty staging directory.
 
         With a ``source`` (the blob the caller would otherwise download), ``existing`` is set only when the
@@ -217,11 +232,19 @@ class Store:
         ``existing`` (for the same source). If the body raises or does not call ``commit``, the staging
         directory is removed.
 
+        ``chain_id`` (the layer's chain ID, when it has lower layers): a layer stored under it (one whose
+        content depended on these parents) is reused by the same rule, and ``commit(parent_dependent=True)``
+        stores the staging directory under it (see the module docstring).
+
         Raises:
             TransportError: the lock, the staging directory or the DB failed.
         """
         with self._locked(diff_id, blocking=True):
-            yield from self._slot_under_lock(diff_id, source)
+            if chain_id is None or chain_id == diff_id:
+                yield from self._slot_under_lock(diff_id, source, None)
+                return
+            with self._locked(chain_id, blocking=True):  # lock order: diff_id, then chain ID
+                yield from self._slot_under_lock(diff_id, source, chain_id)
 
     @contextlib.contextmanager
     def _locked(self, diff_id: Digest, *, blocking: bool) -> Iterator[HeldLock | None]:
@@ -248,16 +271,24 @@ class Store:
         with stack:
             yield
 
-    def _slot_under_lock(self, diff_id: Digest, source: BlobSource | None) -> Iterator[LayerSlot]:
+    def _slot_under_lock(
+        self, diff_id: Digest, source: BlobSource | None, chain_id: Digest | None
+    ) -> Iterator[LayerSlot]:
         existing = self.layer(diff_id)
-        # SECURITY: the reuse rule: only a source this store verified as producing diff_id gets the layer.
-        if existing is not None and (source is None or self._db.verified_diff_id(source) == diff_id):
-            yield LayerSlot(diff_id, existing, None, None)
-            return
+        chained = None if chain_id is None else self.layer(chain_id)
+        # SECURITY: the reuse rule: only a source this store verified as producing diff_id gets the layer; a
+        # chain-keyed layer also needs the caller's parents to be the ones its key names (the key says so).
+        verified = source is None or self._db.verified_diff_id(source) == diff_id
+        for reusable in (existing, chained):
+            if reusable is not None and verified:
+                yield LayerSlot(diff_id, reusable, None, None)
+                return
+        # A layer directory without a row (or a row without content), or a staging directory of this
+        # layer, is a dead holder's leftover: we hold the lock(s), so nobody else is working on it.
         if existing is None:
-            # A layer directory without a row (or a row without content), or a staging directory of this
-            # layer, is a dead holder's leftover: we hold the lock, so nobody else is working on it.
             self._retire(diff_id)
+        if chain_id is not None and chained is None:
+            self._retire(chain_id)
         prefix = f"{lock_key(diff_id)}."
         for name in self._listdir(self._layout.staging_dir):
             if name.startswith(prefix):
@@ -268,14 +299,26 @@ class Store:
             msg = f"layer {diff_id}: cannot create a staging directory in {self._layout.staging_dir}: {e}"
             raise TransportError(msg) from e
 
-        def publisher(size: int, after_rename: Callable[[], None] | None) -> LayerRecord:
-            if existing is not None:
-                # The blob verified to the diff_id of the committed layer: same tar stream, same content.
-                # Keep the committed layer (bundles may use it) and vouch for this source from now on.
+        def publisher(size: int, after_rename: Callable[[], None] | None, parent_dependent: bool) -> LayerRecord:
+            key, current = diff_id, existing
+            if parent_dependent:
+                if chain_id is None:
+                    msg = f"layer {diff_id}: its content depends on lower layers, but no chain ID was given"
+                    raise ValueError(msg)
+                key, current = chain_id, chained
+            if current is not None:
+                # The blob verified to the diff_id of the committed layer (over the same parents, for a chain
+                # key): same tar stream, same content. Keep the committed layer (bundles may use it) and vouch
+                # for this source from now on.
                 if source is not None:
                     self._db.put_verified(source, diff_id)
-                return existing
-            return self._publish(diff_id, staging_root, size, after_rename, source)
+                return current
+            if key == diff_id:
+                return self._publish(diff_id, staging_root, size, after_rename, source)
+            record = self._publish(key, staging_root, size, after_rename, None)
+            if source is not None:
+                self._db.put_verified(source, diff_id)  # the blob's fact: it unpacks to diff_id
+            return record
 
         slot = LayerSlot(diff_id, None, staging_root / "diff", publisher)
         try:
