@@ -1,6 +1,7 @@
 """OpenPGP with pysequoia, no gpg binary: certificates, secret keys, encrypt and decrypt (ocicrypt.md §5.3).
 
-This is the only module that imports :mod:`pysequoia`. Sequoia does all key handling and encryption, and
+With :mod:`.openpgp_sign` (signing), the only importer of :mod:`pysequoia`; packets are read by
+:mod:`.openpgp_packets`. Sequoia does all key handling and encryption, and
 decrypts what gpg and sequoia write. It cannot read what Go's ``golang.org/x/crypto/openpgp`` (skopeo
 1.9.3) writes: partial body chunks under 512 octets, inside and outside the encryption, and RSA MPIs with a
 bit count of ``8 * len``. For those, RSA PKESK v3 + SEIPD v1 (AES, MDC, one literal packet) is decrypted
