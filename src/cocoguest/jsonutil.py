@@ -7,13 +7,16 @@ Invariants:
     * Nesting deeper than ``Limits.max_json_depth`` and numbers longer than ``Limits.max_json_number_chars``
       characters are refused (a million nested arrays or a 100,000-digit integer cost the parser, not us).
     * NaN, Infinity and -Infinity are refused (not JSON).
-    * Duplicate member names are refused (containers/image's "paranoid" decoding: two readers of one document
-      must never see different values).
+    * Duplicate member names are refused, at every level (containers/image's "paranoid" decoding: two readers
+      of one document must never see different values). A caller may word that error (``duplicate_error``).
+    * This is the only place that parses JSON from outside (registries, KBS, signatures, policy and config
+      files); ``json.loads`` elsewhere reads only what cocoguest itself wrote.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from cocoguest.errors import CocoError, ProtocolError
 from cocoguest.limits import DEFAULT_LIMITS, Limits
@@ -23,17 +26,31 @@ class _RefusedJsonError(ValueError):
     """Internal: raised by the decoder hooks, turned into the caller's error class."""
 
 
+class _DuplicateMemberError(_RefusedJsonError):
+    """Internal: a member name given twice in one object (``name`` is the full, untrusted name)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"duplicate member {name[:64]!r}")
+        self.name = name
+
+
 def loads(
     untrusted: bytes | str,
     what: str,
     error: type[CocoError] = ProtocolError,
     *,
     limits: Limits = DEFAULT_LIMITS,
+    duplicate_error: Callable[[str], CocoError] | None = None,
 ) -> object:
     """``untrusted`` parsed as JSON under the module's rules.
 
+    Args:
+        duplicate_error: builds the error for a member name given twice (it gets the name); by default an
+            ``error`` saying ``duplicate member``.
+
     Raises:
         ``error``: not UTF-8, not JSON, or outside the rules of the module docstring.
+        whatever ``duplicate_error`` returns: a duplicate member name, when it is given.
     """
     max_number = limits.max_json_number_chars
 
@@ -63,6 +80,11 @@ def loads(
         raise error(msg) from e
     except RecursionError as e:
         msg = f"{what}: not valid JSON (nested deeper than {limits.max_json_depth} levels)"
+        raise error(msg) from e
+    except _DuplicateMemberError as e:
+        if duplicate_error is not None:
+            raise duplicate_error(e.name) from None
+        msg = f"{what}: not valid JSON ({e})"
         raise error(msg) from e
     except _RefusedJsonError as e:
         msg = f"{what}: not valid JSON ({e})"
@@ -101,8 +123,7 @@ def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict[str, obj
         seen: set[str] = set()
         for name, _ in pairs:
             if name in seen:
-                msg = f"duplicate member {name[:64]!r}"
-                raise _RefusedJsonError(msg)
+                raise _DuplicateMemberError(name)
             seen.add(name)
     return obj
 

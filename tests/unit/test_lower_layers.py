@@ -12,7 +12,8 @@ import pytest
 from cocoguest.digest import Digest
 from cocoguest.image.fs.unpack import WhiteoutFormat
 from cocoguest.image.layer.fetch import LayerJob, LayerOutcome, pull_layer
-from cocoguest.image.layer.lowers import LowerLayers, LowerLayersCancelledError, chain_ids
+from cocoguest.image.layer.lowers import LowerLayers, chain_ids
+from cocoguest.image.layer.parallel import LayerCancelledError
 from cocoguest.image.layout import OciLayoutImageSource, OciReference
 from cocoguest.image.store import Store
 from cocoguest.image.store.layers import hold_layer_lock
@@ -92,7 +93,7 @@ def test_waiting_ends_when_the_pull_is_cancelled() -> None:
     lowers.committed(0, Path("/layer0"))
     cancel = threading.Event()
     cancel.set()
-    with pytest.raises(LowerLayersCancelledError):
+    with pytest.raises(LayerCancelledError):
         lowers.wait_below(2, cancel)
     assert lowers.wait_below(1, cancel) == [Path("/layer0")]
     assert lowers.ready_below(2) is None

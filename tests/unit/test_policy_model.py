@@ -260,7 +260,7 @@ def _with_duplicate(text: str, key: str, value: object) -> bytes:
 
 @pytest.mark.parametrize("key", ["default", "transports"])
 def test_policy_duplicate_fields(key: str) -> None:
-    with pytest.raises(ConfigError, match="duplicate key"):
+    with pytest.raises(ConfigError, match="duplicate member"):
         Policy.from_json(_with_duplicate(json.dumps(VALID_POLICY), key, VALID_POLICY[key]), "dup.json")
 
 
@@ -269,7 +269,7 @@ def test_scope_duplicate_fields(scope: str) -> None:
     scopes = {"docker.io/library/busybox": [{"type": "reject"}], "": [{"type": "reject"}]}
     text = _with_duplicate(json.dumps(scopes), scope, [{"type": "reject"}]).decode()
     document = '{"default": [{"type": "reject"}], "transports": {"docker": ' + text + "}}"
-    with pytest.raises(ConfigError, match="duplicate key"):
+    with pytest.raises(ConfigError, match="duplicate member"):
         Policy.from_json(document.encode(), "dup.json")
 
 
@@ -331,7 +331,7 @@ def test_simple_requirement_extra_fields(type_name: str) -> None:
     _requirement_fails({"type": type_name, "unknown": "foo"}, ".unknown: unknown key")
     text = _with_duplicate(json.dumps({"type": type_name}), "type", type_name).decode()
     document = '{"default": [' + text + "]}"
-    with pytest.raises(ConfigError, match="duplicate key"):
+    with pytest.raises(ConfigError, match="duplicate member"):
         Policy.from_json(document.encode(), "dup.json")
 
 
@@ -377,7 +377,7 @@ def test_signed_by_break(edit: Edit, fragment: str) -> None:
 @pytest.mark.parametrize("key", ["type", "keyType", "keyData", "signedIdentity"])
 def test_signed_by_duplicate_fields(key: str) -> None:
     text = _with_duplicate(json.dumps(VALID_SIGNED_BY), key, VALID_SIGNED_BY[key]).decode()
-    with pytest.raises(ConfigError, match="duplicate key"):
+    with pytest.raises(ConfigError, match="duplicate member"):
         Policy.from_json(('{"default": [' + text + "]}").encode(), "dup.json")
 
 

@@ -269,7 +269,7 @@ def test_payload_accepts_unknown_optional_fields_and_float_integral_timestamp() 
         (json.dumps({**_payload(), "optional": {"creator": 5}}), "string expected"),
         (json.dumps({**_payload(), "optional": []}), "JSON object expected"),
         (json.dumps(_payload()) + " {}", "not valid JSON"),
-        ('{"critical": {}, "critical": {}, "optional": {}}', "duplicate key 'critical'"),
+        ('{"critical": {}, "critical": {}, "optional": {}}', "duplicate member 'critical'"),
         (json.dumps({**_payload(), "optional": {"timestamp": float("nan")}}), "not valid JSON"),
         ("[]", "JSON object expected"),
     ],

@@ -1,6 +1,7 @@
 """OpenPGP with pysequoia, no gpg binary: certificates, secret keys, encrypt and decrypt (ocicrypt.md §5.3).
 
-This is the only module that imports :mod:`pysequoia`. Sequoia does all key handling and encryption, and
+With :mod:`.openpgp_sign` (signing), the only importer of :mod:`pysequoia`; packets are read by
+:mod:`.openpgp_packets`. Sequoia does all key handling and encryption, and
 decrypts what gpg and sequoia write. It cannot read what Go's ``golang.org/x/crypto/openpgp`` (skopeo
 1.9.3) writes: partial body chunks under 512 octets, inside and outside the encryption, and RSA MPIs with a
 bit count of ``8 * len``. For those, RSA PKESK v3 + SEIPD v1 (AES, MDC, one literal packet) is decrypted
@@ -36,6 +37,17 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from pysequoia.packet import Packet, PacketPile, Tag
 
+from cocoguest.crypto.openpgp_packets import (
+    TAG_LITERAL,
+    TAG_PKESK,
+    TAG_SED,
+    TAG_SEIPD,
+    MalformedOpenPgpError,
+    first_line,
+    read_mpi,
+    read_packets,
+    write_packet,
+)
 from cocoguest.errors import ConfigError, KeyUnwrapError, UnsupportedError
 
 _logger = logging.getLogger(__name__)
@@ -44,10 +56,6 @@ _PKESK_V3 = 3
 _SEIPD_V1 = 1
 # pysequoia's Tsk.decryptor() error when a (split) key has no usable encryption key; such keys are skipped.
 _NO_DECRYPTION_KEY = "No suitable decryption subkey"
-_TAG_PKESK = 1
-_TAG_SED = 9
-_TAG_LITERAL = 11
-_TAG_SEIPD = 18
 _MDC_LENGTH = 22  # MDC packet: header 0xD3 0x14 + SHA-1
 _AES_KEY_SIZES = {7: 16, 8: 24, 9: 32}  # AES-128/192/256 (RFC 4880 §9.2)
 _HASHES = {2: "sha1", 8: "sha256", 9: "sha384", 10: "sha512", 11: "sha224"}  # RFC 4880 §9.4
@@ -92,11 +100,6 @@ class OpenPgpSecretKey:
     user_ids: tuple[UserIdInfo, ...]
     decryptors: tuple[pysequoia.PyDecryptor, ...] = field(repr=False, compare=False)
     go_compat_keys: tuple[_RsaKey, ...] = field(default=(), repr=False, compare=False)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def _packets(data: bytes) -> list[Packet] | None:
@@ -174,7 +177,7 @@ def parse_certificates(data: bytes, source: str) -> list[OpenPgpCert] | None:
             native = pysequoia.Cert.from_bytes(bytes(pysequoia.Cert.from_packets(group)))
         except (RuntimeError, ValueError) as e:
             # A gpg keyring can hold keys sequoia refuses (v3 keys, SHA-1 self-signatures); skip them.
-            _logger.warning("%s: skipping an unusable OpenPGP certificate: %s", source, _first_line(e))
+            _logger.warning("%s: skipping an unusable OpenPGP certificate: %s", source, first_line(e))
             continue
         live = {str(u) for u in native.user_ids}  # non-revoked User IDs
         uids = tuple(u for u in _user_ids(group) if u.text in live)
@@ -200,12 +203,12 @@ def _decryptor(candidate: list[Packet], password: bytes | None, source: str) -> 
     try:
         tsk = pysequoia.Tsk.from_packets(candidate)
     except (RuntimeError, ValueError) as e:
-        msg = f"{source}: OpenPGP secret key {fingerprint.upper()} is malformed: {_first_line(e)}"
+        msg = f"{source}: OpenPGP secret key {fingerprint.upper()} is malformed: {first_line(e)}"
         raise ConfigError(msg) from e
     try:
         return tsk.decryptor()
     except (RuntimeError, ValueError) as e:
-        if _first_line(e).startswith(_NO_DECRYPTION_KEY):
+        if first_line(e).startswith(_NO_DECRYPTION_KEY):
             return None
         if password is None:
             msg = f"{source}: OpenPGP secret key {fingerprint.upper()} is password-protected; give a password"
@@ -289,16 +292,16 @@ def encrypt(plaintext: bytes, recipients: Sequence[OpenPgpCert]) -> bytes:
             try:
                 pysequoia.encrypt(b"probe", recipients=[recipient.native], armor=False)
             except (RuntimeError, ValueError) as e2:
-                msg = f"OpenPGP key {recipient.fingerprint}: no valid encryption key: {_first_line(e2)}"
+                msg = f"OpenPGP key {recipient.fingerprint}: no valid encryption key: {first_line(e2)}"
                 raise ConfigError(msg) from e2
-        msg = f"OpenPGP encryption failed: {_first_line(e)}"
+        msg = f"OpenPGP encryption failed: {first_line(e)}"
         raise ConfigError(msg) from e
-    packets = _read_packets(message)
+    packets = read_packets(message)
     # Go (x/crypto/openpgp, ProtonMail without AEAD) reads only PKESK v3 + SEIPD v1 (ocicrypt.md §5.3).
     compatible = (
         len(packets) >= 2
-        and all(tag == _TAG_PKESK and body[:1] == bytes([_PKESK_V3]) for tag, body in packets[:-1])
-        and packets[-1][0] == _TAG_SEIPD
+        and all(tag == TAG_PKESK and body[:1] == bytes([_PKESK_V3]) for tag, body in packets[:-1])
+        and packets[-1][0] == TAG_SEIPD
         and packets[-1][1][:1] == bytes([_SEIPD_V1])
     )
     if not compatible:
@@ -311,81 +314,7 @@ def encrypt(plaintext: bytes, recipients: Sequence[OpenPgpCert]) -> bytes:
     return message
 
 
-# --- message framing (RFC 4880 §4.2) -----------------------------------------------------------------
-
-
-class _MalformedError(ValueError):
-    """The bytes are not a well-framed OpenPGP packet sequence."""
-
-
-def _read_packet(data: bytes, offset: int) -> tuple[int, bytes, int]:
-    """``(tag, body, next_offset)`` of the packet at ``offset``; partial body chunks are joined.
-
-    Raises:
-        _MalformedError: not a packet header, or truncated.
-    """
-    try:
-        first = data[offset]
-        if not first & 0x80:
-            raise _MalformedError("not a packet header")
-        if not first & 0x40:  # old format
-            length_type = first & 0x03
-            if length_type == 3:  # indeterminate: to the end of the data
-                return (first >> 2) & 0x0F, data[offset + 1 :], len(data)
-            start = offset + 1 + (1 << length_type)
-            end = start + int.from_bytes(data[offset + 1 : start], "big")
-            if end > len(data):
-                raise _MalformedError("truncated packet")
-            return (first >> 2) & 0x0F, data[start:end], end
-        body = bytearray()
-        pos = offset + 1
-        while True:
-            o1 = data[pos]
-            if 224 <= o1 < 255:  # partial body chunk of 2**n octets
-                size, pos = 1 << (o1 & 0x1F), pos + 1
-            elif o1 < 192:
-                size, pos = o1, pos + 1
-            elif o1 < 224:
-                size, pos = ((o1 - 192) << 8) + data[pos + 1] + 192, pos + 2
-            else:
-                size, pos = int.from_bytes(data[pos + 1 : pos + 5], "big"), pos + 5
-            if pos + size > len(data):
-                raise _MalformedError("truncated packet")
-            body += data[pos : pos + size]
-            pos += size
-            if not 224 <= o1 < 255:
-                return first & 0x3F, bytes(body), pos
-    except IndexError as e:
-        raise _MalformedError("truncated packet header") from e
-
-
-def _read_packets(data: bytes) -> list[tuple[int, bytes]]:
-    packets: list[tuple[int, bytes]] = []
-    offset = 0
-    while offset < len(data):
-        tag, body, offset = _read_packet(data, offset)
-        packets.append((tag, body))
-    return packets
-
-
-def _new_format_packet(tag: int, body: bytes) -> bytes:
-    """One packet with a definite new-format length (sequoia refuses partial chunks under 512 octets)."""
-    n = len(body)
-    if n < 192:
-        length = bytes([n])
-    elif n < 8384:
-        length = bytes([((n - 192) >> 8) + 192, (n - 192) & 0xFF])
-    else:
-        length = b"\xff" + n.to_bytes(4, "big")
-    return bytes([0xC0 | tag]) + length + body
-
-
-def _read_mpi(data: bytes, pos: int) -> tuple[int, int]:
-    """``(value, next_pos)`` of the MPI at ``pos``; the bit count only says how many octets follow."""
-    size = (int.from_bytes(data[pos : pos + 2], "big") + 7) // 8
-    if pos + 2 + size > len(data):
-        raise _MalformedError("truncated MPI")
-    return int.from_bytes(data[pos + 2 : pos + 2 + size], "big"), pos + 2 + size
+# --- message framing (RFC 4880 §4.2; packets are read by :mod:`cocoguest.crypto.openpgp_packets`) ------------
 
 
 def _canonical_pkesk(body: bytes) -> bytes:
@@ -396,7 +325,7 @@ def _canonical_pkesk(body: bytes) -> bytes:
     """
     if len(body) <= _PKESK_V3_MPI_OFFSET or body[0] != _PKESK_V3 or body[9] not in _RSA_ALGORITHMS:
         return body
-    value, end = _read_mpi(body, _PKESK_V3_MPI_OFFSET)
+    value, end = read_mpi(body, _PKESK_V3_MPI_OFFSET)
     bits = value.bit_length()
     mpi = bits.to_bytes(2, "big") + value.to_bytes((bits + 7) // 8, "big")
     return body[:_PKESK_V3_MPI_OFFSET] + mpi + body[end:]
@@ -409,18 +338,18 @@ def _split_message(message: bytes, what: str) -> tuple[list[bytes], bytes]:
         KeyUnwrapError: malformed, not integrity-protected, or not PKESK+ followed by one SEIPD.
     """
     try:
-        packets = _read_packets(message)
-    except _MalformedError as e:
+        packets = read_packets(message)
+    except MalformedOpenPgpError as e:
         msg = f"{what}: not a binary OpenPGP message ({e})"
         raise KeyUnwrapError(msg) from e
     tags = [tag for tag, _ in packets]
-    if _TAG_SED in tags:
+    if TAG_SED in tags:
         # SECURITY: a Symmetrically Encrypted Data packet (tag 9) has no integrity protection (no MDC); it
         # is malleable (EFAIL). Never decrypt one.
         msg = f"{what}: OpenPGP message without integrity protection (SED packet) refused"
         raise KeyUnwrapError(msg)
     # SECURITY: only PKESK+ followed by exactly one SEIPD (v1 with MDC, or v2 AEAD) is accepted.
-    if len(tags) < 2 or tags[-1] != _TAG_SEIPD or any(t != _TAG_PKESK for t in tags[:-1]):
+    if len(tags) < 2 or tags[-1] != TAG_SEIPD or any(t != TAG_PKESK for t in tags[:-1]):
         msg = f"{what}: not a public-key encrypted OpenPGP message (packet tags {tags})"
         raise KeyUnwrapError(msg)
     return [body for _, body in packets[:-1]], packets[-1][1]
@@ -436,7 +365,7 @@ def _s2k_key(password: bytes, spec: bytes, key_size: int) -> tuple[bytes, int]:
     """``(key, spec_length)`` from a simple, salted or iterated+salted S2K specifier (RFC 4880 §3.7)."""
     kind, hash_name = spec[0], _HASHES.get(spec[1])
     if hash_name is None or kind not in (0, 1, 3):
-        raise _MalformedError(f"unsupported S2K {kind}/{spec[1]}")
+        raise MalformedOpenPgpError(f"unsupported S2K {kind}/{spec[1]}")
     salt = spec[2:10] if kind else b""
     length = {0: 2, 1: 10, 3: 11}[kind]
     seed = salt + password
@@ -462,8 +391,8 @@ def _rsa_secret_key(body: bytes, password: bytes | None) -> rsa.RSAPrivateKey | 
     """The RSA private key of a v4 secret key packet body; ``None`` if not RSA or not decodable."""
     if len(body) < 6 or body[0] != 4 or body[5] not in _RSA_ALGORITHMS:  # v4 key packets only
         return None
-    n, pos = _read_mpi(body, 6)
-    e, pos = _read_mpi(body, pos)
+    n, pos = read_mpi(body, 6)
+    e, pos = read_mpi(body, pos)
     usage, pos = body[pos], pos + 1
     if usage == 0:
         secret = body[pos:-2]
@@ -481,9 +410,9 @@ def _rsa_secret_key(body: bytes, password: bytes | None) -> rsa.RSAPrivateKey | 
             secret = plain[:-2]
     else:
         return None
-    d, pos = _read_mpi(secret, 0)
-    p, pos = _read_mpi(secret, pos)
-    q, pos = _read_mpi(secret, pos)
+    d, pos = read_mpi(secret, 0)
+    p, pos = read_mpi(secret, pos)
+    q, pos = read_mpi(secret, pos)
     try:
         numbers = rsa.RSAPrivateNumbers(
             p, q, d, rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q),
@@ -500,7 +429,7 @@ def _go_compat_keys(usable: list[Packet], password: bytes | None) -> tuple[_RsaK
     for packet in usable:
         try:
             key = _rsa_secret_key(packet.body, password)
-        except (_MalformedError, IndexError, KeyError):
+        except (MalformedOpenPgpError, IndexError, KeyError):
             key = None
         if key is not None and packet.key_id:
             keys.append((bytes.fromhex(packet.key_id), key))
@@ -512,7 +441,7 @@ def _session_key(pkesk: bytes, keys: Sequence[_RsaKey]) -> tuple[int, bytes] | N
     if len(pkesk) <= _PKESK_V3_MPI_OFFSET or pkesk[0] != _PKESK_V3 or pkesk[9] not in _RSA_ALGORITHMS:
         return None
     key_id = pkesk[1:9]
-    value, _ = _read_mpi(pkesk, _PKESK_V3_MPI_OFFSET)
+    value, _ = read_mpi(pkesk, _PKESK_V3_MPI_OFFSET)
     for candidate_id, key in keys:
         if key_id not in (candidate_id, bytes(8)):
             continue
@@ -540,9 +469,9 @@ def _decrypt_seipd_v1(seipd: bytes, sym_key: bytes) -> bytes | None:
     expected = hashlib.sha1(plain[:-20]).digest()  # noqa: S324 — the MDC is SHA-1 by definition
     if plain[-_MDC_LENGTH:-20] != b"\xd3\x14" or not hmac.compare_digest(expected, plain[-20:]):
         return None
-    packets = _read_packets(plain[18:-_MDC_LENGTH])
-    if len(packets) != 1 or packets[0][0] != _TAG_LITERAL:
-        raise _MalformedError(f"expected one literal data packet, got tags {[t for t, _ in packets]}")
+    packets = read_packets(plain[18:-_MDC_LENGTH])
+    if len(packets) != 1 or packets[0][0] != TAG_LITERAL:
+        raise MalformedOpenPgpError(f"expected one literal data packet, got tags {[t for t, _ in packets]}")
     literal = packets[0][1]
     return literal[2 + literal[1] + 4 :]  # format, name length, name, date
 
@@ -587,11 +516,11 @@ def decrypt(
         msg = f"{what}: {len(pkesks)} session key packets, more than the {max_recipients} accepted"
         raise KeyUnwrapError(msg)
     try:
-        canonical = b"".join(_new_format_packet(_TAG_PKESK, _canonical_pkesk(b)) for b in pkesks)
-    except _MalformedError as e:
+        canonical = b"".join(write_packet(TAG_PKESK, _canonical_pkesk(b)) for b in pkesks)
+    except MalformedOpenPgpError as e:
         msg = f"{what}: malformed OpenPGP session key packet"
         raise KeyUnwrapError(msg) from e
-    canonical += _new_format_packet(_TAG_SEIPD, seipd)
+    canonical += write_packet(TAG_SEIPD, seipd)
     plaintext: bytes | None = None
     last_error: Exception | None = None
     for decryptor in (d for key in keys for d in key.decryptors):
@@ -603,10 +532,10 @@ def decrypt(
     if plaintext is None:
         try:
             plaintext = _go_compat_decrypt(pkesks, seipd, keys)
-        except (_MalformedError, IndexError) as e:
+        except (MalformedOpenPgpError, IndexError) as e:
             last_error = e
     if plaintext is None:
-        detail = f": {_first_line(last_error)}" if last_error is not None else ""
+        detail = f": {first_line(last_error)}" if last_error is not None else ""
         msg = f"{what}: none of the OpenPGP secret keys can decrypt the message{detail}"
         raise KeyUnwrapError(msg) from last_error
     # SECURITY: an empty plaintext is never valid private options; refuse rather than pass it on.

@@ -23,7 +23,6 @@ Invariants:
 
 from __future__ import annotations
 
-import base64
 import bz2
 import hashlib
 import logging
@@ -41,6 +40,28 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
+from cocoguest.crypto.openpgp_packets import (
+    TAG_COMPRESSED,
+    TAG_LITERAL,
+    TAG_MARKER,
+    TAG_ONE_PASS,
+    TAG_PUBLIC_KEY,
+    TAG_PUBLIC_SUBKEY,
+    TAG_SECRET_KEY,
+    TAG_SECRET_SUBKEY,
+    TAG_SIGNATURE,
+    TAG_TRUST,
+    TAG_USER_ATTRIBUTE,
+    TAG_USER_ID,
+    MalformedOpenPgpError,
+    dearmor,
+    first_line,
+    read_mpi,
+    read_oid,
+    read_packets,
+    read_subpackets,
+    write_packet,
+)
 from cocoguest.errors import ConfigError, SignatureError, TransportError
 from cocoguest.limits import DEFAULT_LIMITS
 
@@ -56,18 +77,6 @@ MAX_KEYRING_BYTES: Final = DEFAULT_LIMITS.max_keyring_bytes
 GPG_EXPORT_TIMEOUT_S: Final = 60.0
 """``gpg --export-secret-keys``."""
 
-_TAG_SIGNATURE: Final = 2
-_TAG_SECRET_KEY: Final = 5
-_TAG_PUBLIC_KEY: Final = 6
-_TAG_SECRET_SUBKEY: Final = 7
-_TAG_COMPRESSED: Final = 8
-_TAG_MARKER: Final = 10
-_TAG_LITERAL: Final = 11
-_TAG_TRUST: Final = 12
-_TAG_USER_ID: Final = 13
-_TAG_PUBLIC_SUBKEY: Final = 14
-_TAG_USER_ATTRIBUTE: Final = 17
-_TAG_ONE_PASS: Final = 4
 
 # RFC 4880 §5.2.1 signature types.
 _SIG_BINARY: Final = 0x00
@@ -92,7 +101,7 @@ _SUB_ISSUER_FPR: Final = 33
 _KNOWN_SUBPACKETS: Final = frozenset({2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 16, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30,
                                       31, 32, 33, 34, 35})  # fmt: skip
 _KEY_FLAG_SIGN: Final = 0x02
-_SUBKEY_TAGS: Final = frozenset({_TAG_PUBLIC_SUBKEY, _TAG_SECRET_SUBKEY})
+_SUBKEY_TAGS: Final = frozenset({TAG_PUBLIC_SUBKEY, TAG_SECRET_SUBKEY})
 
 _HASHES: Final[dict[int, Callable[[], hashes.HashAlgorithm]]] = {
     2: hashes.SHA1,
@@ -114,110 +123,6 @@ _CURVES: Final[dict[bytes, ec.EllipticCurve]] = {
 }
 _OID_ED25519: Final = bytes.fromhex("2b06010401da470f01")
 _ED25519_PREFIX: Final = 0x40  # native point encoding of EdDSA MPIs (RFC 4880bis §13.3)
-
-
-class _MalformedError(ValueError):
-    """The bytes are not well-formed OpenPGP."""
-
-
-# --- framing (RFC 4880 §4.2) ----------------------------------------------------------------------------
-
-
-def _read_packets(data: bytes) -> list[tuple[int, bytes]]:
-    """All top-level ``(tag, body)`` pairs; partial body chunks are joined.
-
-    Raises:
-        _MalformedError: not a packet sequence, or truncated.
-    """
-    packets: list[tuple[int, bytes]] = []
-    pos = 0
-    try:
-        while pos < len(data):
-            first = data[pos]
-            if not first & 0x80:
-                raise _MalformedError(f"no packet header at offset {pos}")
-            if not first & 0x40:  # old format
-                tag, length_type = (first >> 2) & 0x0F, first & 0x03
-                if length_type == 3:  # indeterminate: to the end
-                    packets.append((tag, data[pos + 1 :]))
-                    return packets
-                start = pos + 1 + (1 << length_type)
-                end = start + int.from_bytes(data[pos + 1 : start], "big")
-                if start > len(data) or end > len(data):
-                    raise _MalformedError("truncated packet")
-                packets.append((tag, data[start:end]))
-                pos = end
-                continue
-            tag, pos = first & 0x3F, pos + 1
-            body = bytearray()
-            while True:
-                o1 = data[pos]
-                partial = 224 <= o1 < 255
-                if partial:
-                    size, pos = 1 << (o1 & 0x1F), pos + 1
-                elif o1 < 192:
-                    size, pos = o1, pos + 1
-                elif o1 < 224:
-                    size, pos = ((o1 - 192) << 8) + data[pos + 1] + 192, pos + 2
-                else:
-                    size, pos = int.from_bytes(data[pos + 1 : pos + 5], "big"), pos + 5
-                if pos > len(data) or pos + size > len(data):
-                    raise _MalformedError("truncated packet")
-                body += data[pos : pos + size]
-                pos += size
-                if not partial:
-                    break
-            packets.append((tag, bytes(body)))
-    except IndexError as e:
-        raise _MalformedError("truncated packet header") from e
-    return packets
-
-
-def _dearmor(data: bytes) -> bytes:
-    """The binary form of ASCII-armored OpenPGP data; binary data is returned unchanged.
-
-    Raises:
-        _MalformedError: armor without a valid base64 body.
-    """
-    if not data.lstrip().startswith(b"-----BEGIN PGP "):
-        return data
-    lines = data.decode("ascii", errors="replace").strip().splitlines()
-    body: list[str] = []
-    in_headers = True
-    for line in lines[1:]:
-        stripped = line.strip()
-        if stripped.startswith("-----END PGP "):
-            break
-        if in_headers:
-            if not stripped:
-                in_headers = False
-            elif ":" not in stripped:  # no headers at all: this is already body
-                in_headers = False
-                body.append(stripped)
-            continue
-        if stripped.startswith("=") and len(stripped) == 5:  # CRC-24 line
-            continue
-        body.append(stripped)
-    try:
-        return base64.b64decode("".join(body), validate=True)
-    except ValueError as e:
-        raise _MalformedError("malformed ASCII armor") from e
-
-
-def _mpi(data: bytes, pos: int) -> tuple[int, int]:
-    """``(value, next_pos)`` of the MPI at ``pos``."""
-    if pos + 2 > len(data):
-        raise _MalformedError("truncated MPI")
-    size = (int.from_bytes(data[pos : pos + 2], "big") + 7) // 8
-    if pos + 2 + size > len(data):
-        raise _MalformedError("truncated MPI")
-    return int.from_bytes(data[pos + 2 : pos + 2 + size], "big"), pos + 2 + size
-
-
-def _oid(data: bytes, pos: int) -> tuple[bytes, int]:
-    if pos >= len(data) or data[pos] in (0, 0xFF) or pos + 1 + data[pos] > len(data):
-        raise _MalformedError("malformed curve OID")
-    return data[pos + 1 : pos + 1 + data[pos]], pos + 1 + data[pos]
 
 
 # --- keys ---------------------------------------------------------------------------------------------
@@ -245,51 +150,51 @@ def _public_part_length(body: bytes, algorithm: int) -> tuple[int, _Verifier | N
     """Length of the public fields of a v4 key body and a verifier for signing algorithms.
 
     Raises:
-        _MalformedError: malformed key material or an algorithm whose length is unknown.
+        MalformedOpenPgpError: malformed key material or an algorithm whose length is unknown.
     """
     pos = 6
     verifier: _Verifier | None = None
     if algorithm in (1, 2, 3):
-        n, pos = _mpi(body, pos)
-        e, pos = _mpi(body, pos)
+        n, pos = read_mpi(body, pos)
+        e, pos = read_mpi(body, pos)
         if algorithm in _PK_RSA:
             try:
                 verifier = rsa.RSAPublicNumbers(e, n).public_key()
             except ValueError as err:
-                raise _MalformedError(f"invalid RSA key ({err})") from err
+                raise MalformedOpenPgpError(f"invalid RSA key ({err})") from err
     elif algorithm == 16:  # Elgamal: p, g, y
         for _ in range(3):
-            _, pos = _mpi(body, pos)
+            _, pos = read_mpi(body, pos)
     elif algorithm == 17:  # DSA: p, q, g, y (no longer accepted for signatures)
         for _ in range(4):
-            _, pos = _mpi(body, pos)
+            _, pos = read_mpi(body, pos)
     elif algorithm in (18, _PK_ECDSA, _PK_EDDSA_LEGACY):
-        oid, pos = _oid(body, pos)
+        oid, pos = read_oid(body, pos)
         point_start = pos
-        _, pos = _mpi(body, pos)
+        _, pos = read_mpi(body, pos)
         point = body[point_start + 2 : pos]
         if algorithm == 18:  # ECDH KDF parameters
             if pos >= len(body) or pos + 1 + body[pos] > len(body):
-                raise _MalformedError("malformed ECDH KDF parameters")
+                raise MalformedOpenPgpError("malformed ECDH KDF parameters")
             pos += 1 + body[pos]
         elif algorithm == _PK_ECDSA and oid in _CURVES:
             try:
                 verifier = ec.EllipticCurvePublicKey.from_encoded_point(_CURVES[oid], point)
             except ValueError as err:
-                raise _MalformedError(f"invalid ECDSA key ({err})") from err
+                raise MalformedOpenPgpError(f"invalid ECDSA key ({err})") from err
         elif algorithm == _PK_EDDSA_LEGACY and oid == _OID_ED25519:
             if len(point) != 33 or point[0] != _ED25519_PREFIX:
-                raise _MalformedError("invalid Ed25519 key")
+                raise MalformedOpenPgpError("invalid Ed25519 key")
             verifier = ed25519.Ed25519PublicKey.from_public_bytes(point[1:])
     elif algorithm in (25, 26, _PK_ED25519, 28):  # X25519, X448, Ed25519, Ed448: raw octets (RFC 9580)
         size = {25: 32, 26: 56, _PK_ED25519: 32, 28: 57}[algorithm]
         if pos + size > len(body):
-            raise _MalformedError("truncated key")
+            raise MalformedOpenPgpError("truncated key")
         if algorithm == _PK_ED25519:
             verifier = ed25519.Ed25519PublicKey.from_public_bytes(body[pos : pos + size])
         pos += size
     else:
-        raise _MalformedError(f"unknown public-key algorithm {algorithm}")
+        raise MalformedOpenPgpError(f"unknown public-key algorithm {algorithm}")
     return pos, verifier
 
 
@@ -297,17 +202,17 @@ def _parse_key(tag: int, body: bytes) -> _Key | None:
     """A v4 key from a (public or secret) key packet; ``None`` for other versions (v3, v5, v6).
 
     Raises:
-        _MalformedError: a malformed v4 key.
+        MalformedOpenPgpError: a malformed v4 key.
     """
     if not body or body[0] != 4:
         return None
     if len(body) < 6:
-        raise _MalformedError("truncated key packet")
+        raise MalformedOpenPgpError("truncated key packet")
     algorithm = body[5]
-    secret = tag in (_TAG_SECRET_KEY, _TAG_SECRET_SUBKEY)
+    secret = tag in (TAG_SECRET_KEY, TAG_SECRET_SUBKEY)
     try:
         length, verifier = _public_part_length(body, algorithm)
-    except _MalformedError:
+    except MalformedOpenPgpError:
         if secret:
             raise
         length, verifier = len(body), None  # an unknown algorithm in a public packet: still fingerprintable
@@ -340,45 +245,24 @@ class _Signature:
     unknown_critical: list[int] = field(default_factory=list)
 
 
-def _subpackets(area: bytes) -> list[tuple[int, bool, bytes]]:
-    out: list[tuple[int, bool, bytes]] = []
-    pos = 0
-    while pos < len(area):
-        o1 = area[pos]
-        if o1 < 192:
-            size, pos = o1, pos + 1
-        elif o1 < 255:
-            if pos + 1 >= len(area):
-                raise _MalformedError("truncated subpacket length")
-            size, pos = ((o1 - 192) << 8) + area[pos + 1] + 192, pos + 2
-        else:
-            size, pos = int.from_bytes(area[pos + 1 : pos + 5], "big"), pos + 5
-        if size < 1 or pos + size > len(area):
-            raise _MalformedError("malformed signature subpacket")
-        kind = area[pos]
-        out.append((kind & 0x7F, bool(kind & 0x80), area[pos + 1 : pos + size]))
-        pos += size
-    return out
-
-
 def _parse_signature(body: bytes) -> _Signature | None:
     """A v4 signature; ``None`` for other versions.
 
     Raises:
-        _MalformedError: a malformed v4 signature.
+        MalformedOpenPgpError: a malformed v4 signature.
     """
     if not body or body[0] != 4:
         return None
     if len(body) < 6:
-        raise _MalformedError("truncated signature packet")
+        raise MalformedOpenPgpError("truncated signature packet")
     hashed_len = int.from_bytes(body[4:6], "big")
     hashed_end = 6 + hashed_len
     if hashed_end + 2 > len(body):
-        raise _MalformedError("truncated signature packet")
+        raise MalformedOpenPgpError("truncated signature packet")
     unhashed_len = int.from_bytes(body[hashed_end : hashed_end + 2], "big")
     unhashed_end = hashed_end + 2 + unhashed_len
     if unhashed_end + 2 > len(body):
-        raise _MalformedError("truncated signature packet")
+        raise MalformedOpenPgpError("truncated signature packet")
     sig = _Signature(
         sig_type=body[1],
         pk_algorithm=body[2],
@@ -388,7 +272,7 @@ def _parse_signature(body: bytes) -> _Signature | None:
         material=body[unhashed_end + 2 :],
     )
     for hashed, area in ((True, body[6:hashed_end]), (False, body[hashed_end + 2 : unhashed_end])):
-        for kind, critical, value in _subpackets(area):
+        for kind, critical, value in read_subpackets(area):
             if kind == _SUB_ISSUER and len(value) == 8:
                 sig.issuer_ids.add(value.hex().upper())  # a hint only: may be unhashed
             elif kind == _SUB_ISSUER_FPR and len(value) == 21 and value[0] == 4:
@@ -414,22 +298,22 @@ def _signature_bytes(sig: _Signature, key: _Key) -> bytes | None:
     """The algorithm-specific signature octets, or ``None`` if they do not fit ``key``."""
     try:
         if sig.pk_algorithm in _PK_RSA and isinstance(key.verifier, rsa.RSAPublicKey):
-            s, _ = _mpi(sig.material, 0)
+            s, _ = read_mpi(sig.material, 0)
             size = (key.verifier.key_size + 7) // 8
             return s.to_bytes(size, "big") if s.bit_length() <= size * 8 else None
         if sig.pk_algorithm == _PK_ECDSA and isinstance(key.verifier, ec.EllipticCurvePublicKey):
-            r, pos = _mpi(sig.material, 0)
-            s, _ = _mpi(sig.material, pos)
+            r, pos = read_mpi(sig.material, 0)
+            s, _ = read_mpi(sig.material, pos)
             return encode_dss_signature(r, s)
         if sig.pk_algorithm == _PK_EDDSA_LEGACY and isinstance(key.verifier, ed25519.Ed25519PublicKey):
-            r, pos = _mpi(sig.material, 0)
-            s, _ = _mpi(sig.material, pos)
+            r, pos = read_mpi(sig.material, 0)
+            s, _ = read_mpi(sig.material, pos)
             if r.bit_length() > 256 or s.bit_length() > 256:
                 return None
             return r.to_bytes(32, "big") + s.to_bytes(32, "big")
         if sig.pk_algorithm == _PK_ED25519 and isinstance(key.verifier, ed25519.Ed25519PublicKey):
             return sig.material[:64] if len(sig.material) == 64 else None
-    except _MalformedError:
+    except MalformedOpenPgpError:
         return None
     return None
 
@@ -509,7 +393,7 @@ def _has_back_signature(binding: _Signature, primary: _Key, subkey: _Key, now: f
     for raw in binding.embedded:
         try:
             back = _parse_signature(raw)
-        except _MalformedError:
+        except MalformedOpenPgpError:
             continue
         if (
             back is not None
@@ -550,11 +434,11 @@ def _evaluate_cert(group: list[tuple[int, bytes]], now: float, source: str) -> _
     direct: list[_Signature] = []
     components: list[tuple[int, bytes, list[_Signature]]] = []
     for tag, body in group[1:]:
-        if tag == _TAG_SIGNATURE:
+        if tag == TAG_SIGNATURE:
             sig = _parse_signature(body)
             if sig is not None:
                 (components[-1][2] if components else direct).append(sig)
-        elif tag in (_TAG_USER_ID, _TAG_USER_ATTRIBUTE, _TAG_PUBLIC_SUBKEY, _TAG_SECRET_SUBKEY):
+        elif tag in (TAG_USER_ID, TAG_USER_ATTRIBUTE, TAG_PUBLIC_SUBKEY, TAG_SECRET_SUBKEY):
             components.append((tag, body, []))
     primary_material = primary.hash_material()
     cert = _Cert(primary.fingerprint, [])
@@ -568,9 +452,9 @@ def _evaluate_cert(group: list[tuple[int, bytes]], now: float, source: str) -> _
         return unusable(f"OpenPGP key {primary.fingerprint} is revoked")
     self_sigs = _valid_self_sigs(direct, primary, primary_material, frozenset({_SIG_DIRECT_KEY}), now)
     for tag, body, sigs in components:
-        if tag not in (_TAG_USER_ID, _TAG_USER_ATTRIBUTE):
+        if tag not in (TAG_USER_ID, TAG_USER_ATTRIBUTE):
             continue
-        prefix = b"\xb4" if tag == _TAG_USER_ID else b"\xd1"
+        prefix = b"\xb4" if tag == TAG_USER_ID else b"\xd1"
         material = primary_material + prefix + len(body).to_bytes(4, "big") + body
         if _valid_self_sigs(sigs, primary, material, frozenset({_SIG_CERT_REVOCATION}), now):
             continue  # a revoked user ID does not vouch for the key
@@ -610,12 +494,12 @@ def _load_certs(keyrings: Sequence[bytes], now: float) -> list[_Cert]:
             msg = f"{source}: larger than {MAX_KEYRING_BYTES} bytes"
             raise ConfigError(msg)
         try:
-            packets = _read_packets(_dearmor(keyring))
+            packets = read_packets(dearmor(keyring))
             groups: list[list[tuple[int, bytes]]] = []
             for tag, body in packets:
-                if tag in (_TAG_TRUST, _TAG_MARKER):
+                if tag in (TAG_TRUST, TAG_MARKER):
                     continue
-                if tag in (_TAG_PUBLIC_KEY, _TAG_SECRET_KEY):
+                if tag in (TAG_PUBLIC_KEY, TAG_SECRET_KEY):
                     groups.append([(tag, body)])
                 elif not groups:
                     msg = f"{source}: not an OpenPGP keyring (starts with packet tag {tag})"
@@ -623,7 +507,7 @@ def _load_certs(keyrings: Sequence[bytes], now: float) -> list[_Cert]:
                 else:
                     groups[-1].append((tag, body))
             certs += [c for g in groups if (c := _evaluate_cert(g, now, source)) is not None]
-        except _MalformedError as e:
+        except MalformedOpenPgpError as e:
             msg = f"{source}: malformed OpenPGP keyring ({e})"
             raise ConfigError(msg) from e
     if not certs:
@@ -698,17 +582,17 @@ def _parts(untrusted_message: bytes, what: str) -> tuple[bytes, bytes, bytes]:
         SignatureError: anything but [compressed(] one-pass, literal, signature [)].
     """
     try:
-        packets = _read_packets(_dearmor(untrusted_message))
-        packets = [p for p in packets if p[0] != _TAG_MARKER]
-        if len(packets) == 1 and packets[0][0] == _TAG_COMPRESSED:
-            packets = _read_packets(_decompress(packets[0][1], what))
-    except _MalformedError as e:
+        packets = read_packets(dearmor(untrusted_message))
+        packets = [p for p in packets if p[0] != TAG_MARKER]
+        if len(packets) == 1 and packets[0][0] == TAG_COMPRESSED:
+            packets = read_packets(_decompress(packets[0][1], what))
+    except MalformedOpenPgpError as e:
         msg = f"{what}: not an OpenPGP signed message ({e})"
         raise SignatureError(msg) from e
     tags = [tag for tag, _ in packets]
     # SECURITY: exactly one signature over exactly one literal packet; no nesting, no detached or
     # multiple signatures (containers/image requires one signature too).
-    if tags != [_TAG_ONE_PASS, _TAG_LITERAL, _TAG_SIGNATURE]:
+    if tags != [TAG_ONE_PASS, TAG_LITERAL, TAG_SIGNATURE]:
         msg = f"{what}: not a one-pass signed OpenPGP message with one signature (packet tags {tags})"
         raise SignatureError(msg)
     return packets[0][1], packets[1][1], packets[2][1]
@@ -738,7 +622,7 @@ def _document_signature(ops: bytes, sig_body: bytes, what: str) -> _Signature:
     """
     try:
         sig = _parse_signature(sig_body)
-    except _MalformedError as e:
+    except MalformedOpenPgpError as e:
         msg = f"{what}: malformed OpenPGP signature packet ({e})"
         raise SignatureError(msg) from e
     if sig is None:
@@ -827,23 +711,6 @@ def verify_signed_message(
 # --- signing (pysequoia) ------------------------------------------------------------------------------
 
 
-def _packet(tag: int, body: bytes) -> bytes:
-    """One new-format packet with a definite length."""
-    n = len(body)
-    if n < 192:
-        length = bytes([n])
-    elif n < 8384:
-        length = bytes([((n - 192) >> 8) + 192, (n - 192) & 0xFF])
-    else:
-        length = b"\xff" + n.to_bytes(4, "big")
-    return bytes([0xC0 | tag]) + length + body
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
 def sign_message(
     payload: bytes,
     secret_key: bytes,
@@ -870,26 +737,26 @@ def sign_message(
             signing-capable secret key.
     """
     try:
-        packets = _read_packets(_dearmor(secret_key))
-    except _MalformedError as e:
+        packets = read_packets(dearmor(secret_key))
+    except MalformedOpenPgpError as e:
         msg = f"{source}: not an OpenPGP secret key ({e})"
         raise ConfigError(msg) from e
     groups: list[bytes] = []
     for tag, body in packets:
-        if tag in (_TAG_TRUST, _TAG_MARKER):
+        if tag in (TAG_TRUST, TAG_MARKER):
             continue
-        if tag in (_TAG_SECRET_KEY, _TAG_PUBLIC_KEY):
+        if tag in (TAG_SECRET_KEY, TAG_PUBLIC_KEY):
             groups.append(b"")
         if not groups:
             msg = f"{source}: not an OpenPGP secret key (starts with packet tag {tag})"
             raise ConfigError(msg)
-        groups[-1] += _packet(tag, body)
+        groups[-1] += write_packet(tag, body)
     keys: list[pysequoia.Tsk] = []
     for group in groups:
         try:
             keys.append(pysequoia.Tsk.from_bytes(group))
         except (RuntimeError, ValueError) as e:
-            msg = f"{source}: malformed OpenPGP secret key ({_first_line(e)})"
+            msg = f"{source}: malformed OpenPGP secret key ({first_line(e)})"
             raise ConfigError(msg) from e
     if fingerprint is not None:
         wanted = fingerprint.upper().replace(" ", "")
@@ -911,12 +778,12 @@ def sign_message(
         signer = tsk.signer(password)
     except (RuntimeError, ValueError) as e:
         detail = "wrong or missing passphrase, or no usable signing key"
-        msg = f"{source}: cannot sign with OpenPGP key {name}: {detail} ({_first_line(e)})"
+        msg = f"{source}: cannot sign with OpenPGP key {name}: {detail} ({first_line(e)})"
         raise ConfigError(msg) from e
     try:
         return pysequoia.sign(signer, payload, mode=pysequoia.SignatureMode.INLINE, armor=False)
     except (RuntimeError, ValueError) as e:
-        msg = f"{source}: signing with OpenPGP key {name} failed: {_first_line(e)}"
+        msg = f"{source}: signing with OpenPGP key {name} failed: {first_line(e)}"
         raise ConfigError(msg) from e
 
 

@@ -58,6 +58,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.x509 import verification as x509_verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from cocoguest import jsonutil
 from cocoguest.crypto import der
 from cocoguest.errors import ConfigError, ProtocolError, SignatureError
 from cocoguest.limits import DEFAULT_LIMITS
@@ -111,38 +112,6 @@ _PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519Pr
 
 
 # --- small strict parsers -------------------------------------------------------------------------------
-
-
-class _StrictJsonError(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in pairs:
-        if key in out:
-            msg = f"duplicate member {key!r}"
-            raise _StrictJsonError(msg)
-        out[key] = value
-    return out
-
-
-def _reject_constant(name: str) -> object:
-    msg = f"non-standard JSON constant {name}"
-    raise _StrictJsonError(msg)
-
-
-def strict_json_loads(data: bytes | str) -> object:
-    """Parse JSON rejecting duplicate members and NaN/Infinity (containers/image's "paranoid" decoding).
-
-    Raises:
-        ValueError: not valid strict JSON.
-    """
-    try:
-        return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        msg = f"invalid JSON ({e})"
-        raise ValueError(msg) from e
 
 
 def exact_members(value: object, names: Sequence[str], what: str) -> dict[str, object]:
@@ -670,10 +639,9 @@ class _SetPayload(TypedDict):
 
 def _parse_rekor_set(untrusted_set_json: bytes, what: str) -> tuple[_SetPayload, bytes, bytes]:
     """The SET's payload, its canonical bytes and the SET signature (nothing verified yet)."""
+    document = jsonutil.loads(untrusted_set_json, f"{what}: malformed Rekor SET", SignatureError)
     try:
-        outer = exact_members(
-            strict_json_loads(untrusted_set_json), ("SignedEntryTimestamp", "Payload"), f"{what}: Rekor SET"
-        )
+        outer = exact_members(document, ("SignedEntryTimestamp", "Payload"), f"{what}: Rekor SET")
         untrusted = exact_members(
             outer["Payload"], ("body", "integratedTime", "logIndex", "logID"), f"{what}: Rekor SET payload"
         )
@@ -702,11 +670,7 @@ def _check_hashedrekord(
 ) -> None:
     """The (SET-authenticated) entry must name this key or certificate, this signature and this payload."""
     body_bytes = decode_base64(untrusted_body_b64, f"{what}: Rekor entry body")
-    try:
-        body = strict_json_loads(body_bytes)
-    except ValueError as e:
-        msg = f"{what}: Rekor entry body: {e}"
-        raise SignatureError(msg) from e
+    body = jsonutil.loads(body_bytes, f"{what}: Rekor entry body", SignatureError)
     if not isinstance(body, dict) or body.get("kind") != REKOR_HASHEDREKORD_KIND:
         kind = body.get("kind") if isinstance(body, dict) else None
         msg = f"{what}: Rekor entry kind {kind!r} is not {REKOR_HASHEDREKORD_KIND!r}"
@@ -828,8 +792,9 @@ def _scrypt_key(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes
 
 
 def _decrypt_cosign_key(blob: bytes, passphrase: bytes, source: str) -> bytes:
+    document = jsonutil.loads(blob, f"{source}: malformed encrypted cosign key", ConfigError)
     try:
-        outer = exact_members(strict_json_loads(blob), ("kdf", "cipher", "ciphertext"), source)
+        outer = exact_members(document, ("kdf", "cipher", "ciphertext"), source)
         kdf = exact_members(outer["kdf"], ("name", "params", "salt"), f"{source}: kdf")
         params = exact_members(kdf["params"], ("N", "r", "p"), f"{source}: kdf params")
         cipher = exact_members(outer["cipher"], ("name", "nonce"), f"{source}: cipher")

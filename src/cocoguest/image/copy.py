@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from cocoguest.digest import Readable, VerifyingReader
 from cocoguest.errors import ConfigError, ProtocolError
 from cocoguest.image.destinations import ImageDestination
-from cocoguest.image.layer.parallel import run_layers
+from cocoguest.image.layer.parallel import raise_if_cancelled, run_layers
 from cocoguest.image.manifests import fetch_manifest, read_config_blob
 from cocoguest.image.platform import PlatformSpec
 from cocoguest.image.sources import OpenedSource, open_source
@@ -94,10 +94,6 @@ class CopyReport:
 
     manifest: Descriptor
     layers: tuple[LayerReport, ...]
-
-
-class _CancelledError(Exception):
-    """Raised inside a layer worker after another layer failed (never leaves this module)."""
 
 
 def selected_layers(count: int, requested: Sequence[int]) -> set[int]:
@@ -211,8 +207,7 @@ class _LayerCopier:
 
     def run(self, index: int, desc: Descriptor, action: LayerAction) -> Descriptor:
         limits = self._options.limits
-        if self.cancelled.is_set():
-            raise _CancelledError
+        raise_if_cancelled(self.cancelled)
         if desc.size > limits.max_blob_bytes:
             msg = f"layer {desc.digest}: {desc.size} bytes is over the {limits.max_blob_bytes}-byte limit"
             raise ProtocolError(msg)
@@ -255,8 +250,7 @@ class _LayerCopier:
 
         def on_chunk(count: int) -> None:
             nonlocal done
-            if self.cancelled.is_set():
-                raise _CancelledError
+            raise_if_cancelled(self.cancelled)
             done += count
             if report is not None and count:
                 report(index, done)

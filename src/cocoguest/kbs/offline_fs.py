@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import os
 import stat
@@ -32,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
+from cocoguest import jsonutil
 from cocoguest.errors import ConfigError, ResourceNotFoundError
 from cocoguest.kbs.resource_uri import ResourceUri, ResourceUriError
 from cocoguest.limits import DEFAULT_LIMITS
@@ -91,40 +91,18 @@ def _read_capped(path: Path) -> bytes | None:
     return data
 
 
-def _reject_duplicate_names(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    """``object_pairs_hook`` refusing a name twice in one JSON object."""
-    result: dict[str, object] = {}
-    for name, value in pairs:
-        if name in result:
-            raise _DuplicateNameError(name)
-        result[name] = value
-    return result
-
-
-class _DuplicateNameError(Exception):
-    """Internal: carries the repeated JSON name out of ``json.loads``."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
 def _parse_file(path: Path, data: bytes) -> dict[str, bytes]:
     """Decode one offline_fs file into ``{repo/type/tag: content}``.
 
     Raises:
         ConfigError: the file is not a JSON object of canonical base64 strings under valid names.
     """
-    try:
-        text = data.decode("utf-8")
-        # SECURITY: a name given twice is ambiguous (parsers differ on which value wins): refuse the file.
-        untrusted_doc: object = json.loads(text, object_pairs_hook=_reject_duplicate_names)
-    except _DuplicateNameError as e:
-        msg = f"offline_fs resource file {path}: resource {e.name!r} is defined twice"
-        raise ConfigError(msg) from None
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        msg = f"offline_fs resource file {path} is not valid UTF-8 JSON: {e}"
-        raise ConfigError(msg) from e
+
+    def defined_twice(name: str) -> ConfigError:
+        return ConfigError(f"offline_fs resource file {path}: resource {name!r} is defined twice")
+
+    # SECURITY: a name given twice is ambiguous (parsers differ on which value wins): refuse the file.
+    untrusted_doc = jsonutil.loads(data, f"offline_fs resource file {path}", ConfigError, duplicate_error=defined_twice)
     if not isinstance(untrusted_doc, dict):
         msg = f"offline_fs resource file {path} must hold a JSON object, not {type(untrusted_doc).__name__}"
         raise ConfigError(msg)

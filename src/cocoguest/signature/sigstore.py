@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from cocoguest import jsonutil
 from cocoguest.crypto.sigstore_crypto import (
     FulcioTrustRoot,
     RekorPublicKey,
@@ -43,7 +44,6 @@ from cocoguest.crypto.sigstore_crypto import (
     exact_members,
     load_sigstore_private_key,
     pem_blocks,
-    strict_json_loads,
     verify_fulcio_certificate,
     verify_payload_signature,
     verify_rekor_set,
@@ -82,8 +82,9 @@ def parse_sigstore_payload(untrusted_payload: bytes, what: str) -> UntrustedSigs
     if len(untrusted_payload) > MAX_SIGSTORE_PAYLOAD_BYTES:
         msg = f"{what}: payload larger than {MAX_SIGSTORE_PAYLOAD_BYTES} bytes"
         raise SignatureError(msg)
+    document = jsonutil.loads(untrusted_payload, f"{what}: invalid payload", SignatureError)
     try:
-        top = exact_members(strict_json_loads(untrusted_payload), ("critical", "optional"), "payload")
+        top = exact_members(document, ("critical", "optional"), "payload")
         critical = exact_members(top["critical"], ("type", "image", "identity"), "payload critical")
         image = exact_members(critical["image"], ("docker-manifest-digest",), "payload critical.image")
         identity = exact_members(critical["identity"], ("docker-reference",), "payload critical.identity")

@@ -10,7 +10,7 @@ The payload (containers-signature(5)) is::
 Invariants:
     * Parsing is as strict as containers/image's ``untrustedSignature.strictUnmarshalJSON``: the top level,
       ``critical``, ``critical.image`` and ``critical.identity`` must have exactly their fields (an unknown
-      critical field rejects), no duplicate keys at those levels, ``critical.type`` must be
+      critical field rejects), no duplicate keys (at any level: :mod:`cocoguest.jsonutil`), ``critical.type`` must be
       ``atomic container signature``, the digest must parse; ``optional`` may hold unknown fields, but
       ``creator`` must be a string and ``timestamp`` an integral number. Input must be UTF-8 JSON with
       nothing after the object.
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from cocoguest import __version__
+from cocoguest import __version__, jsonutil
 from cocoguest.crypto.openpgp_sign import export_gnupg_secret_key, sign_message, verify_signed_message
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, SignatureError
@@ -42,27 +42,12 @@ DEFAULT_CREATOR: Final = f"cocoguest {__version__}"
 """``optional.creator`` of signatures we make (containers/image writes ``atomic <version>``)."""
 
 
-class _Pairs(list[tuple[str, object]]):
-    """A JSON object as its key/value pairs in order (so duplicates can be seen)."""
-
-
-def _no_constant(name: str) -> float:
-    msg = f"invalid JSON number {name}"
-    raise ValueError(msg)
-
-
 def _object(value: object, fields: str) -> dict[str, object]:
-    """``value`` as a dict, refusing a non-object and duplicate keys."""
-    if not isinstance(value, _Pairs):
+    """``value`` as a dict, refusing a non-object (duplicate keys were refused by the parser)."""
+    if not isinstance(value, dict):
         msg = f"{fields}: JSON object expected"
         raise SignatureError(msg)
-    out: dict[str, object] = {}
-    for key, item in value:
-        if key in out:
-            msg = f"{fields}: duplicate key {key!r}"
-            raise SignatureError(msg)
-        out[key] = item
-    return out
+    return value
 
 
 def _exact(value: object, fields: str, names: tuple[str, ...]) -> dict[str, object]:
@@ -126,12 +111,7 @@ class SimpleSigningPayload:
         Raises:
             SignatureError: not a valid atomic container signature payload.
         """
-        try:
-            text = untrusted_payload.decode("utf-8")
-            untrusted: object = json.loads(text, object_pairs_hook=_Pairs, parse_constant=_no_constant)
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:
-            msg = f"signature payload is not valid JSON ({e})"
-            raise SignatureError(msg) from e
+        untrusted = jsonutil.loads(untrusted_payload, "signature payload", SignatureError)
         top = _exact(untrusted, "signature payload", ("critical", "optional"))
         optional = _object(top["optional"], "signature payload optional")
         creator = optional.get("creator")

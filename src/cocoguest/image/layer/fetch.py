@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cocoguest.digest import Digest, Readable, VerifyingReader
-from cocoguest.errors import CocoError, ProtocolError, VerificationError
+from cocoguest.errors import ProtocolError, VerificationError
 from cocoguest.image.fs.lower_view import LowerLayersPendingError
 from cocoguest.image.fs.unpack import WhiteoutFormat, unpack_layer
 from cocoguest.image.layer.lowers import LowerLayers
+from cocoguest.image.layer.parallel import raise_if_cancelled
 from cocoguest.image.layer.provenance import blob_source
 from cocoguest.image.layer.readers import (
     DecryptingReader,
@@ -46,10 +47,6 @@ from cocoguest.oci.descriptor import Descriptor
 from cocoguest.oci.source import ImageSource
 from cocoguest.ocicrypt.layer import UnwrappedKey
 from cocoguest.ocicrypt.options import PublicOptions
-
-
-class PullCancelledError(CocoError):
-    """Another layer failed; this one stopped."""
 
 
 @dataclass(frozen=True)
@@ -88,9 +85,7 @@ class _CountingReader:
         self.count = 0
 
     def read(self, n: int = -1, /) -> bytes:
-        if self._cancel.is_set():
-            msg = "cancelled because another layer failed"
-            raise PullCancelledError(msg)
+        raise_if_cancelled(self._cancel)
         data = self._source.read(n)
         self.count += len(data)
         if self._progress is not None and data:

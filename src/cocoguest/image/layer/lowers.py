@@ -11,7 +11,7 @@ Invariants:
       ``run_layers`` starts layers in order, so every lower layer of a waiting layer is running or done.
     * Only layers that actually have a cross-layer link wait: the provider is called at the first hardlink
       whose target is not in the layer itself.
-    * A waiter gives up (``PullCancelledError``) as soon as the pull is cancelled, e.g. because a lower layer
+    * A waiter gives up (``LayerCancelledError``) as soon as the pull is cancelled, e.g. because a lower layer
       failed.
 """
 
@@ -24,15 +24,11 @@ from pathlib import Path
 from typing import Final
 
 from cocoguest.digest import Digest
-from cocoguest.errors import CocoError
 from cocoguest.image.fs.lower_view import LowerLayersPendingError
+from cocoguest.image.layer.parallel import LayerCancelledError
 
 _CANCEL_POLL_S: Final = 0.05
 """How often a waiting layer looks at the pull's cancel flag (not a limit: waiting ends when the lowers do)."""
-
-
-class LowerLayersCancelledError(CocoError):
-    """The pull was cancelled while a layer waited for its lower layers."""
 
 
 def chain_ids(diff_ids: Sequence[Digest]) -> list[Digest]:
@@ -78,7 +74,7 @@ class LowerLayers:
         Call only without holding a store lock (see the module invariants).
 
         Raises:
-            LowerLayersCancelledError: the pull was cancelled meanwhile.
+            LayerCancelledError: the pull was cancelled meanwhile.
         """
         with self._changed:
             while True:
@@ -87,7 +83,7 @@ class LowerLayers:
                     return [d for d in below if d is not None]
                 if cancel.is_set():
                     msg = "cancelled while waiting for the lower layers"
-                    raise LowerLayersCancelledError(msg)
+                    raise LayerCancelledError(msg)
                 self._changed.wait(_CANCEL_POLL_S)
 
     def provider(self, index: int) -> Callable[[], Sequence[Path]] | None:

@@ -13,6 +13,8 @@ Invariants:
     * The first failure (of a layer or of ``on_ready``, or an interrupt) sets ``cancel`` (workers check it at
       their next read), drops queued layers, waits for running ones, and raises the failure of the lowest
       failing layer, not a cancellation it caused.
+    * A cancelled layer stops with :class:`LayerCancelledError` (the one cancellation error of pull and copy);
+      it never leaves ``run_layers``, which raises the failure that caused it instead.
 """
 
 from __future__ import annotations
@@ -22,8 +24,25 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
+from cocoguest.errors import CocoError
+
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class LayerCancelledError(CocoError):
+    """Another layer failed (or the run was interrupted); this one stopped at its next read."""
+
+
+def raise_if_cancelled(cancel: threading.Event) -> None:
+    """Stop a layer worker once ``cancel`` is set.
+
+    Raises:
+        LayerCancelledError: ``cancel`` is set.
+    """
+    if cancel.is_set():
+        msg = "cancelled because another layer failed"
+        raise LayerCancelledError(msg)
 
 
 def run_layers(

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, Literal, TypeVar
 
+from cocoguest import jsonutil
 from cocoguest.errors import ConfigError
 from cocoguest.limits import DEFAULT_LIMITS
 from cocoguest.signature.policy.identity import (
@@ -189,16 +190,8 @@ class Policy:
         if len(data) > MAX_POLICY_BYTES:
             msg = f"policy {source}: larger than {MAX_POLICY_BYTES} bytes"
             raise ConfigError(msg)
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            msg = f"policy {source}: not UTF-8: {e}"
-            raise ConfigError(msg) from e
-        try:
-            document = json.loads(text, object_pairs_hook=_JsonObject, parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as e:
-            msg = f"policy {source}: invalid JSON: {e}"
-            raise ConfigError(msg) from e
+        # SECURITY: duplicate keys, NaN and over-deep nesting are refused by the one strict parser.
+        document = jsonutil.loads(data, f"policy {source}", ConfigError)
         parser = _Parser(source)
         default, transports = parser.policy(document)
         return cls(default, transports, data, source)
@@ -209,23 +202,6 @@ class Policy:
 
 
 # --- parsing -------------------------------------------------------------------------------------------------
-
-
-class _JsonObject(dict[str, object]):
-    """A JSON object that remembers keys given more than once (rejected by the parser)."""
-
-    def __init__(self, pairs: list[tuple[str, object]]) -> None:
-        super().__init__()
-        self.duplicates: list[str] = []
-        for key, value in pairs:
-            if key in self:
-                self.duplicates.append(key)
-            self[key] = value
-
-
-def _reject_constant(name: str) -> object:
-    msg = f"{name} is not valid JSON"
-    raise ValueError(msg)
 
 
 _T = TypeVar("_T")
@@ -248,11 +224,9 @@ class _Parser:
 
     # generic JSON shape checks
 
-    def obj(self, value: object, path: str, allowed: frozenset[str] | None) -> _JsonObject:
-        if not isinstance(value, _JsonObject):
+    def obj(self, value: object, path: str, allowed: frozenset[str] | None) -> dict[str, object]:
+        if not isinstance(value, dict):
             raise self.error(path, f"expected a JSON object, got {_json_type(value)}")
-        if value.duplicates:
-            raise self.error(_key_path(path, value.duplicates[0]), "duplicate key")
         if allowed is not None:
             for key in value:
                 if key not in allowed:
@@ -356,7 +330,7 @@ class _Parser:
         key_type = self.string(raw["keyType"], _key_path(path, "keyType"))
         if key_type not in KEY_TYPES:
             raise self.error(_key_path(path, "keyType"), f"unrecognized keyType {key_type!r}")
-        sources = [k for k in ("keyPath", "keyPaths", "keyData") if k in raw]
+        sources: list[str] = [k for k in ("keyPath", "keyPaths", "keyData") if k in raw]
         if len(sources) != 1:
             raise self.error(
                 path, f"exactly one of keyPath, keyPaths and keyData must be specified, got {_names(sources)}"
@@ -488,7 +462,7 @@ class _Parser:
 
     # signedIdentity
 
-    def identity_or_default(self, raw: _JsonObject, path: str) -> SignedIdentity:
+    def identity_or_default(self, raw: dict[str, object], path: str) -> SignedIdentity:
         if "signedIdentity" not in raw:
             return MatchRepoDigestOrExact()  # containers/image's default for signedBy and sigstoreSigned
         return self.identity(raw["signedIdentity"], _key_path(path, "signedIdentity"))
