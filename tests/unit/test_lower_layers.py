@@ -14,10 +14,11 @@ from cocoguest.image.fs.unpack import WhiteoutFormat
 from cocoguest.image.layer.fetch import LayerJob, LayerOutcome, pull_layer
 from cocoguest.image.layer.lowers import LowerLayers, chain_ids
 from cocoguest.image.layer.parallel import LayerCancelledError
-from cocoguest.image.layout import OciLayoutImageSource, OciReference
+from cocoguest.image.layout import OciLayoutImageSource
 from cocoguest.image.store import Store
 from cocoguest.image.store.layers import hold_layer_lock
 from cocoguest.oci.descriptor import ImageManifest
+from cocoguest.oci.image_name import LayoutImageName
 from tests.fixtures.layers import TarBuilder
 from tests.fixtures.oci_images import write_image_layout
 
@@ -44,7 +45,7 @@ def test_upper_layer_waits_for_its_lower_layer_holding_no_lock(tmp_path: Path) -
     base = TarBuilder().dir("etc").file("etc/file", b"lower\n").build()
     upper = TarBuilder().hardlink("link", "etc/file").build()
     image = write_image_layout(tmp_path / "image", [base, upper])
-    source = OciLayoutImageSource(OciReference.parse(f"oci:{image.path}:latest"))
+    source = OciLayoutImageSource(LayoutImageName.parse(f"oci:{image.path}:latest"))
     manifest = ImageManifest.from_bytes(source.get_manifest()[0])
     diff_ids = [Digest.parse(d) for d in image.diff_ids]
     chains = chain_ids(diff_ids)
