@@ -171,17 +171,22 @@ class _Connection:
         self._last_stream_id = 0
         self._loop = asyncio.get_running_loop()
         self._frame_started: float | None = None
+        self._aborted = False
         self.task = asyncio.current_task()
         self._peer = _peer_name(writer)
 
     def abort(self) -> None:
         """Drop the connection now; the read loop then ends and cancels the calls in flight."""
+        self._aborted = True
         self._writer.transport.abort()
 
     async def run(self) -> None:
         """Serve the connection until the peer closes it or misbehaves."""
         try:
             await self._read_loop()
+            # A clean end of stream may be a half-close: the calls in flight still answer (within their deadlines).
+            if self._calls and not self._aborted:
+                await asyncio.gather(*self._calls, return_exceptions=True)
         except FrameTooLargeError as e:
             _logger.warning("ttrpc %s: closing: %s", self._peer, e)
             with contextlib.suppress(OSError, TransportError):
@@ -264,7 +269,7 @@ class _Connection:
         cap = self._limits.ttrpc_max_timeout_s
         if timeout_nano == 0:
             return cap
-        return min(max(timeout_nano, 0) / 1e9, cap)
+        return min(timeout_nano / 1e9, cap)
 
     async def _call(self, stream_id: int, untrusted_request: Request) -> None:
         response = await self._invoke(untrusted_request)
@@ -281,6 +286,9 @@ class _Connection:
         handler = methods.get(method)
         if handler is None:
             return Response(Status(Code.UNIMPLEMENTED, f"{method} method"))
+        if untrusted_request.timeout_nano < 0:
+            # The client's deadline passed before the request was sent (Go sends the remaining time).
+            return Response(Status(Code.DEADLINE_EXCEEDED, "timeout"))
         timeout_s = self._timeout_s(untrusted_request.timeout_nano)
         context = CallContext(service, method, untrusted_request.metadata, self._loop.time() + timeout_s)
         deadline = asyncio.timeout(timeout_s)
