@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -135,7 +136,12 @@ func call(addr, service, method, payloadHex string, timeout time.Duration, md []
 	}
 	client := ttrpc.NewClient(conn)
 	defer client.Close()
-	payload, err := hex.DecodeString(payloadHex)
+	var payload []byte
+	if payloadHex == "-" {
+		payload, err = io.ReadAll(os.Stdin)
+	} else {
+		payload, err = hex.DecodeString(payloadHex)
+	}
 	if err != nil {
 		return err
 	}
@@ -166,7 +172,7 @@ func main() {
 	addr := flag.String("addr", "", "unix socket path")
 	service := flag.String("service", serviceName, "client: service name")
 	method := flag.String("method", "Echo", "client: method name")
-	payloadHex := flag.String("payload-hex", "", "client: request payload, hex")
+	payloadHex := flag.String("payload-hex", "", "client: request payload, hex (- reads raw bytes from stdin)")
 	timeout := flag.Duration("timeout", 0, "client: call deadline (0 = none)")
 	var md mdFlags
 	flag.Var(&md, "md", "client: metadata key=value (repeatable)")
