@@ -127,3 +127,17 @@ def test_frame_fields_are_range_checked() -> None:
         Frame(1 << 32, 1, 0, b"")
     with pytest.raises(ValueError, match="u8"):
         Frame(1, 256, 0, b"")
+
+
+def test_sans_io_modules_import_no_io() -> None:
+    # DESIGN.md §1 boundaries: ttrpc framing (and the message and address codecs) do no IO.
+    import ast  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    package = Path(__file__).resolve().parents[2] / "src" / "cocoguest" / "rpc" / "ttrpc"
+    forbidden = {"asyncio", "socket", "os", "io", "selectors", "subprocess", "pathlib", "cocoguest.rpc.ttrpc.transport"}
+    for name in ("framing.py", "messages.py", "address.py", "codes.py"):
+        tree = ast.parse((package / name).read_text(encoding="utf-8"))
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not imported & forbidden, (name, imported & forbidden)
