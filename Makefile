@@ -35,6 +35,7 @@ test: $(STAMP) peers lint typecheck
 bench: $(STAMP) peers
 	$(BIN)/python bench/ocicrypt.py
 	$(BIN)/python bench/pull.py
+	$(BIN)/python bench/ttrpc.py
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

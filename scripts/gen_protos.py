@@ -2,7 +2,8 @@
 """Generate the checked-in protobuf/gRPC Python code from ``protos/*.proto``.
 
 Every ``protos/<name>.proto`` becomes ``src/cocoguest/rpc/_generated/<name>_pb2.py``, ``<name>_pb2.pyi`` and
-``<name>_pb2_grpc.py`` (grpc_tools.protoc with ``--python_out``, ``--pyi_out`` and ``--grpc_python_out``).
+``<name>_pb2_grpc.py`` (grpc_tools.protoc with ``--python_out``, ``--pyi_out`` and ``--grpc_python_out``); a ``-``
+in ``<name>`` becomes ``_``, as protoc writes it.
 protoc writes top-level imports (``import keyprovider_pb2 as ...``); they are rewritten to package-relative
 imports so the generated modules work inside ``cocoguest.rpc._generated``.
 
@@ -40,6 +41,12 @@ def _protoc(args: list[str]) -> int:
     return int(protoc.main(["grpc_tools.protoc", f"-I{PROTO_DIR}", f"-I{include}", *args]))
 
 
+def module_stem(proto: Path) -> str:
+    """The Python module stem protoc writes for ``proto``: it maps ``-`` to ``_`` (``attestation-agent.proto``
+    becomes ``attestation_agent_pb2.py``), so upstream file names can be kept verbatim."""
+    return proto.stem.replace("-", "_")
+
+
 def generate(out_dir: Path) -> list[Path]:
     """Generate code for every proto into ``out_dir``; return the files written."""
     protos = sorted(PROTO_DIR.glob("*.proto"))
@@ -58,7 +65,7 @@ def generate(out_dir: Path) -> list[Path]:
     written = []
     for proto in protos:
         for suffix in SUFFIXES:
-            path = out_dir / f"{proto.stem}{suffix}"
+            path = out_dir / f"{module_stem(proto)}{suffix}"
             text = path.read_text(encoding="utf-8")
             path.write_text(_TOP_LEVEL_IMPORT.sub(r"from . import \1 as \2", text), encoding="utf-8")
             written.append(path)

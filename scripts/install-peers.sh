@@ -8,6 +8,9 @@ command -v softhsm2-util >/dev/null 2>&1 || need="$need softhsm2"
 command -v umoci >/dev/null 2>&1 || need="$need umoci"
 command -v docker-registry >/dev/null 2>&1 || need="$need docker-registry"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
+# Go containerd/ttrpc peer (tests/ttrpc_peer, built offline with GO111MODULE=off GOPATH=/usr/share/gocode).
+command -v go >/dev/null 2>&1 || need="$need golang-go"
+[ -d /usr/share/gocode/src/github.com/containerd/ttrpc ] || need="$need golang-github-containerd-ttrpc-dev"
 [ -z "$need" ] && exit 0
 echo "installing test peers:$need"
 SUDO=""

@@ -133,3 +133,34 @@ class KbsDeniedError(VerificationError):
         self.status = status
         self.error_type = error_type
         self.detail = detail
+
+
+class FramingError(ProtocolError):
+    """A ttrpc peer sent bytes that are not a valid frame stream (specs/ttrpc.md §2); the connection is unusable."""
+
+
+class FrameTooLargeError(FramingError):
+    """A ttrpc frame header announced more payload than the 4 MiB cap; rejected before the body is read."""
+
+    def __init__(self, message: str, *, stream_id: int, length: int) -> None:
+        super().__init__(message)
+        self.stream_id = stream_id
+        self.length = length
+
+
+class TruncatedFrameError(FramingError):
+    """A ttrpc byte stream ended inside a frame."""
+
+
+class RpcStatusError(CocoError):
+    """A ttrpc call ended with a non-OK status (google.rpc.Code ``code`` and the peer's ``status_message``).
+
+    Raised by the ttrpc client for the peer's answer (and for its own deadline, as DEADLINE_EXCEEDED), and by
+    ttrpc handlers to choose the status the server sends.
+    """
+
+    def __init__(self, code: int, status_message: str, *, where: str = "", code_name: str = "") -> None:
+        status = f"{code_name} ({code})" if code_name else f"status {code}"
+        super().__init__(f"{where}: {status}: {status_message}" if where else f"{status}: {status_message}")
+        self.code = code
+        self.status_message = status_message

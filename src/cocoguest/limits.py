@@ -185,6 +185,28 @@ class Limits:
     """The ``kbs-session-id`` cookie value (Trustee's is 32 hex characters)."""
     max_annotation_packet_bytes: int = 64 * KiB
     """A decoded AnnotationPacket JSON (a wrapped layer key is ~300 bytes)."""
+    ttrpc_max_message_bytes: int = 4 * MiB
+    """Payload of one ttrpc frame (specs/ttrpc.md §2: containerd/ttrpc and ttrpc-rust both cap at 4 MiB)."""
+    ttrpc_read_chunk_bytes: int = 64 * KiB
+    """Bytes read from a ttrpc socket at a time (a connection buffers at most one frame plus one chunk)."""
+    ttrpc_frame_read_timeout_s: float = 30.0
+    """From the first byte of a ttrpc frame to its last (a slow client that trickles a frame is cut off)."""
+    ttrpc_idle_timeout_s: float | None = None
+    """A server connection with no call in flight and no bytes arriving is closed after this long. Off by
+    default: Rust and Go ttrpc clients (CDH -> AA, kata-agent -> CDH) open one connection for their lifetime and
+    do not reconnect; ``ttrpc_max_connections`` bounds idle connections instead."""
+    ttrpc_write_timeout_s: float = 30.0
+    """Flushing one ttrpc frame to a peer that does not read (the connection is then closed)."""
+    ttrpc_max_connections: int = 128
+    """Open connections per ttrpc server; further connections are closed at once."""
+    ttrpc_max_concurrent_calls: int = 32
+    """Calls in flight per ttrpc server connection; further requests wait unread (back-pressure)."""
+    ttrpc_max_timeout_s: float = 3600.0
+    """Longest deadline a ttrpc server honours from a request's ``timeout_nano`` (0, no deadline, gets this)."""
+    ttrpc_call_timeout_s: float = 50.0
+    """Default deadline of a ttrpc client call (guest-components clients of the AA and CDH use 50 s)."""
+    ttrpc_connect_timeout_s: float = 10.0
+    """Connecting a ttrpc client."""
 
 
 DEFAULT_LIMITS = Limits()
