@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from pathlib import Path
 
@@ -25,15 +26,35 @@ EVENT = AaelEvent("domain", "operation", "content")
 
 
 class SoftwareRegisters:
-    """A RuntimeMeasurer model: registers with real extend semantics; optional crash points."""
+    """A RuntimeMeasurer model: registers with real extend semantics; optional failure points.
 
-    def __init__(self, algorithm: HashAlgorithm = HashAlgorithm.SHA384, *, readable: bool = True) -> None:
+    ``crash_*`` raise (an in-process device failure); ``die_*`` end the process with ``os._exit`` (a real crash,
+    used in a forked child; the registers then live in ``directory`` so the parent sees them).
+    """
+
+    def __init__(
+        self, algorithm: HashAlgorithm = HashAlgorithm.SHA384, *, readable: bool = True, directory: Path | None = None
+    ) -> None:
         self.algorithm = algorithm
         self.readable = readable
-        self.registers: dict[int, bytes] = {}
+        self.directory = directory
+        self._registers: dict[int, bytes] = {}
         self.crash_before_extend = False
         self.crash_after_extend = False
+        self.die_after_extend = False
         self.extends = 0
+
+    @property
+    def registers(self) -> dict[int, bytes]:
+        if self.directory is None:
+            return self._registers
+        return {int(p.name): p.read_bytes() for p in self.directory.iterdir()}
+
+    def _store(self, index: int, value: bytes) -> None:
+        if self.directory is None:
+            self._registers[index] = value
+        else:
+            (self.directory / str(index)).write_bytes(value)
 
     @property
     def measurement_hash(self) -> HashAlgorithm:
@@ -47,8 +68,10 @@ class SoftwareRegisters:
             raise TeeDeviceError("simulated crash before extend")
         index = self.register_for_pcr(pcr)
         current = self.registers.get(index, bytes(self.algorithm.digest_size))
-        self.registers[index] = self.algorithm.digest(current + fit_register(event_digest, len(current)))
+        self._store(index, self.algorithm.digest(current + fit_register(event_digest, len(current))))
         self.extends += 1
+        if self.die_after_extend:
+            os._exit(17)
         if self.crash_after_extend:
             raise TeeDeviceError("simulated crash after extend")
 
@@ -136,7 +159,7 @@ def test_torn_last_entry_is_cut_on_open(tmp_path: Path) -> None:
         reopened.close()
 
 
-def test_crash_after_extend_before_append_is_completed(tmp_path: Path) -> None:
+def test_failure_after_extend_is_settled_in_process(tmp_path: Path) -> None:
     measurer = SoftwareRegisters()
     log = _log(tmp_path, measurer)
     log.extend(EVENT)
@@ -144,40 +167,90 @@ def test_crash_after_extend_before_append_is_completed(tmp_path: Path) -> None:
     second = AaelEvent("d", "o", "second")
     with pytest.raises(TeeDeviceError):
         log.extend(second)
-    log.close()
-    assert log.wal_path.exists()
+    # the register moved, so the event is logged at once and the WAL is gone
+    assert [e.event for e in log.entries()] == [EVENT, second]
+    assert not log.wal_path.exists()
     measurer.crash_after_extend = False
-    reopened = _log(tmp_path, measurer)
+    log.extend(EVENT)
+    log.close()
+    assert len(_log(tmp_path, measurer).entries()) == 3
+
+
+def test_process_death_after_extend_is_completed_on_restart(tmp_path: Path) -> None:
+    registers = tmp_path / "registers"
+    registers.mkdir()
+    measurer = SoftwareRegisters(directory=registers)
+    log = _log(tmp_path, measurer)
+    log.extend(EVENT)
+    log.close()
+    second = AaelEvent("d", "o", "second")
+    pid = os.fork()
+    if pid == 0:  # the child: an AA that dies between the register extend and the log append
+        try:
+            dying = SoftwareRegisters(directory=registers)
+            child = _log(tmp_path, dying)
+            dying.die_after_extend = True
+            child.extend(second)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 17
+    assert log.wal_path.exists()
+    assert len(parse_entries(log.path.read_bytes())[0]) == 1  # the crash left the log one entry short
+    reopened = _log(tmp_path, SoftwareRegisters(directory=registers))
     assert [e.event for e in reopened.entries()] == [EVENT, second]
     assert not log.wal_path.exists()
+    # the log replays to the register value
+    expected = bytes(48)
+    for entry in reopened.entries():
+        expected = hashlib.sha384(expected + entry.digest).digest()
+    assert measurer.registers[4] == expected
     reopened.close()
 
 
-def test_crash_after_extend_with_torn_append(tmp_path: Path) -> None:
-    measurer = SoftwareRegisters()
-    log = _log(tmp_path, measurer)
-    measurer.crash_after_extend = True
-    with pytest.raises(TeeDeviceError):
-        log.extend(EVENT)
-    log.close()
-    # the append had started when the guest died: half an entry is on disk
-    with log.path.open("ab") as f:
+def test_process_death_with_torn_append(tmp_path: Path) -> None:
+    registers = tmp_path / "registers"
+    registers.mkdir()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            dying = SoftwareRegisters(directory=registers)
+            child = _log(tmp_path, dying)
+            dying.die_after_extend = True
+            child.extend(EVENT)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 17
+    # the append had started when the guest died: part of an entry is on disk
+    path = tmp_path / "run" / "eventlog"
+    with path.open("ab") as f:
         f.write(encode_entry(4, HashAlgorithm.SHA384, EVENT.text())[:30])
-    measurer.crash_after_extend = False
-    reopened = _log(tmp_path, measurer)
+    reopened = _log(tmp_path, SoftwareRegisters(directory=registers))
     assert [e.event for e in reopened.entries()] == [EVENT]
     reopened.close()
 
 
-def test_crash_before_extend_drops_the_event(tmp_path: Path) -> None:
+def test_failure_before_extend_drops_the_event(tmp_path: Path) -> None:
     measurer = SoftwareRegisters()
     log = _log(tmp_path, measurer)
     log.extend(EVENT)
     measurer.crash_before_extend = True
     with pytest.raises(TeeDeviceError):
         log.extend(AaelEvent("d", "o", "never measured"))
+    assert [e.event for e in log.entries()] == [EVENT]
+    assert not log.wal_path.exists()
     log.close()
-    measurer.crash_before_extend = False
+
+
+def test_wal_of_an_extend_that_never_happened_is_dropped_on_open(tmp_path: Path) -> None:
+    measurer = SoftwareRegisters()
+    log = _log(tmp_path, measurer)
+    log.extend(EVENT)
+    log.close()
+    # a WAL as step (1) writes it (u64 BE offset, u32 BE pcr, expected value, text); the register never moved
+    offset = log.path.stat().st_size
+    log.wal_path.write_bytes(struct.pack(">QI", offset, 17) + b"\x01" * 48 + b"d o lost")
     reopened = _log(tmp_path, measurer)
     assert [e.event for e in reopened.entries()] == [EVENT]
     assert not log.wal_path.exists()
@@ -190,11 +263,8 @@ def test_unreadable_register_keeps_the_event(tmp_path: Path) -> None:
     measurer.crash_after_extend = True
     with pytest.raises(TeeDeviceError):
         log.extend(EVENT)
+    assert [e.event for e in log.entries()] == [EVENT]
     log.close()
-    measurer.crash_after_extend = False
-    reopened = _log(tmp_path, measurer)
-    assert [e.event for e in reopened.entries()] == [EVENT]
-    reopened.close()
 
 
 def test_incomplete_wal_is_discarded(tmp_path: Path) -> None:

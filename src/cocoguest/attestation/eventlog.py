@@ -14,9 +14,10 @@ Crash safety (write-ahead, as upstream, plus torn-tail repair):
     2. extend the register through the attester;
     3. append the entry to the log with one ``write`` and fsync;
     4. delete the WAL and fsync the directory.
-On :meth:`EventLog.open`: a torn last entry (the data ends inside it) is cut off and the truncation fsynced; then
-a leftover WAL is resolved: the log is cut back to the WAL's offset, and the entry is re-appended if the register
-shows the extend happened (or cannot be read back: then with a warning), dropped if it did not.
+On :meth:`EventLog.open` (and at once when step 2 or 3 fails in-process): a torn last entry (the data ends
+inside it) is cut off and the truncation fsynced; then a leftover WAL is resolved: the log is cut back to the
+WAL's offset, and the entry is re-appended if the register shows the extend happened (or cannot be read back:
+then with a warning), dropped if it did not.
 
 Deviation from upstream, on purpose: the WAL records the PCR (upstream's WAL cannot tell which register to check),
 and the register extended is always the one ``target_mr`` names (upstream quirk, spec §14 item 11, not copied).
@@ -240,8 +241,14 @@ class EventLog:
             offset = os.fstat(fd).st_size
             self._write_wal(_WAL_HEAD.pack(offset, pcr) + expected + text)
             # (2) the register, (3) the log, (4) done
-            self._measurer.extend_runtime_measurement(digest, pcr)
-            self._append(entry)
+            try:
+                self._measurer.extend_runtime_measurement(digest, pcr)
+                self._append(entry)
+            except BaseException:
+                # The register may or may not have moved: settle it now, exactly as a restart would, so the
+                # next extend cannot overwrite an unresolved WAL.
+                self._recover_wal()
+                raise
             self._remove_wal()
 
     def _require_open(self) -> int:
