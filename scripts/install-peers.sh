@@ -8,6 +8,8 @@ command -v softhsm2-util >/dev/null 2>&1 || need="$need softhsm2"
 command -v umoci >/dev/null 2>&1 || need="$need umoci"
 command -v docker-registry >/dev/null 2>&1 || need="$need docker-registry"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
+command -v swtpm >/dev/null 2>&1 || need="$need swtpm swtpm-tools"
+command -v tpm2_quote >/dev/null 2>&1 || need="$need tpm2-tools"
 [ -z "$need" ] && exit 0
 echo "installing test peers:$need"
 SUDO=""

@@ -172,6 +172,8 @@ class Limits:
     """An init-data TOML document (Kata passes it in a pod annotation)."""
     max_initdata_entries: int = 256
     """Entries of the init-data ``[data]`` table."""
+    tpm_command_timeout_s: float = 30.0
+    """One tpm2-tools command (a quote on a slow hardware TPM takes about a second)."""
 
 
 DEFAULT_LIMITS = Limits()
