@@ -18,7 +18,7 @@ from cocoguest.attestation.drivers.tdx import TdxAttester
 from cocoguest.attestation.drivers.tpm import TpmAttester
 from cocoguest.attestation.factory import DeviceBackends, select_additional_devices, select_attester
 from cocoguest.errors import TeeNotFoundError, UnsupportedError
-from tests.fixtures.tee_devices import FakeTsmKernel, SoftwareAzureVtpm, SoftwareTpm
+from tests.fixtures.tee_devices import SoftwareAzureVtpm, SoftwareTpm, probe_tree
 
 ORDER = (
     Tee.TDX,
@@ -33,61 +33,29 @@ ORDER = (
 )
 
 
-def _probes(root: Path, present: set[Tee], *, tsm_provider: str | None = None, machine: str = "x86_64") -> Probes:
-    """Probes over a synthetic tree in which exactly the TEEs in ``present`` show their markers."""
-    kernel = FakeTsmKernel(root / "tsm", tsm_provider or "none", lambda b: b)
-    if Tee.TDX in present:
-        (root / "tdx_guest").write_bytes(b"")
-    if Tee.SGX in present:
-        (root / "attestation").mkdir()
-        (root / "attestation" / "attestation_type").write_text("dcap\n")
-    if Tee.SNP in present:
-        (root / "sev-guest-platform").mkdir()
-    if Tee.CSV in present:
-        (root / "csv-guest").write_bytes(b"")
-    (root / "prot_virt_guest").write_text("1\n" if Tee.SE in present else "0\n")
-    if Tee.TPM in present:
-        (root / "tpm1").write_bytes(b"")
-    azure = next((t for t in (Tee.AZ_TDX_VTPM, Tee.AZ_SNP_VTPM) if t in present), None)
-    return Probes(
-        tsm_report_root=kernel.root if tsm_provider else root / "no-tsm",
-        tsm_create_entry=kernel.create_entry,
-        tsm_remove_entry=kernel.remove_entry,
-        tdx_guest_device=root / "tdx_guest",
-        sgx_attestation_dir=root / "attestation",
-        azure_cvm=lambda: azure,
-        sev_guest_platform=root / "sev-guest-platform",
-        sev_guest_device=root / "sev-guest",
-        csv_guest_device=root / "csv-guest",
-        machine=machine,
-        prot_virt_guest=root / "prot_virt_guest",
-        tpm_devices=(root / "tpm0", root / "tpm1"),
-    )
-
-
 @pytest.mark.parametrize("index", range(len(ORDER)))
 def test_first_in_upstream_order_wins(tmp_path: Path, index: int) -> None:
     # every TEE from ORDER[index] on shows its marker; the earliest must win
     present = set(ORDER[index:])
     provider = PROVIDER_CCA if Tee.CCA in present and Tee.TDX not in present else None
-    probes = _probes(tmp_path, present, tsm_provider=provider, machine="aarch64")
+    probes = probe_tree(tmp_path, present, tsm_provider=provider, machine="aarch64")
     assert detect_tee(probes).tee is ORDER[index]
 
 
 def test_tdx_by_configfs_tsm_provider(tmp_path: Path) -> None:
-    probes = _probes(tmp_path, {Tee.SNP}, tsm_provider=PROVIDER_TDX)
+    probes = probe_tree(tmp_path, {Tee.SNP}, tsm_provider=PROVIDER_TDX)
     assert detect_tee(probes).tee is Tee.TDX
     assert list((tmp_path / "tsm").iterdir()) == []  # the probe entry was removed
 
 
 def test_cca_needs_aarch64(tmp_path: Path) -> None:
-    assert detect_tee(_probes(tmp_path / "a", set(), tsm_provider=PROVIDER_CCA, machine="aarch64")).tee is Tee.CCA
+    assert detect_tee(probe_tree(tmp_path / "a", set(), tsm_provider=PROVIDER_CCA, machine="aarch64")).tee is Tee.CCA
     (tmp_path / "b").mkdir()
-    assert detect_tee(_probes(tmp_path / "b", set(), tsm_provider=PROVIDER_CCA, machine="x86_64")).tee is None
+    assert detect_tee(probe_tree(tmp_path / "b", set(), tsm_provider=PROVIDER_CCA, machine="x86_64")).tee is None
 
 
-def test_nothing_found_is_none_and_lists_probes(tmp_path: Path) -> None:
-    detection = detect_tee(_probes(tmp_path, set()))
+def test_nothing_found_is_none_and_listsprobe_tree(tmp_path: Path) -> None:
+    detection = detect_tee(probe_tree(tmp_path, set()))
     assert detection.tee is None
     assert [p.split(":")[0] for p in detection.probed] == [str(t) for t in ORDER]
     assert any(str(tmp_path / "tdx_guest") in p for p in detection.probed)
@@ -95,7 +63,7 @@ def test_nothing_found_is_none_and_lists_probes(tmp_path: Path) -> None:
 
 def test_no_silent_fallback_to_sample(tmp_path: Path) -> None:
     with pytest.raises(TeeNotFoundError) as info:
-        select_attester(False, _probes(tmp_path, set()))
+        select_attester(False, probe_tree(tmp_path, set()))
     message = str(info.value)
     assert "no TEE found" in message
     assert "--allow-sample-attester" in message
@@ -104,7 +72,7 @@ def test_no_silent_fallback_to_sample(tmp_path: Path) -> None:
 
 def test_sample_only_when_allowed_and_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        attester = select_attester(True, _probes(tmp_path, set()))
+        attester = select_attester(True, probe_tree(tmp_path, set()))
         assert isinstance(attester, SampleAttester)
         attester.evidence(b"a")
         attester.evidence(b"b")
@@ -114,31 +82,31 @@ def test_sample_only_when_allowed_and_warns(tmp_path: Path, caplog: pytest.LogCa
 
 
 def test_allow_sample_does_not_override_a_real_tee(tmp_path: Path) -> None:
-    attester = select_attester(True, _probes(tmp_path, {Tee.SNP}))
+    attester = select_attester(True, probe_tree(tmp_path, {Tee.SNP}))
     assert isinstance(attester, SnpAttester)
 
 
 @pytest.mark.parametrize(("tee", "cls"), [(Tee.TDX, TdxAttester), (Tee.SGX, SgxAttester), (Tee.SNP, SnpAttester)])
 def test_factory_builds_the_detected_driver(tmp_path: Path, tee: Tee, cls: type) -> None:
-    assert isinstance(select_attester(False, _probes(tmp_path, {tee})), cls)
+    assert isinstance(select_attester(False, probe_tree(tmp_path, {tee})), cls)
 
 
 def test_factory_cca(tmp_path: Path) -> None:
-    probes = _probes(tmp_path, set(), tsm_provider=PROVIDER_CCA, machine="aarch64")
+    probes = probe_tree(tmp_path, set(), tsm_provider=PROVIDER_CCA, machine="aarch64")
     assert isinstance(select_attester(False, probes), CcaAttester)
 
 
 @pytest.mark.parametrize("tee", [Tee.CSV, Tee.SE, Tee.TPM, Tee.AZ_SNP_VTPM])
 def test_detected_tee_without_backend_is_an_error_not_sample(tmp_path: Path, tee: Tee) -> None:
     with pytest.raises(UnsupportedError, match=str(tee)):
-        select_attester(True, _probes(tmp_path, {tee}))
+        select_attester(True, probe_tree(tmp_path, {tee}))
 
 
 def test_backends_complete_tpm_and_azure(tmp_path: Path) -> None:
     backends = DeviceBackends(tpm=SoftwareTpm(), azure_vtpm=SoftwareAzureVtpm())
-    assert isinstance(select_attester(False, _probes(tmp_path / "t", {Tee.TPM}), backends), TpmAttester)
+    assert isinstance(select_attester(False, probe_tree(tmp_path / "t", {Tee.TPM}), backends), TpmAttester)
     (tmp_path / "a").mkdir()
-    assert select_attester(False, _probes(tmp_path / "a", {Tee.AZ_TDX_VTPM}), backends).tee is Tee.AZ_TDX_VTPM
+    assert select_attester(False, probe_tree(tmp_path / "a", {Tee.AZ_TDX_VTPM}), backends).tee is Tee.AZ_TDX_VTPM
 
 
 def test_additional_devices(tmp_path: Path) -> None:

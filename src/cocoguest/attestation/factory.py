@@ -6,7 +6,8 @@ Invariants:
       ``allow_sample=True`` (``--allow-sample-attester`` / ``allow_sample_attester = true``); then it logs a
       WARNING now, and the sample attester logs one on every evidence call.
     * A detected TEE whose driver needs a device implementation that was not supplied (a vTPM, a TPM, the CSV
-      and SE ioctls) is an :class:`UnsupportedError` naming the TEE, never a fallback either.
+      and SE ioctls) is an :class:`UnsupportedError` naming the TEE, never a fallback either. A TPM backend over
+      tpm2-tools exists (``drivers/tpm2_tools.py``); wiring it (TCTI, AK handle) is the caller's choice.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from cocoguest.attestation.ccel import DEFAULT_AAEL_PATH
 from cocoguest.attestation.detect import Probes, detect_additional_devices, detect_tee
 from cocoguest.attestation.drivers.azure_vtpm import AzSnpVtpmAttester, AzTdxVtpmAttester, AzureVtpm
 from cocoguest.attestation.drivers.cca import CcaAttester
+from cocoguest.attestation.drivers.csv import CsvAttester, CsvGuestBackend
 from cocoguest.attestation.drivers.sample import SampleAttester, SampleDeviceAttester
+from cocoguest.attestation.drivers.se import SeAttester, UltravisorBackend
 from cocoguest.attestation.drivers.sgx import DcapQuoteLibrary, SgxAttester
 from cocoguest.attestation.drivers.snp import SevGuestDevice, SnpAttester
 from cocoguest.attestation.drivers.tdx import TdxAttester, TdxGuestDevice
@@ -40,6 +43,8 @@ class DeviceBackends:
     tpm: TpmDevice | None = None
     tpm_ak_public_der: bytes = b""
     occlum_library: DcapQuoteLibrary | None = None
+    csv_guest: CsvGuestBackend | None = None
+    ultravisor: UltravisorBackend | None = None
 
 
 def build_attester(
@@ -85,6 +90,16 @@ def build_attester(
             msg = "tpm detected, but no TPM backend (with an attestation key) is configured"
             raise UnsupportedError(msg)
         return TpmAttester(backends.tpm, backends.tpm_ak_public_der)
+    if tee is Tee.CSV:
+        if backends.csv_guest is None:
+            msg = "csv detected, but no CSV guest-device backend is configured"
+            raise UnsupportedError(msg)
+        return CsvAttester(backends.csv_guest, aael_path=aael_path, limits=limits)
+    if tee is Tee.SE:
+        if backends.ultravisor is None:
+            msg = "se detected, but no Ultravisor attestation backend is configured"
+            raise UnsupportedError(msg)
+        return SeAttester(backends.ultravisor)
     if tee is Tee.SAMPLE:
         return SampleAttester()
     if tee is Tee.SAMPLE_DEVICE:
