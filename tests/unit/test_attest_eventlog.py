@@ -250,11 +250,24 @@ def test_wal_of_an_extend_that_never_happened_is_dropped_on_open(tmp_path: Path)
     log.close()
     # a WAL as step (1) writes it (u64 BE offset, u32 BE pcr, expected value, text); the register never moved
     offset = log.path.stat().st_size
-    log.wal_path.write_bytes(struct.pack(">QI", offset, 17) + b"\x01" * 48 + b"d o lost")
+    current = measurer.registers[4]
+    lost = hashlib.sha384(tagged_event(b"d o lost")).digest()
+    expected = hashlib.sha384(current + lost).digest()
+    log.wal_path.write_bytes(struct.pack(">QI", offset, 17) + expected + b"d o lost")
     reopened = _log(tmp_path, measurer)
     assert [e.event for e in reopened.entries()] == [EVENT]
     assert not log.wal_path.exists()
     reopened.close()
+
+
+def test_register_moved_by_someone_else_stops_recovery(tmp_path: Path) -> None:
+    measurer = SoftwareRegisters()
+    log = _log(tmp_path, measurer)
+    log.close()
+    log.wal_path.write_bytes(struct.pack(">QI", 0, 17) + b"\x01" * 48 + b"d o lost")
+    with pytest.raises(EventLogError, match="extended by something else"):
+        _log(tmp_path, measurer)
+    assert log.wal_path.exists()
 
 
 def test_unreadable_register_keeps_the_event(tmp_path: Path) -> None:

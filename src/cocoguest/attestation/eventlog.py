@@ -17,7 +17,8 @@ Crash safety (write-ahead, as upstream, plus torn-tail repair):
 On :meth:`EventLog.open` (and at once when step 2 or 3 fails in-process): a torn last entry (the data ends
 inside it) is cut off and the truncation fsynced; then a leftover WAL is resolved: the log is cut back to the
 WAL's offset, and the entry is re-appended if the register shows the extend happened (or cannot be read back:
-then with a warning), dropped if it did not.
+then with a warning), dropped if the register still holds the value before it; any other register value means
+something else extended it, and is an :class:`EventLogError` (as upstream).
 
 Deviation from upstream, on purpose: the WAL records the PCR (upstream's WAL cannot tell which register to check),
 and the register extended is always the one ``target_mr`` names (upstream quirk, spec §14 item 11, not copied).
@@ -329,6 +330,7 @@ class EventLog:
         expected = record[head : head + algorithm.digest_size]
         text = record[head + algorithm.digest_size :]
         event = AaelEvent.parse(text)
+        digest = algorithm.digest(tagged_event(text))
         self._truncate(offset, reason="replaying the WAL")
         current = self._measurer.read_runtime_measurement(pcr)
         if current is None or expected == bytes(algorithm.digest_size):
@@ -336,8 +338,16 @@ class EventLog:
             self._append(encode_entry(self._measurer.register_for_pcr(pcr), algorithm, text))
         elif current == expected:
             self._append(encode_entry(self._measurer.register_for_pcr(pcr), algorithm, text))
-        else:
+        elif algorithm.digest(current + fit_register(digest, len(current))) == expected:
             _logger.warning("AA event log: register of PCR %d was not extended; dropping event %r", pcr, event)
+        else:
+            # SECURITY: the register moved, but not by this event: the log can no longer explain it. Stop, as
+            # upstream does, rather than guess; the operator decides (remove the WAL, restart the guest).
+            msg = (
+                f"AA event log {self.path}: the register of PCR {pcr} was extended by something else while "
+                f"{self.wal_path} was pending; the log no longer replays to it (remove the WAL to start anyway)"
+            )
+            raise EventLogError(msg)
         self._remove_wal()
 
 
