@@ -11,6 +11,8 @@ command -v openssl >/dev/null 2>&1 || need="$need openssl"
 # Go containerd/ttrpc peer (tests/ttrpc_peer, built offline with GO111MODULE=off GOPATH=/usr/share/gocode).
 command -v go >/dev/null 2>&1 || need="$need golang-go"
 [ -d /usr/share/gocode/src/github.com/containerd/ttrpc ] || need="$need golang-github-containerd-ttrpc-dev"
+command -v swtpm >/dev/null 2>&1 || need="$need swtpm swtpm-tools"
+command -v tpm2_quote >/dev/null 2>&1 || need="$need tpm2-tools"
 [ -z "$need" ] && exit 0
 echo "installing test peers:$need"
 SUDO=""

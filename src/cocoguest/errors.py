@@ -164,3 +164,35 @@ class RpcStatusError(CocoError):
         super().__init__(f"{where}: {status}: {status_message}" if where else f"{status}: {status_message}")
         self.code = code
         self.status_message = status_message
+
+
+class TeeNotFoundError(ConfigError):
+    """No TEE was detected and the sample attester was not explicitly allowed; names every probe tried."""
+
+
+class TeeDeviceError(TransportError):
+    """Talking to a TEE device (configfs-tsm entry, ioctl device, sysfs register, vTPM) failed."""
+
+
+class TeeReportError(ProtocolError):
+    """A TEE device returned data of the wrong shape (report size, provider, certificate table)."""
+
+
+class AttestationRequestError(CocoError):
+    """A caller asked for something the TEE cannot express (report data too long, malformed event text)."""
+
+
+class RuntimeMeasurementUnsupportedError(UnsupportedError):
+    """The attester has no runtime-measurement register (e.g. sample), or the event log is not enabled."""
+
+
+class EventLogError(CocoError):
+    """The AA event log (AAEL) on disk is malformed beyond a torn last entry, or cannot be written."""
+
+
+class InitDataError(ConfigError):
+    """An init-data TOML document is malformed (shape, version, algorithm or data table)."""
+
+
+class InitDataMismatchError(VerificationError):
+    """The init-data digest does not match the value the TEE measured (MRCONFIGID, HOST_DATA)."""

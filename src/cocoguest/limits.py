@@ -207,6 +207,27 @@ class Limits:
     """Default deadline of a ttrpc client call (guest-components clients of the AA and CDH use 50 s)."""
     ttrpc_connect_timeout_s: float = 10.0
     """Connecting a ttrpc client."""
+    max_tee_report_bytes: int = 1 * MiB
+    """One blob read from a TEE device: a configfs-tsm outblob/auxblob, an SGX quote, a TD/SNP report, a CCA
+    token (TDX quotes are ~5 KiB, SNP certificate tables ~10 KiB)."""
+    max_tee_register_bytes: int = 4 * KiB
+    """A sysfs measurement register file (RTMR, MRCONFIGID; 48 bytes in practice)."""
+    max_ccel_bytes: int = 16 * MiB
+    """The ACPI CCEL event-log table read for TDX/CSV evidence."""
+    max_eventlog_bytes: int = 64 * MiB
+    """The AA event log (AAEL) file: read at start-up and appended to evidence."""
+    max_event_text_bytes: int = 64 * KiB
+    """One ``domain operation content`` runtime-measurement event."""
+    max_tsm_generation_retries: int = 3
+    """configfs-tsm reports retried when the entry's generation shows a concurrent writer."""
+    max_snp_certificates: int = 64
+    """Entries of an SNP certificate table (VCEK/VLEK, ASK, ARK, CRL in practice)."""
+    max_initdata_bytes: int = 1 * MiB
+    """An init-data TOML document (Kata passes it in a pod annotation)."""
+    max_initdata_entries: int = 256
+    """Entries of the init-data ``[data]`` table."""
+    tpm_command_timeout_s: float = 30.0
+    """One tpm2-tools command (a quote on a slow hardware TPM takes about a second)."""
 
 
 DEFAULT_LIMITS = Limits()

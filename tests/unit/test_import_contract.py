@@ -74,7 +74,7 @@ RULES: tuple[Rule, ...] = (
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "errors", "limits", "digest", "jsonutil"),
     ("oci", "crypto"),
-    ("ocicrypt", "kbs"),
+    ("ocicrypt", "kbs", "attestation"),
     ("registry",),
     ("signature",),
     ("image",),

@@ -1,0 +1,1 @@
+"""Attester drivers, one module per TEE; every device path is a constructor parameter (default: the real one)."""

@@ -1,0 +1,141 @@
+"""Choosing and building the attester (upstream ``detect_tee_type`` + ``AttestationAgent::new``).
+
+Invariants:
+    * SECURITY: no silent fallback to ``sample`` (guest-components.md §14 item 7). When no TEE is detected,
+      :func:`select_attester` raises :class:`TeeNotFoundError` naming every probe, unless the caller passed
+      ``allow_sample=True`` (``--allow-sample-attester`` / ``allow_sample_attester = true``); then it logs a
+      WARNING now, and the sample attester logs one on every evidence call.
+    * A detected TEE whose driver needs a device implementation that was not supplied (a vTPM, a TPM, the CSV
+      and SE ioctls) is an :class:`UnsupportedError` naming the TEE, never a fallback either. A TPM backend over
+      tpm2-tools exists (``drivers/tpm2_tools.py``); wiring it (TCTI, AK handle) is the caller's choice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from cocoguest.attestation.attester import Attester, Tee
+from cocoguest.attestation.ccel import DEFAULT_AAEL_PATH
+from cocoguest.attestation.detect import Probes, detect_additional_devices, detect_tee
+from cocoguest.attestation.drivers.azure_vtpm import AzSnpVtpmAttester, AzTdxVtpmAttester, AzureVtpm
+from cocoguest.attestation.drivers.cca import CcaAttester
+from cocoguest.attestation.drivers.csv import CsvAttester, CsvGuestBackend
+from cocoguest.attestation.drivers.sample import SampleAttester, SampleDeviceAttester
+from cocoguest.attestation.drivers.se import SeAttester, UltravisorBackend
+from cocoguest.attestation.drivers.sgx import DcapQuoteLibrary, SgxAttester
+from cocoguest.attestation.drivers.snp import SevGuestDevice, SnpAttester
+from cocoguest.attestation.drivers.tdx import TdxAttester, TdxGuestDevice
+from cocoguest.attestation.drivers.tpm import TpmAttester
+from cocoguest.attestation.drivers.tpm_quote import TpmDevice
+from cocoguest.errors import TeeNotFoundError, UnsupportedError
+from cocoguest.limits import DEFAULT_LIMITS, Limits
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceBackends:
+    """Implementations of device interfaces that have no built-in driver (wired by the caller)."""
+
+    azure_vtpm: AzureVtpm | None = None
+    tpm: TpmDevice | None = None
+    tpm_ak_public_der: bytes = b""
+    occlum_library: DcapQuoteLibrary | None = None
+    csv_guest: CsvGuestBackend | None = None
+    ultravisor: UltravisorBackend | None = None
+
+
+def build_attester(
+    tee: Tee,
+    probes: Probes,
+    backends: DeviceBackends = DeviceBackends(),
+    *,
+    aael_path: Path = DEFAULT_AAEL_PATH,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Attester:
+    """The driver for ``tee``, wired to the paths in ``probes``.
+
+    Raises:
+        UnsupportedError: ``tee`` has no driver here, or needs a backend that ``backends`` lacks.
+    """
+    tsm = probes.tsm()
+    if tee is Tee.TDX:
+        return TdxAttester(
+            tsm=tsm,
+            report_source=TdxGuestDevice(probes.tdx_guest_device),
+            aael_path=aael_path,
+            limits=limits,
+        )
+    if tee is Tee.SNP:
+        return SnpAttester(tsm=tsm, report_source=SevGuestDevice(probes.sev_guest_device), limits=limits)
+    if tee is Tee.CCA:
+        return CcaAttester(tsm=tsm, limits=limits)
+    if tee is Tee.SGX:
+        return SgxAttester(
+            attestation_dir=probes.sgx_attestation_dir,
+            occlum=probes.occlum,
+            occlum_library=backends.occlum_library,
+            limits=limits,
+        )
+    if tee in (Tee.AZ_SNP_VTPM, Tee.AZ_TDX_VTPM):
+        if backends.azure_vtpm is None:
+            msg = f"{tee} detected, but no Azure vTPM backend is configured"
+            raise UnsupportedError(msg)
+        cls = AzSnpVtpmAttester if tee is Tee.AZ_SNP_VTPM else AzTdxVtpmAttester
+        return cls(backends.azure_vtpm)
+    if tee is Tee.TPM:
+        if backends.tpm is None:
+            msg = "tpm detected, but no TPM backend (with an attestation key) is configured"
+            raise UnsupportedError(msg)
+        return TpmAttester(backends.tpm, backends.tpm_ak_public_der)
+    if tee is Tee.CSV:
+        if backends.csv_guest is None:
+            msg = "csv detected, but no CSV guest-device backend is configured"
+            raise UnsupportedError(msg)
+        return CsvAttester(backends.csv_guest, aael_path=aael_path, limits=limits)
+    if tee is Tee.SE:
+        if backends.ultravisor is None:
+            msg = "se detected, but no Ultravisor attestation backend is configured"
+            raise UnsupportedError(msg)
+        return SeAttester(backends.ultravisor)
+    if tee is Tee.SAMPLE:
+        return SampleAttester()
+    if tee is Tee.SAMPLE_DEVICE:
+        return SampleDeviceAttester()
+    msg = f"{tee} detected, but cocoguest has no {tee} attester yet"
+    raise UnsupportedError(msg)
+
+
+def select_attester(
+    allow_sample: bool,
+    probes: Probes | None = None,
+    backends: DeviceBackends = DeviceBackends(),
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Attester:
+    """The primary attester for this guest (see the module docstring).
+
+    Raises:
+        TeeNotFoundError: no TEE found and ``allow_sample`` is false.
+        UnsupportedError: see :func:`build_attester`.
+    """
+    probes = probes if probes is not None else Probes()
+    detection = detect_tee(probes)
+    if detection.tee is None:
+        if not allow_sample:
+            # SECURITY: refusing here is the point: sample evidence would let any host impersonate a TEE.
+            msg = (
+                "no TEE found (probed: " + "; ".join(detection.probed) + "); refusing to fall back to the sample "
+                "attester: pass --allow-sample-attester (or allow_sample_attester = true) for development only"
+            )
+            raise TeeNotFoundError(msg)
+        _logger.warning("no TEE found: using the SAMPLE attester, as explicitly allowed; evidence proves nothing")
+        return SampleAttester()
+    return build_attester(detection.tee, probes, backends, limits=limits)
+
+
+def select_additional_devices(probes: Probes) -> tuple[Attester, ...]:
+    """Attesters of the additional devices (GetAdditionalEvidence)."""
+    return tuple(build_attester(tee, probes) for tee in detect_additional_devices(probes))
