@@ -286,27 +286,28 @@ def test_remove_image_semantics(store: Store) -> None:
 def test_schema_version_and_migration_path(tmp_path: Path) -> None:
     path = tmp_path / "metadata.db"
     db = MetadataDB.open(path)
-    assert db.schema_version() == SCHEMA_VERSION == 1
+    assert db.schema_version() == SCHEMA_VERSION == len(MIGRATIONS)
     db.insert_layer(_digest("kept"), 5, 1.0)
     db.close()
 
     # A later version adds a column; opening migrates in place and keeps the data.
-    v2 = (*MIGRATIONS, Migration(2, ("ALTER TABLE layers ADD COLUMN note TEXT DEFAULT 'v2'",)))
-    db = MetadataDB.open(path, migrations=v2)
-    assert db.schema_version() == 2
+    future = SCHEMA_VERSION + 1
+    later = (*MIGRATIONS, Migration(future, ("ALTER TABLE layers ADD COLUMN note TEXT DEFAULT 'later'",)))
+    db = MetadataDB.open(path, migrations=later)
+    assert db.schema_version() == future
     row = db.get_layer(_digest("kept"))
     assert row is not None
     assert row.size == 5
     db.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT note FROM layers").fetchone() == ("v2",)
+        assert conn.execute("SELECT note FROM layers").fetchone() == ("later",)
     conn.close()
-    db = MetadataDB.open(path, migrations=v2)  # idempotent
-    assert db.schema_version() == 2
+    db = MetadataDB.open(path, migrations=later)  # idempotent
+    assert db.schema_version() == future
     db.close()
 
-    # This code (v1) refuses a DB from the future and does not touch it.
-    with pytest.raises(UnsupportedError, match="schema version 2 is newer"):
+    # This code refuses a DB from the future and does not touch it.
+    with pytest.raises(UnsupportedError, match=f"schema version {future} is newer"):
         MetadataDB.open(path)
     with pytest.raises(ValueError, match="numbered"):
         MetadataDB.open(tmp_path / "other.db", migrations=(Migration(2, ()),))
@@ -315,14 +316,24 @@ def test_schema_version_and_migration_path(tmp_path: Path) -> None:
 def test_failed_migration_rolls_back(tmp_path: Path) -> None:
     path = tmp_path / "metadata.db"
     MetadataDB.open(path).close()
-    broken = (*MIGRATIONS, Migration(2, ("CREATE TABLE extra (x)", "THIS IS NOT SQL")))
+    broken = (*MIGRATIONS, Migration(SCHEMA_VERSION + 1, ("CREATE TABLE extra (x)", "THIS IS NOT SQL")))
     with pytest.raises(Exception, match="migrate schema"):
         MetadataDB.open(path, migrations=broken)
     db = MetadataDB.open(path)
-    assert db.schema_version() == 1
+    assert db.schema_version() == SCHEMA_VERSION
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'extra'").fetchone() is None
     conn.close()
+    db.close()
+
+
+def test_version_1_db_migrates_to_bundle_leases(tmp_path: Path) -> None:
+    path = tmp_path / "metadata.db"
+    MetadataDB.open(path, migrations=MIGRATIONS[:1]).close()
+    db = MetadataDB.open(path)
+    assert db.schema_version() == SCHEMA_VERSION
+    db.add_bundle_lease("l1", "/b", (_digest("x"),), 1.0)
+    assert db.leased_layers() == {_digest("x")}
     db.close()
 
 
