@@ -96,6 +96,9 @@ class Limits:
     """`gpg --export` for pgp:UID recipients."""
     max_tar_entries: int = 1_000_000
     """Entries in one layer tar."""
+    dir_meta_memory_entries: int = 16384
+    """Directory metadata records (mode, owner, mtime: set after the children) kept in memory per layer unpack
+    or rootfs merge; more spill to a scratch SQLite file beside the tree (a record costs ~300 bytes)."""
     max_tar_name_bytes: int = 4096
     """A member name or link name (PATH_MAX)."""
     max_tar_pax_header_bytes: int = 1 * MiB

@@ -102,6 +102,10 @@ def test_second_pull_uses_the_store_and_store_commands(
     assert [i["manifest_digest"] for i in listed] == [image.manifest_digest]
     assert run("rmi", "--work-dir", str(work_dir), listed[0]["references"][0]) == 0
     assert run("prune", "--work-dir", str(work_dir)) == 0
+    assert store_layer_dirs(work_dir) == layers_before  # the bundles still use them
+    for bundle in ("b1", "b2"):
+        assert run("bundle", "rm", "--work-dir", str(work_dir), str(tmp_path / bundle)) == 0
+    assert run("prune", "--work-dir", str(work_dir)) == 0
     assert store_layer_dirs(work_dir) == []
 
 

@@ -4,10 +4,13 @@ this sandbox cannot mount)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import stat
+import subprocess
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -352,14 +355,19 @@ def test_prepare_fill_finish(tmp_path: Path, layers: list[Path]) -> None:
     bundle = tmp_path / "out" / "bundle"
     prepared = prepare_bundle(bundle, IMAGE_CONFIG, annotations={"io.cocoguest.image": "x"})
     assert prepared.bundle == bundle
-    assert prepared.rootfs == bundle / "rootfs"
-    assert [p.name for p in bundle.iterdir()] == ["rootfs"]
+    # built beside the target, in a private hidden sibling; the bundle appears only when finished
+    assert prepared.rootfs.parent.parent == bundle.parent
+    assert prepared.rootfs.parent.name.startswith(".cocoguest-bundle-bundle-")
+    assert stat.S_IMODE(prepared.rootfs.parent.stat().st_mode) == 0o700
+    assert not bundle.exists()
     assert list(prepared.rootfs.iterdir()) == []
     for layer in layers:  # filled one layer at a time
         fake_merge([layer], prepared.rootfs)
     result = finish_bundle(prepared, IMAGE_CONFIG, annotations={"io.cocoguest.image": "x"})
     assert result.snapshotter == "copy"
-    assert result.rootfs == prepared.rootfs
+    assert result.rootfs == bundle / "rootfs"
+    assert [p.name for p in bundle.parent.iterdir()] == ["bundle"]  # the sibling became the bundle
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o700
     assert sorted(p.name for p in bundle.iterdir()) == ["config.json", "rootfs"]
     assert json.loads((bundle / "config.json").read_text()) == result.config
     process = result.config["process"]
@@ -423,3 +431,92 @@ def test_finish_failure_discards_but_keeps_preexisting_empty_bundle(tmp_path: Pa
         finish_bundle(prepared, config)
     assert bundle.is_dir()
     assert list(bundle.iterdir()) == []
+
+
+# --- built beside the target, renamed into place; private to the owner -------------------------------------
+
+
+def test_stale_build_siblings_are_removed_live_ones_kept(tmp_path: Path, layers: list[Path]) -> None:
+    bundle = tmp_path / "bundle"
+    stale = tmp_path / ".cocoguest-bundle-bundle-stale"
+    (stale / "rootfs" / "etc").mkdir(parents=True)  # a killed build: half a rootfs, no config.json
+    live = tmp_path / ".cocoguest-bundle-bundle-live"
+    live.mkdir()
+    other = tmp_path / ".cocoguest-bundle-other-stale"  # another bundle's build: not ours to judge
+    other.mkdir()
+    live_fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(live_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a build in progress holds its lock
+        write_bundle(bundle, layers, IMAGE_CONFIG, snapshotter="copy", work_root=tmp_path / "w", merge=fake_merge)
+    finally:
+        os.close(live_fd)
+    assert not stale.exists()
+    assert live.is_dir()
+    assert other.is_dir()
+    assert sorted(p.name for p in bundle.iterdir()) == ["config.json", "rootfs"]
+
+
+def test_bundle_that_appears_meanwhile_is_refused_and_untouched(tmp_path: Path, layers: list[Path]) -> None:
+    bundle = tmp_path / "bundle"
+    prepared = prepare_bundle(bundle, IMAGE_CONFIG)
+    fake_merge(layers, prepared.rootfs)
+    bundle.mkdir()
+    (bundle / "theirs").write_text("another pull won")
+    with pytest.raises(ConfigError, match=f"bundle {bundle}: directory exists and is not empty"):
+        finish_bundle(prepared, IMAGE_CONFIG)
+    assert [p.name for p in tmp_path.iterdir() if p.name != "layers"] == ["bundle"]  # our build dir is gone
+    assert [p.name for p in bundle.iterdir()] == ["theirs"]
+
+
+def _nobody_can(path: Path) -> bool:
+    """Whether user ``nobody`` (no groups) sees ``path`` exist (needs root and setpriv)."""
+    probe = subprocess.run(
+        ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "test", "-e", str(path)],
+        check=False,
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A directory every user can traverse (pytest's tmp_path is private to root)."""
+    if os.geteuid() != 0:
+        pytest.skip("switching to user nobody needs root")
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    path = Path(tempfile.mkdtemp(prefix="cocoguest-public-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+def test_copy_bundle_is_private_to_its_owner(public_dir: Path, layers: list[Path]) -> None:
+    bundle = public_dir / "bundle"
+    result = write_bundle(
+        bundle, layers, IMAGE_CONFIG, snapshotter="copy", work_root=public_dir / "w", merge=fake_merge
+    )
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o700
+    assert _nobody_can(public_dir)  # the check itself works: nobody reaches the parent
+    assert (result.rootfs / "bin" / "app").is_file()
+    assert not _nobody_can(result.rootfs / "bin" / "app")
+
+
+def test_overlay_bundle_is_private_to_its_owner(
+    public_dir: Path, layers: list[Path], can_overlay: bool, mounts: list[Path]
+) -> None:
+    _require_overlay(can_overlay)
+    bundle = public_dir / "bundle"
+    mounts.append(bundle / "rootfs")
+    result = write_bundle(
+        bundle, layers, IMAGE_CONFIG, snapshotter="overlay", work_root=bundle / ".overlay", merge=fake_merge
+    )
+    assert result.snapshotter == "overlay"
+    assert os.path.ismount(result.rootfs)
+    assert (bundle / ".overlay" / "upper").is_dir()  # the overlay state moved into place with the bundle
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o700
+    assert _nobody_can(public_dir)
+    assert (result.rootfs / "bin" / "app").is_file()
+    assert not _nobody_can(result.rootfs / "bin" / "app")

@@ -345,6 +345,16 @@ def test_v1_blob_mappings_are_dropped_by_the_migration(tmp_path: Path) -> None:
     db.close()
 
 
+def test_version_1_db_migrates_to_bundle_leases(tmp_path: Path) -> None:
+    path = tmp_path / "metadata.db"
+    MetadataDB.open(path, migrations=MIGRATIONS[:1]).close()
+    db = MetadataDB.open(path)
+    assert db.schema_version() == SCHEMA_VERSION
+    db.add_bundle_lease("l1", "/b", (_digest("x"),), 1.0)
+    assert db.leased_layers() == {_digest("x")}
+    db.close()
+
+
 def test_repair_reconciles_both_directions(tmp_path: Path) -> None:
     work = tmp_path / "work"
     with Store.open(work, durable=False) as store:

@@ -47,6 +47,7 @@ _COMMANDS = {
     "images": "cocoguest.cli.store_commands:images_command",
     "rmi": "cocoguest.cli.store_commands:rmi_command",
     "prune": "cocoguest.cli.store_commands:prune_command",
+    "bundle": "cocoguest.cli.bundle_commands:bundle_group",
     "fsck": "cocoguest.cli.fsck_command:fsck_command",
 }
 

@@ -28,6 +28,7 @@ from typing import Literal
 
 from cocoguest.digest import Digest
 from cocoguest.errors import (
+    CocoError,
     EncryptionRequiredError,
     PolicyRejectedError,
     ProtocolError,
@@ -40,6 +41,7 @@ from cocoguest.image.bundle import (
     prepare_bundle,
     write_bundle,
 )
+from cocoguest.image.bundle.remove import OVERLAY_STATE_DIR
 from cocoguest.image.fs.merge import IncrementalMerge, merge_layers
 from cocoguest.image.fs.unpack import WhiteoutFormat, detect_whiteout_format
 from cocoguest.image.layer.fetch import LayerJob, LayerOutcome, pull_layer
@@ -262,8 +264,20 @@ def _pull_and_merge(
         raise
 
 
-OVERLAY_STATE_DIR = ".cocoguest-overlay"
-"""Inside the bundle: the overlay's upper and work dirs (removed with the bundle after unmounting)."""
+@contextlib.contextmanager
+def _bundle_lease(store: Store, bundle: Path, config: dict[str, object], diff_ids: Sequence[Digest]) -> Iterator[None]:
+    """(6a) Refuse a non-empty bundle, then lease the image's layers to it; the lease is released on failure.
+
+    Hold :meth:`Store.lease` around it: no prune runs between the lease and the bundle's creation.
+    """
+    check_bundle(bundle, config)  # before the lease: a refused bundle's own lease must stay
+    lease_id = store.lease_bundle(bundle, tuple(diff_ids))
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(CocoError):  # a lease left behind is dropped by prune (no bundle there)
+            store.release_lease(lease_id)
+        raise
 
 
 def pull_image(
@@ -305,8 +319,9 @@ def pull_image(
         whiteouts = detect_whiteout_format(store.work_dir)
         # The snapshotter is decided before the layers, so that a copy can be merged while they download.
         snapshotter = _resolve_snapshotter(options, store, what)
-        # A lease keeps a concurrent prune from deleting committed layers before the image is recorded.
-        with store.lease():
+        # A lease keeps a concurrent prune from deleting committed layers before the image is recorded; the
+        # bundle's lease keeps them (also from rmi + prune) until `bundle rm`.
+        with store.lease(), _bundle_lease(store, bundle, config, diff_ids):
             if snapshotter == "copy":
                 # (5) layers and (6) bundle, the rootfs merged layer by layer as they are committed
                 outcomes, bundle_result = _pull_and_merge(

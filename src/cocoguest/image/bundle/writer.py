@@ -9,14 +9,19 @@ Steps (DESIGN.md §2 step 6):
 
 1. Check the image config (a dry-run conversion) before anything is created, so a malformed config or an
    image without a command costs no mount or copy.
-2. Refuse an existing non-empty bundle directory; create the bundle (and missing parents) otherwise.
+2. Refuse an existing non-empty bundle directory; create missing parents and a private (0700), locked build
+   directory beside the bundle (:mod:`~cocoguest.image.bundle.staging`), removing stale ones of killed builds.
 3. ``rootfs``: overlay mount of the layer dirs (``overlay``), a merged copy by the caller's ``merge``
    (``copy``), or overlay with a logged fallback to copy when the kernel refuses (``auto``).
 4. Resolve ``Config.User`` against the new rootfs (``users.resolve_user``, symlink-safe).
 5. Write ``config.json`` (indent 2) to a temporary file in the bundle and rename it into place.
+6. Rename the build directory to the bundle path.
 
 Invariants:
     * An existing non-empty bundle is never touched: the refusal happens before any write.
+    * The bundle appears complete or not at all: it is built beside its target and renamed into place last, so a
+      killed build leaves the target as it was (absent or an empty directory) and a retry succeeds.
+    * SECURITY: the bundle directory is mode 0700 (the rootfs holds the image's setuid binaries and devices).
     * ``config.json`` appears complete or not at all (temp file + ``rename``), and only after the rootfs.
     * On any failure (also KeyboardInterrupt) the rootfs is unmounted if it was mounted, and everything this
       call created is removed: the bundle's contents, the bundle dir and parents it created (a pre-existing
@@ -40,6 +45,7 @@ from typing import Final, Literal
 from cocoguest.errors import ConfigError, TransportError, UnsupportedError
 from cocoguest.image.bundle.rootfs import UPPER_DIR, WORK_DIR, mount_overlay, unmount
 from cocoguest.image.bundle.runtime_config import ProcessUser, config_user, runtime_config
+from cocoguest.image.bundle.staging import BundleStaging
 from cocoguest.image.bundle.users import resolve_user
 
 _logger = logging.getLogger(__name__)
@@ -73,6 +79,7 @@ class _Undo:
     def __init__(self) -> None:
         self.mounted: Path | None = None
         self.paths: list[Path] = []  # files and dirs we created, parents before children
+        self.staging: BundleStaging | None = None
 
     def run(self) -> None:
         if self.mounted is not None:
@@ -82,6 +89,13 @@ class _Undo:
                 _logger.exception("bundle cleanup: cannot unmount %s; leaving it in place", self.mounted)
                 return
             self.mounted = None
+        try:
+            self._remove()
+        finally:
+            if self.staging is not None:
+                self.staging.release()
+
+    def _remove(self) -> None:
         for path in reversed(self.paths):
             try:
                 if path.is_dir() and not path.is_symlink():
@@ -115,24 +129,26 @@ def _check_bundle_dir(bundle: Path) -> bool:
     return False
 
 
-def _prepare_bundle_dir(bundle: Path, undo: _Undo) -> None:
-    """Create ``bundle`` (and missing parents), or accept an existing empty directory.
+def _prepare_bundle_dir(bundle: Path, undo: _Undo) -> BundleStaging:
+    """Check ``bundle`` (absent or empty), create missing parents and the build directory beside it.
 
     Raises:
         ConfigError: the bundle exists and is not an empty directory.
-        TransportError: it cannot be created.
+        TransportError: a directory cannot be created.
     """
-    if _check_bundle_dir(bundle):
-        return
-    try:
-        missing = [bundle]
-        missing.extend(parent for parent in bundle.parents if not parent.exists())
-        for directory in reversed(missing):
-            directory.mkdir(mode=0o755)
-            undo.paths.append(directory)
-    except OSError as e:
-        msg = f"bundle {bundle}: cannot create: {e.strerror}"
-        raise TransportError(msg) from e
+    if not _check_bundle_dir(bundle):
+        try:
+            missing = [parent for parent in bundle.parents if not parent.exists()]
+            for directory in reversed(missing):
+                directory.mkdir(mode=0o755)
+                undo.paths.append(directory)
+        except OSError as e:
+            msg = f"bundle {bundle}: cannot create: {e.strerror}"
+            raise TransportError(msg) from e
+    staging = BundleStaging.create(bundle)
+    undo.staging = staging
+    undo.paths.append(staging.path)
+    return staging
 
 
 def _overlay_dirs(work_root: Path, undo: _Undo) -> None:
@@ -186,13 +202,15 @@ class PreparedBundle:
     """A bundle directory with an empty ``rootfs`` made by :func:`prepare_bundle`, not yet finished.
 
     Attributes:
-        bundle: The bundle directory.
-        rootfs: ``bundle/rootfs``: an empty directory for the caller to fill.
+        bundle: The bundle directory (it appears only when the bundle is finished).
+        rootfs: ``rootfs`` of the hidden build directory beside ``bundle``: an empty directory for the caller to
+            fill; it becomes ``bundle/rootfs`` when finished.
     """
 
-    def __init__(self, bundle: Path, rootfs: Path, undo: _Undo) -> None:
+    def __init__(self, bundle: Path, rootfs: Path, undo: _Undo, staging: BundleStaging) -> None:
         self.bundle = bundle
         self.rootfs = rootfs
+        self._staging = staging
         self._undo = undo
         self._done = False
 
@@ -206,26 +224,27 @@ class PreparedBundle:
             self._undo.run()
 
 
-def _make_bundle(bundle: Path, image_config: Mapping[str, object], annotations: Mapping[str, str] | None) -> _Undo:
-    """Steps 1-2 and an empty ``rootfs``; on failure nothing is left. Returns what was created."""
+def _make_bundle(
+    bundle: Path, image_config: Mapping[str, object], annotations: Mapping[str, str] | None
+) -> tuple[_Undo, BundleStaging]:
+    """Steps 1-2 and an empty ``rootfs`` in the build directory; on failure nothing is left."""
     # (1) check the config before doing anything expensive or visible.
     config_user(image_config)
     runtime_config(image_config, ProcessUser(0, 0, (0,), None), annotations=annotations)
     undo = _Undo()
     try:
         # (2) the bundle directory.
-        _prepare_bundle_dir(bundle, undo)
-        rootfs = bundle / ROOTFS_DIR
+        staging = _prepare_bundle_dir(bundle, undo)
+        rootfs = staging.path / ROOTFS_DIR
         try:
             rootfs.mkdir(mode=0o755)
         except OSError as e:
             msg = f"bundle {bundle}: cannot create {ROOTFS_DIR}: {e.strerror}"
             raise TransportError(msg) from e
-        undo.paths.append(rootfs)
     except BaseException:
         undo.run()
         raise
-    return undo
+    return undo, staging
 
 
 def prepare_bundle(
@@ -247,21 +266,21 @@ def prepare_bundle(
         UnsupportedError: the image OS is not Linux.
         TransportError: a filesystem operation failed; nothing is left behind.
     """
-    undo = _make_bundle(bundle, image_config, annotations)
-    return PreparedBundle(bundle, bundle / ROOTFS_DIR, undo)
+    undo, staging = _make_bundle(bundle, image_config, annotations)
+    return PreparedBundle(bundle, staging.path / ROOTFS_DIR, undo, staging)
 
 
 def _finish(
-    bundle: Path,
-    rootfs: Path,
+    staging: BundleStaging,
     image_config: Mapping[str, object],
     annotations: Mapping[str, str] | None,
     undo: _Undo,
 ) -> dict[str, object]:
-    # (4) the user, resolved inside the new rootfs; (5) config.json, atomically.
-    user = resolve_user(config_user(image_config), rootfs)
+    # (4) the user, resolved inside the new rootfs; (5) config.json, atomically; (6) the bundle, atomically.
+    user = resolve_user(config_user(image_config), staging.path / ROOTFS_DIR)
     config = runtime_config(image_config, user, annotations=annotations)
-    _write_config(bundle, config, undo)
+    _write_config(staging.path, config, undo)
+    staging.publish()
     return config
 
 
@@ -289,13 +308,14 @@ def finish_bundle(
         msg = f"bundle {prepared.bundle}: already finished or discarded"
         raise ValueError(msg)
     try:
-        config = _finish(prepared.bundle, prepared.rootfs, image_config, annotations, prepared._undo)
+        config = _finish(prepared._staging, image_config, annotations, prepared._undo)
     except BaseException:
         prepared.discard()
         raise
     prepared._done = True
     _logger.info("bundle %s written (copy rootfs)", prepared.bundle)
-    return BundleResult(bundle=prepared.bundle, rootfs=prepared.rootfs, snapshotter="copy", config=config)
+    rootfs = prepared.bundle / ROOTFS_DIR
+    return BundleResult(bundle=prepared.bundle, rootfs=rootfs, snapshotter="copy", config=config)
 
 
 def write_bundle(
@@ -315,7 +335,8 @@ def write_bundle(
         layer_dirs: The unpacked layer directories, lowest (base) layer first.
         image_config: The parsed image config JSON (untrusted).
         snapshotter: ``overlay``, ``copy``, or ``auto`` (overlay, else copy).
-        work_root: Per-bundle directory for the overlay upper and work dirs.
+        work_root: Per-bundle directory for the overlay upper and work dirs; a path inside ``bundle`` is made
+            inside the build directory (and so ends up at that path in the finished bundle).
         merge: Merges layer dirs (lowest first) into an existing empty directory, applying whiteouts.
         annotations: Extra annotations for ``config.json`` (they win over labels).
 
@@ -328,9 +349,11 @@ def write_bundle(
         UnsupportedError: ``overlay`` was requested and is not available; the image OS is not Linux.
         TransportError: a filesystem operation failed.
     """
-    # (1) and (2): checked config, bundle dir, empty rootfs.
-    undo = _make_bundle(bundle, image_config, annotations)
-    rootfs = bundle / ROOTFS_DIR
+    # (1) and (2): checked config, build dir, empty rootfs.
+    undo, staging = _make_bundle(bundle, image_config, annotations)
+    rootfs = staging.path / ROOTFS_DIR
+    if work_root.is_relative_to(bundle):
+        work_root = staging.path / work_root.relative_to(bundle)
     try:
         # (3) the rootfs.
         used: Literal["overlay", "copy"] = "copy"
@@ -347,9 +370,9 @@ def write_bundle(
         if used == "copy":
             merge(layer_dirs, rootfs)
         # (4) and (5).
-        config = _finish(bundle, rootfs, image_config, annotations, undo)
+        config = _finish(staging, image_config, annotations, undo)
     except BaseException:
         undo.run()
         raise
     _logger.info("bundle %s written (%s rootfs)", bundle, used)
-    return BundleResult(bundle=bundle, rootfs=rootfs, snapshotter=used, config=config)
+    return BundleResult(bundle=bundle, rootfs=bundle / ROOTFS_DIR, snapshotter=used, config=config)

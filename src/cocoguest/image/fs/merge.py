@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from cocoguest.errors import TransportError
+from cocoguest.image.fs.dir_meta import DirMeta, DirMetaLog
 from cocoguest.image.fs.safe_ops import (
     DIR_FLAGS,
     Components,
@@ -43,7 +44,7 @@ from cocoguest.image.fs.safe_ops import (
     remove_at,
 )
 from cocoguest.image.fs.unpack import OVERLAY_XATTR_PREFIXES, WhiteoutFormat
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 _logger = logging.getLogger(__name__)
 
@@ -54,7 +55,14 @@ _NO_FAST_COPY: Final = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno
 _XATTR_SKIP_ERRNOS: Final = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EINVAL})
 
 
-def merge_layers(layer_dirs: Sequence[Path], target: Path, *, what: str, whiteouts: WhiteoutFormat) -> None:
+def merge_layers(
+    layer_dirs: Sequence[Path],
+    target: Path,
+    *,
+    what: str,
+    whiteouts: WhiteoutFormat,
+    limits: Limits = DEFAULT_LIMITS,
+) -> None:
     """Apply the overlay-form ``layer_dirs`` (lowest first) onto ``target``: :class:`IncrementalMerge` in one go.
 
     Args:
@@ -62,12 +70,13 @@ def merge_layers(layer_dirs: Sequence[Path], target: Path, *, what: str, whiteou
         target: An existing, empty directory (the bundle's rootfs).
         what: Names the image in errors.
         whiteouts: The whiteout format the layers were unpacked with.
+        limits: ``dir_meta_memory_entries`` bounds the bookkeeping.
 
     Raises:
         TransportError: a filesystem operation failed (names the layer and path).
         ValueError: ``target`` is not empty.
     """
-    with IncrementalMerge(target, what=what, whiteouts=whiteouts) as merge:
+    with IncrementalMerge(target, what=what, whiteouts=whiteouts, limits=limits) as merge:
         for layer in layer_dirs:
             merge.add(layer)
         merge.finish()
@@ -82,13 +91,15 @@ class IncrementalMerge:
     ``finish`` the target is half-merged and the object refuses further use; the caller removes the target.
     """
 
-    def __init__(self, target: Path, *, what: str, whiteouts: WhiteoutFormat) -> None:
+    def __init__(self, target: Path, *, what: str, whiteouts: WhiteoutFormat, limits: Limits = DEFAULT_LIMITS) -> None:
         """Open ``target``, which must be an existing, empty directory.
 
         Args:
             target: The directory to merge into (the bundle's rootfs).
             what: Names the image in errors.
             whiteouts: The whiteout format the layers were unpacked with.
+            limits: ``dir_meta_memory_entries`` bounds the directory bookkeeping; beyond it, records spill
+                to a scratch file beside ``target`` (in its parent directory, deleted by ``close``).
 
         Raises:
             TransportError: ``target`` cannot be opened.
@@ -107,7 +118,10 @@ class IncrementalMerge:
         except BaseException:
             os.close(target_fd)
             raise
-        self._merger = _Merger(DirCache(target_fd), fmt=whiteouts)
+        log = DirMetaLog(target.parent, memory_entries=limits.dir_meta_memory_entries)
+        self._merger = _Merger(
+            DirCache(target_fd), fmt=whiteouts, dir_meta=log, fresh_max=limits.dir_meta_memory_entries
+        )
         self._state: Literal["open", "finished", "failed"] = "open"
         self._closed = False
         self.layers = 0
@@ -169,6 +183,7 @@ class IncrementalMerge:
         if not self._closed:
             self._closed = True
             self._merger.cache.close()
+            self._merger.dir_meta.close()
 
     def __enter__(self) -> IncrementalMerge:
         return self
@@ -178,18 +193,19 @@ class IncrementalMerge:
 
 
 class _Merger:
-    def __init__(self, cache: DirCache, *, fmt: WhiteoutFormat) -> None:
+    def __init__(self, cache: DirCache, *, fmt: WhiteoutFormat, dir_meta: DirMetaLog, fresh_max: int) -> None:
         self.cache = cache
         self.fmt = fmt
         self.is_root = os.geteuid() == 0
-        self.dir_meta: dict[Components, tuple[int, int]] = {}  # mode, mtime_ns
+        self.dir_meta = dir_meta  # mode and mtime_ns of every target directory, applied by finish
+        self.fresh_max = fresh_max
         self.try_reflink = True
         self.current: Components = ()
         self.layers = 0
         # Directories of the target known to have no entries but those the current layer put there: the
         # target's root for the first layer (the target starts empty) or after an opaque root cleared it, and
         # every directory this layer created. Their children need no lookup of an existing target entry
-        # (names within one layer directory are unique).
+        # (names within one layer directory are unique). Only an optimisation: capped at ``fresh_max``.
         self.fresh: set[Components] = set()
 
     def merge_layer(self, layer_fd: int) -> None:
@@ -200,22 +216,30 @@ class _Merger:
             self._clear(self.cache.root_fd, ())
             self.fresh = {()}
         self._dir_metadata(layer_fd, self.cache.root_fd, (), root_st)
-        # Iterative walk: (fd of the layer directory, its components); fds are closed when popped.
-        stack: list[tuple[int, Components]] = [(os.dup(layer_fd), ())]
+        # Iterative depth-first walk: frames of (fd of the layer directory, its components, names left, last
+        # first). A subdirectory is entered as soon as it is met, so open fds and name lists are bounded by the
+        # depth of the tree, not by its width.
+        stack: list[tuple[int, Components, list[str]]] = []
         try:
+            root_dup = os.dup(layer_fd)
+            stack.append((root_dup, (), _names_last_first(root_dup)))
             while stack:
-                src_fd, components = stack.pop()
-                try:
-                    with os.scandir(src_fd) as it:
-                        names = sorted(entry.name for entry in it)
-                    for name in names:
-                        child = self._entry(src_fd, components, name, links)
-                        if child is not None:
-                            stack.append(child)
-                finally:
+                src_fd, components, names = stack[-1]
+                if not names:
+                    stack.pop()
                     os.close(src_fd)
+                    continue
+                child = self._entry(src_fd, components, names.pop(), links)
+                if child is not None:
+                    child_fd, child_components = child
+                    try:
+                        child_names = _names_last_first(child_fd)
+                    except BaseException:
+                        os.close(child_fd)
+                        raise
+                    stack.append((child_fd, child_components, child_names))
         finally:
-            for fd, _ in stack:
+            for fd, _, _ in stack:
                 os.close(fd)
             self.fresh = set()
         self.layers += 1
@@ -257,7 +281,8 @@ class _Merger:
                     existing = None
                 if existing is None:
                     os.mkdir(name, 0o700, dir_fd=dst_parent)
-                    self.fresh.add(components)
+                    if len(self.fresh) < self.fresh_max:
+                        self.fresh.add(components)
                 self._dir_metadata(child_src, self.cache.dir_fd(components), components, st)
             except BaseException:
                 os.close(child_src)
@@ -281,7 +306,7 @@ class _Merger:
         if self.is_root:
             os.fchown(dst_fd, st.st_uid, st.st_gid)
         self._copy_xattrs(src_fd, dst_fd, replace=True)
-        self.dir_meta[components] = (stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+        self.dir_meta.set(components, DirMeta(stat.S_IMODE(st.st_mode), None, None, st.st_mtime_ns))
 
     def _copy_xattrs(self, src_ref: int | str, dst_ref: int | str, *, replace: bool) -> None:
         """Copy non-overlay xattrs between two fds, or two paths acted on without following a symlink."""
@@ -373,14 +398,21 @@ class _Merger:
         os.ftruncate(dst, size)
 
     def finish(self) -> None:
-        for components, (mode, mtime_ns) in sorted(self.dir_meta.items(), key=lambda item: -len(item[0])):
+        for components, meta in self.dir_meta.deepest_first():
             self.current = components
             try:
                 fd = self.cache.dir_fd(components)
             except (FileNotFoundError, NotADirectoryInPathError):
                 continue  # removed or replaced by a later layer
-            os.fchmod(fd, mode)
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            os.fchmod(fd, meta.mode)
+            if meta.mtime_ns is not None:
+                os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+
+
+def _names_last_first(dir_fd: int) -> list[str]:
+    """The entry names of ``dir_fd``, sorted descending (``pop()`` hands them out in ascending order)."""
+    with os.scandir(dir_fd) as it:
+        return sorted((entry.name for entry in it), reverse=True)
 
 
 def _copy_range(src: int, dst: int, position: int, length: int) -> None:

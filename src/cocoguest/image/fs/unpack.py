@@ -37,8 +37,10 @@ Invariants:
     * SECURITY: overlay xattrs (``trusted.overlay.*``, ``user.overlay.*``) from the archive are dropped: only
       ``.wh.`` entries make whiteouts and opaque directories.
     * The stream is read to EOF (drained) before returning, so the caller's diff_id digest covers all bytes.
-    * Memory is bounded: file data is streamed in chunks; bookkeeping is proportional to the entry count,
-      which the tar reader caps.
+    * Memory is bounded: file data is streamed in chunks; directory metadata (applied at the end) is kept in
+      memory up to ``limits.dir_meta_memory_entries`` records and spilled to a scratch file beside ``root``
+      beyond that (:mod:`~cocoguest.image.fs.dir_meta`); the entry count is capped by the tar reader
+      (``limits.max_tar_entries``). Whiteouts and opaque directories are still remembered in memory.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from typing import BinaryIO, ClassVar, Final
 
 from cocoguest.errors import ProtocolError, TransportError, UnsafeArchiveError, UnsupportedError
 from cocoguest.image.fs.copy_up import CopyUpBudget, copy_up_node
+from cocoguest.image.fs.dir_meta import DirMeta, DirMetaLog
 from cocoguest.image.fs.lower_view import LowerDirMeta, LowerView
 from cocoguest.image.fs.safe_ops import (
     DIR_FLAGS,
@@ -182,14 +185,6 @@ class UnpackStats:
     copied_up: int = 0
 
 
-@dataclass(slots=True)
-class _DirMeta:
-    mode: int
-    uid: int | None
-    gid: int | None
-    mtime_ns: int | None
-
-
 def unpack_layer(
     untrusted_tar: BinaryIO,
     root: Path,
@@ -229,7 +224,9 @@ def unpack_layer(
         os.close(root_fd)
         msg = f"unpack root {root} is not empty"
         raise ValueError(msg)
-    unpacker = _Unpacker(DirCache(root_fd), what=what, fmt=whiteouts)
+    # Directory metadata beyond the in-memory bound spills beside the root (never into it).
+    pending_dirs = DirMetaLog(root.parent, memory_entries=limits.dir_meta_memory_entries)
+    unpacker = _Unpacker(DirCache(root_fd), what=what, fmt=whiteouts, pending_dirs=pending_dirs)
     unpacker.lowers = _Lowers(lowers, CopyUpBudget(limits.max_copy_up_bytes), limits.stream_chunk_bytes)
     try:
         os.fchmod(root_fd, 0o755)
@@ -240,18 +237,19 @@ def unpack_layer(
         unpacker.finish()
     finally:
         unpacker.cache.close()
+        pending_dirs.close()
     return unpacker.stats()
 
 
 class _Unpacker:
     """The state of one layer unpack (see the module docstring)."""
 
-    def __init__(self, cache: DirCache, *, what: str, fmt: WhiteoutFormat) -> None:
+    def __init__(self, cache: DirCache, *, what: str, fmt: WhiteoutFormat, pending_dirs: DirMetaLog) -> None:
         self.cache = cache
         self.what = what
         self.fmt = fmt
         self.is_root = os.geteuid() == 0
-        self.pending_dirs: dict[Components, _DirMeta] = {}
+        self.pending_dirs = pending_dirs
         self.whiteouts: set[Components] = set()
         self.opaque: set[Components] = set()
         self.entries = 0
@@ -299,7 +297,7 @@ class _Unpacker:
 
     def mkdir_implicit(self, parent_fd: int, name: str, components: Components) -> None:
         os.mkdir(name, 0o700, dir_fd=parent_fd)
-        self.pending_dirs[components] = _DirMeta(0o755, None, None, None)
+        self.pending_dirs.set(components, DirMeta(0o755, None, None, None))
 
     def set_opaque(self, components: Components, value: bytes = b"y") -> None:
         fd = self.cache.dir_fd(components)
@@ -332,7 +330,7 @@ class _Unpacker:
     def remove_existing(self, parent_fd: int, components: Components, st: os.stat_result) -> None:
         if stat.S_ISDIR(st.st_mode):
             self.cache.invalidate(components)
-            self.pending_dirs.pop(components, None)
+            self.pending_dirs.discard(components)
             self.opaque.discard(components)
             remove_at(parent_fd, components[-1])
         else:
@@ -360,7 +358,7 @@ class _Unpacker:
                 raise self.unsafe(f"refusing to change the type of the layer root to {entry.type.value}")
             if entry.untrusted_xattrs:
                 self.apply_xattrs(lambda k, v: os.setxattr(self.cache.root_fd, k, v), entry.untrusted_xattrs)
-            self.pending_dirs[()] = self._dir_meta(entry)
+            self.pending_dirs.set((), self._dir_meta(entry))
             return
         parent, base = components[:-1], components[-1]
         # The substring test is a cheap filter: a component starting with the prefix implies it.
@@ -384,13 +382,13 @@ class _Unpacker:
         existing = lstat_at(parent_fd, base)
         if kind is EntryType.DIR:
             if existing is not None and stat.S_ISDIR(existing.st_mode):
-                self.pending_dirs[components] = self._dir_meta(entry)  # dir over dir: metadata only
+                self.pending_dirs.set(components, self._dir_meta(entry))  # dir over dir: metadata only
             else:
                 was_whiteout = components in self.whiteouts
                 if existing is not None:
                     self.remove_existing(parent_fd, components, existing)
                 os.mkdir(base, 0o700, dir_fd=parent_fd)
-                self.pending_dirs[components] = self._dir_meta(entry)
+                self.pending_dirs.set(components, self._dir_meta(entry))
                 if was_whiteout:
                     # OCI: the whiteout deletes the lower directory; this layer's directory stays, alone.
                     self.set_opaque(components)
@@ -409,8 +407,8 @@ class _Unpacker:
         else:
             self._device(entry, parent_fd, base)
 
-    def _dir_meta(self, entry: TarEntry) -> _DirMeta:
-        return _DirMeta(entry.mode, entry.uid, entry.gid, entry.mtime_ns)
+    def _dir_meta(self, entry: TarEntry) -> DirMeta:
+        return DirMeta(entry.mode, entry.uid, entry.gid, entry.mtime_ns)
 
     def _whiteout(self, parent: Components, base: str) -> None:
         if base == OPAQUE_MARKER:
@@ -601,7 +599,7 @@ class _Unpacker:
         os.mkdir(name, 0o700, dir_fd=parent_fd)
         with opened(open_dir_at(parent_fd, name)) as fd:
             self.apply_xattrs(lambda k, v: os.setxattr(fd, k, v), meta.xattrs)
-        self.pending_dirs[components] = _DirMeta(meta.mode, meta.uid, meta.gid, meta.mtime_ns)
+        self.pending_dirs.set(components, DirMeta(meta.mode, meta.uid, meta.gid, meta.mtime_ns))
 
     # -- end of layer -----------------------------------------------------------------------------------------
 
@@ -623,7 +621,7 @@ class _Unpacker:
             elif not self.fmt.device_whiteouts and parent not in marked:
                 self.set_opaque(parent, b"x")
                 marked.add(parent)
-        for components, meta in sorted(self.pending_dirs.items(), key=lambda item: -len(item[0])):
+        for components, meta in self.pending_dirs.deepest_first():
             try:
                 fd = self.cache.dir_fd(components)
             except (FileNotFoundError, NotADirectoryInPathError):

@@ -9,6 +9,8 @@ Tables (schema version 2):
     ``images``             one row per manifest digest: config digest, creation time, policy decision, platform
     ``image_layers``       which image uses which layer, in order (lowest first), with the blob digest
     ``image_references``   reference string -> manifest digest (a reference names exactly one image)
+    ``bundle_leases``      (version 2) which layers a bundle's rootfs uses, per lease (one per pull), until
+                           ``bundle rm``; prune never deletes a leased layer
 
 Invariants:
     * Every write runs in one ``BEGIN IMMEDIATE`` transaction, so concurrent writers (threads of one process
@@ -124,6 +126,20 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 PRIMARY KEY (compressed_digest, size, media_type, key_check)
             )""",
             "CREATE INDEX verified_blobs_diff_id ON verified_blobs (diff_id)",
+        ),
+    ),
+    Migration(
+        3,
+        (
+            """CREATE TABLE bundle_leases (
+                lease_id TEXT NOT NULL,
+                bundle   TEXT NOT NULL,
+                diff_id  TEXT NOT NULL,
+                created  REAL NOT NULL,
+                PRIMARY KEY (lease_id, diff_id)
+            )""",
+            "CREATE INDEX bundle_leases_bundle ON bundle_leases (bundle)",
+            "CREATE INDEX bundle_leases_diff_id ON bundle_leases (diff_id)",
         ),
     ),
 )
@@ -567,3 +583,39 @@ class MetadataDB:
             return conn.execute(
                 "DELETE FROM images WHERE manifest_digest NOT IN (SELECT manifest_digest FROM image_references)"
             ).rowcount
+
+    # -- bundle leases --------------------------------------------------------------------------------------
+
+    def add_bundle_lease(self, lease_id: str, bundle: str, diff_ids: Sequence[Digest], created: float) -> None:
+        """Record that the bundle at ``bundle`` (an absolute path) uses ``diff_ids``, under ``lease_id``."""
+        with self.transaction(f"lease layers to bundle {bundle}") as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO bundle_leases (lease_id, bundle, diff_id, created) VALUES (?, ?, ?, ?)",
+                [(lease_id, bundle, str(d), created) for d in diff_ids],
+            )
+
+    def delete_bundle_lease(self, lease_id: str) -> int:
+        """Forget one lease; returns the rows deleted."""
+        with self.transaction(f"release lease {lease_id}") as conn:
+            return conn.execute("DELETE FROM bundle_leases WHERE lease_id = ?", (lease_id,)).rowcount
+
+    def delete_bundle_leases(self, bundle: str) -> int:
+        """Forget every lease of the bundle at ``bundle``; returns the leases deleted."""
+        with self.transaction(f"release bundle {bundle}") as conn:
+            count = conn.execute(
+                "SELECT COUNT(DISTINCT lease_id) FROM bundle_leases WHERE bundle = ?", (bundle,)
+            ).fetchone()
+            conn.execute("DELETE FROM bundle_leases WHERE bundle = ?", (bundle,))
+        return int(count[0])
+
+    def leased_bundles(self) -> list[str]:
+        """The bundle paths that hold a lease."""
+        with self._read("list bundle leases") as conn:
+            rows = conn.execute("SELECT DISTINCT bundle FROM bundle_leases ORDER BY bundle").fetchall()
+        return [str(r[0]) for r in rows]
+
+    def leased_layers(self) -> set[Digest]:
+        """The layers some bundle holds a lease on."""
+        with self._read("list leased layers") as conn:
+            rows = conn.execute("SELECT DISTINCT diff_id FROM bundle_leases").fetchall()
+        return {Digest.parse(r[0]) for r in rows}

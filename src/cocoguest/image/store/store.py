@@ -32,6 +32,9 @@ Invariants:
       layer only when no image uses it, in a transaction, under the layer's lock.
     * Prune holds ``locks/gc.lock`` exclusively; a pull that wants its fresh layers to survive until its image
       is recorded holds :meth:`Store.lease` (shared) from its first layer to :meth:`Store.record_image`.
+    * A bundle's layers stay while the bundle lives: the pull records a bundle lease (under the shared gc lock,
+      before any layer) and ``bundle rm`` releases it; prune never deletes a leased layer. A lease whose
+      bundle path no longer exists (a killed pull, a bundle deleted by hand) is dropped by prune.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -458,7 +462,11 @@ class Store:
         images_removed = self._db.delete_dangling_images()
         layers_removed = 0
         freed = 0
+        # Exclusive gc lock: no pull can add a lease meanwhile, so this set stays complete while we delete.
+        leased = self._leased_layers_of_live_bundles()
         for row in self._db.unused_layers():
+            if row.diff_id in leased:
+                continue  # SECURITY/safety: a live bundle's rootfs uses it (an overlay lowerdir or its origin)
             with self._try_lock(row.diff_id) as held:
                 if held is None or not self._db.delete_layer_if_unused(row.diff_id):
                     continue
@@ -476,6 +484,56 @@ class Store:
             lock_files_removed=locks_removed,
             bytes_freed=freed + repaired.bytes_freed,
         )
+
+    # -- bundle leases ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def bundle_key(bundle: Path) -> str:
+        """How a bundle is named in its leases: its absolute path (lexically normalised)."""
+        return os.path.abspath(bundle)
+
+    def lease_bundle(self, bundle: Path, diff_ids: tuple[Digest, ...]) -> str:
+        """Record that the bundle at ``bundle`` uses ``diff_ids`` until :meth:`release_bundle`; returns the lease id.
+
+        Call while holding :meth:`lease` (so no prune runs between this and the bundle's creation).
+
+        Raises:
+            TransportError: the DB failed.
+        """
+        lease_id = uuid.uuid4().hex
+        self._db.add_bundle_lease(lease_id, self.bundle_key(bundle), diff_ids, time.time())
+        return lease_id
+
+    def release_lease(self, lease_id: str) -> None:
+        """Forget one lease (a pull that failed before its bundle was complete).
+
+        Raises:
+            TransportError: the DB failed.
+        """
+        self._db.delete_bundle_lease(lease_id)
+
+    def release_bundle(self, bundle: Path) -> int:
+        """Forget every lease of the bundle at ``bundle`` (``bundle rm``); returns how many there were.
+
+        Raises:
+            TransportError: the DB failed.
+        """
+        return self._db.delete_bundle_leases(self.bundle_key(bundle))
+
+    def leased_bundles(self) -> list[str]:
+        """The bundle paths holding a lease.
+
+        Raises:
+            TransportError: the DB failed.
+        """
+        return self._db.leased_bundles()
+
+    def _leased_layers_of_live_bundles(self) -> set[Digest]:
+        for bundle in self._db.leased_bundles():
+            if not os.path.lexists(bundle):
+                _logger.info("work dir %s: dropping the lease of vanished bundle %s", self.work_dir, bundle)
+                self._db.delete_bundle_leases(bundle)
+        return self._db.leased_layers()
 
     def _try_lock(self, diff_id: Digest) -> contextlib.AbstractContextManager[HeldLock | None]:
         return self._locked(diff_id, blocking=False)
