@@ -40,7 +40,7 @@ from cocoguest.digest import Readable, VerifyingReader
 from cocoguest.errors import ConfigError, ProtocolError
 from cocoguest.image.destinations import ImageDestination
 from cocoguest.image.layer.parallel import raise_if_cancelled, run_layers
-from cocoguest.image.manifests import fetch_manifest, read_config_blob
+from cocoguest.image.manifests import fetch_manifest, for_host_tool, read_config_blob
 from cocoguest.image.platform import PlatformSpec
 from cocoguest.image.sources import OpenedSource, open_source
 from cocoguest.limits import DEFAULT_LIMITS, Limits
@@ -316,7 +316,7 @@ def _copy(
     # (1) manifest and config, verified
     read = fetch_manifest(opened, options.platform or PlatformSpec.running(), options.limits)
     manifest = read.manifest
-    config = read_config_blob(source, manifest.config, options.limits)
+    config = read_config_blob(for_host_tool(source, read), options.limits)
     # (2) plan
     plan = _plan(manifest, options)
     # (3) blobs: config, then the layers concurrently; the first failure cancels the rest

@@ -5,21 +5,31 @@ Invariants:
       manifest list, resolved to the requested platform with the instance checked against the index entry's
       digest and size.
     * Docker schema 1 is refused; the config blob is size-capped and digest- and size-checked.
+    * Policy before config, by types: the config is read only from an :class:`ApprovedImage`, which only
+      :func:`approve` (a policy decision that accepted this manifest) or :func:`for_host_tool` (copy and
+      inspect, which like skopeo's read images outside any guest policy) make.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from cocoguest.digest import Digest, Readable
-from cocoguest.errors import DigestMismatchError, ProtocolError, SizeMismatchError, UnsupportedError
+from cocoguest.errors import (
+    DigestMismatchError,
+    PolicyRejectedError,
+    ProtocolError,
+    SizeMismatchError,
+    UnsupportedError,
+)
 from cocoguest.image.platform import PlatformSpec, select_manifest
 from cocoguest.jsonutil import load_object
 from cocoguest.limits import Limits
 from cocoguest.oci import media_types
-from cocoguest.oci.descriptor import Descriptor, ImageIndex, ImageManifest, media_type_of
+from cocoguest.oci.descriptor import ImageIndex, ImageManifest, media_type_of
 from cocoguest.oci.source import ImageSource
+from cocoguest.signature.policy import PolicyDecision
 
 SCHEMA1_TYPES: Final = frozenset(
     {
@@ -54,6 +64,53 @@ class FetchedManifest:
     manifest: ImageManifest
     index_digest: Digest | None = None
     """The index/manifest list it was selected from, if any."""
+
+
+_APPROVAL: Final = object()
+"""Only this module holds it: an :class:`ApprovedImage` cannot be made elsewhere."""
+
+
+@dataclass(frozen=True)
+class ApprovedImage:
+    """A fetched manifest that may be read further: its config and layers (pull step 3 passed).
+
+    Made only by :func:`approve` or :func:`for_host_tool`; constructing it directly raises ``TypeError``.
+    """
+
+    source: ImageSource
+    fetched: FetchedManifest
+    decision: PolicyDecision | None
+    """The accepting policy decision; ``None`` for a host tool (copy, inspect) that runs no guest policy."""
+    _approval: object = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self._approval is not _APPROVAL:
+            msg = "an ApprovedImage is made by approve() or for_host_tool() only"
+            raise TypeError(msg)
+
+    @property
+    def manifest(self) -> ImageManifest:
+        """The verified manifest."""
+        return self.fetched.manifest
+
+
+def approve(source: ImageSource, fetched: FetchedManifest, decision: PolicyDecision) -> ApprovedImage:
+    """The image, approved by ``decision``.
+
+    Raises:
+        PolicyRejectedError: the decision rejected the image (its reasons in the message).
+    """
+    if not decision.accepted:
+        reasons = "; ".join(decision.reasons) or "no reason given"
+        msg = f"{source.describe()}: rejected by the signature policy: {reasons}"
+        raise PolicyRejectedError(msg)
+    return ApprovedImage(source, fetched, decision, _APPROVAL)
+
+
+def for_host_tool(source: ImageSource, fetched: FetchedManifest) -> ApprovedImage:
+    """The image for a host-side tool (copy, inspect) that reads images outside any guest policy, as skopeo's
+    ``copy --insecure-policy`` and ``inspect`` do. Never used by the pull."""
+    return ApprovedImage(source, fetched, None, _APPROVAL)
 
 
 def manifest_type(untrusted: bytes, declared: str | None, what: str) -> str:
@@ -137,8 +194,8 @@ def read_to_eof(stream: Readable, cap: int, chunk_bytes: int) -> bytes:
     return b"".join(parts)
 
 
-def read_config_blob(source: ImageSource, desc: Descriptor, limits: Limits) -> bytes:
-    """The config blob, size-capped and checked against its descriptor.
+def read_config_blob(image: ApprovedImage, limits: Limits) -> bytes:
+    """The config blob of an approved image, size-capped and checked against its descriptor.
 
     The blob is read to EOF (at most ``desc.size + 1`` bytes, so an overlong blob shows).
 
@@ -146,6 +203,7 @@ def read_config_blob(source: ImageSource, desc: Descriptor, limits: Limits) -> b
         ProtocolError: over the size limit.
         DigestMismatchError: digest or size mismatch.
     """
+    source, desc = image.source, image.manifest.config
     what = f"{source.describe()}: config {desc.digest}"
     if desc.size > limits.max_config_bytes:
         msg = f"{what}: {desc.size} bytes is over the {limits.max_config_bytes}-byte limit"

@@ -30,25 +30,26 @@ from cocoguest.digest import Digest
 from cocoguest.errors import (
     CocoError,
     EncryptionRequiredError,
-    PolicyRejectedError,
     ProtocolError,
 )
 from cocoguest.image.bundle import (
-    BundleResult,
     check_bundle,
-    finish_bundle,
     overlay_available,
-    prepare_bundle,
-    write_bundle,
 )
-from cocoguest.image.bundle.remove import OVERLAY_STATE_DIR
-from cocoguest.image.fs.merge import IncrementalMerge, merge_layers
 from cocoguest.image.fs.unpack import WhiteoutFormat, detect_whiteout_format
 from cocoguest.image.layer.fetch import LayerJob, LayerOutcome, pull_layer
 from cocoguest.image.layer.lowers import LowerLayers, chain_ids
 from cocoguest.image.layer.parallel import run_layers
-from cocoguest.image.manifests import fetch_manifest, parse_config, read_config_blob
+from cocoguest.image.manifests import (
+    ApprovedImage,
+    approve,
+    fetch_manifest,
+    for_host_tool,
+    parse_config,
+    read_config_blob,
+)
 from cocoguest.image.platform import PlatformSpec
+from cocoguest.image.snapshotters import make_snapshotter
 from cocoguest.image.sources import OpenedSource
 from cocoguest.image.store import ImageRecord, Store
 from cocoguest.jsonutil import load_object
@@ -162,9 +163,9 @@ def _diff_ids(config: dict[str, object], manifest: ImageManifest, what: str) -> 
         raise ProtocolError(msg) from e
 
 
-def _plan_layers(
-    manifest: ImageManifest, diff_ids: Sequence[Digest], options: PullOptions, what: str
-) -> list[LayerJob]:
+def _plan_layers(image: ApprovedImage, diff_ids: Sequence[Digest], options: PullOptions, what: str) -> list[LayerJob]:
+    """The layer jobs of an approved image, keys unwrapped; refuses plain layers when encryption is required."""
+    manifest = image.manifest
     jobs: list[LayerJob] = []
     budget = UnwrapBudget(options.limits)  # SECURITY: one key-unwrap budget for all layers of the image
     chains = chain_ids(diff_ids)  # a layer with cross-layer hardlinks is stored by chain ID
@@ -233,37 +234,6 @@ def _resolve_snapshotter(options: PullOptions, store: Store, what: str) -> Liter
     return "copy"
 
 
-def _pull_and_merge(
-    opened: OpenedSource,
-    jobs: Sequence[LayerJob],
-    store: Store,
-    options: PullOptions,
-    whiteouts: WhiteoutFormat,
-    progress: LayerProgress | None,
-    bundle: Path,
-    config: dict[str, object],
-) -> tuple[list[LayerOutcome], BundleResult]:
-    """(5) and (6) for the copy snapshotter: each layer is merged into the rootfs as soon as it may be."""
-    what = opened.source.describe()
-    # (6a) before any layer: refuses a non-empty bundle, creates bundle/ and an empty rootfs/.
-    prepared = prepare_bundle(bundle, config)
-    try:
-        with IncrementalMerge(prepared.rootfs, what=what, whiteouts=whiteouts) as merge:
-
-            def merge_layer(outcome: LayerOutcome) -> None:
-                started = time.monotonic()
-                merge.add(outcome.record.path, name=outcome.job.what)
-                _logger.debug("%s: merged %s in %.2f s", what, outcome.job.what, time.monotonic() - started)
-
-            outcomes = _pull_layers(opened, jobs, store, options, whiteouts, progress, on_ready=merge_layer)
-            merge.finish()
-        # (6b) user and config.json; discards the bundle itself on failure.
-        return outcomes, finish_bundle(prepared, config)
-    except BaseException:
-        prepared.discard()
-        raise
-
-
 @contextlib.contextmanager
 def _bundle_lease(store: Store, bundle: Path, config: dict[str, object], diff_ids: Sequence[Digest]) -> Iterator[None]:
     """(6a) Refuse a non-empty bundle, then lease the image's layers to it; the lease is released on failure.
@@ -307,39 +277,32 @@ def pull_image(
             index_digest=fetched.index_digest,
         )
     )
-    if not decision.accepted:
-        msg = f"{what}: rejected by the signature policy: {'; '.join(decision.reasons) or 'no reason given'}"
-        raise PolicyRejectedError(msg)
-    # (4) manifest and config
-    config = parse_config(read_config_blob(opened.source, manifest.config, options.limits), f"{what}: config")
+    approved = approve(opened.source, fetched, decision)  # PolicyRejectedError unless accepted
+    # (4) manifest and config: readable only through the approved image
+    config = parse_config(read_config_blob(approved, options.limits), f"{what}: config")
     diff_ids = _diff_ids(config, manifest, what)
     store = Store.open(options.work_dir, limits=options.limits)
     try:
-        jobs = _plan_layers(manifest, diff_ids, options, what)
+        jobs = _plan_layers(approved, diff_ids, options, what)
         whiteouts = detect_whiteout_format(store.work_dir)
         # The snapshotter is decided before the layers, so that a copy can be merged while they download.
-        snapshotter = _resolve_snapshotter(options, store, what)
+        choice = _resolve_snapshotter(options, store, what)
         # A lease keeps a concurrent prune from deleting committed layers before the image is recorded; the
         # bundle's lease keeps them (also from rmi + prune) until `bundle rm`.
-        with store.lease(), _bundle_lease(store, bundle, config, diff_ids):
-            if snapshotter == "copy":
-                # (5) layers and (6) bundle, the rootfs merged layer by layer as they are committed
-                outcomes, bundle_result = _pull_and_merge(
-                    opened, jobs, store, options, whiteouts, progress, bundle, config
+        # A layer with cross-layer hardlinks is stored under its chain ID: lease both keys of every layer.
+        leased = (*diff_ids, *chain_ids(diff_ids)[1:])
+        with store.lease(), _bundle_lease(store, bundle, config, leased):
+            # (6a) before any layer: refuses a non-empty bundle or a config that cannot become a runtime config
+            snapshotter = make_snapshotter(choice, bundle, config, what=what, whiteouts=whiteouts)
+            try:
+                # (5) layers, each handed to the snapshotter as soon as it and all lower ones are committed
+                outcomes = _pull_layers(
+                    opened, jobs, store, options, whiteouts, progress, on_ready=snapshotter.layer_ready
                 )
-            else:
-                check_bundle(bundle, config)  # (6a) refuse a non-empty bundle before any layer is pulled
-                outcomes = _pull_layers(opened, jobs, store, options, whiteouts, progress)  # (5) layers
-                # (6) bundle
-                bundle_result = write_bundle(
-                    bundle,
-                    [o.record.path for o in outcomes],
-                    config,
-                    snapshotter=snapshotter,
-                    # SECURITY: a private upper/work dir per bundle; containers never share writable state.
-                    work_root=bundle / OVERLAY_STATE_DIR,
-                    merge=lambda dirs, target: merge_layers(dirs, target, what=what, whiteouts=whiteouts),
-                )
+                bundle_result = snapshotter.finish(outcomes)  # (6) the bundle, in place
+            except BaseException:
+                snapshotter.discard()
+                raise
             # (7) record
             store.record_image(
                 ImageRecord(
@@ -369,6 +332,6 @@ def pull_image(
 def inspect_image(opened: OpenedSource, options: PullOptions) -> tuple[Digest, dict[str, object], dict[str, object]]:
     """Steps (2) and (4) only: the manifest digest, manifest JSON and config JSON, all verified; nothing stored."""
     fetched = fetch_manifest(opened, options.platform, options.limits)
-    config_bytes = read_config_blob(opened.source, fetched.manifest.config, options.limits)
+    config_bytes = read_config_blob(for_host_tool(opened.source, fetched), options.limits)
     config = parse_config(config_bytes, f"{opened.source.describe()}: config")
     return fetched.digest, load_object(fetched.untrusted_bytes, f"{opened.source.describe()}: manifest"), config
