@@ -299,16 +299,16 @@ def decryption_unwrappers(specs: Sequence[str], context: KeyContext) -> list[Key
         _classify(path, password, keys, context.limits)
     unwrappers: list[KeyUnwrapper] = []
     if keys.private_keys:
-        unwrappers.append(JweUnwrapper(keys.private_keys))
-        unwrappers.append(Pkcs7Unwrapper(keys.private_keys, keys.certificates))
+        unwrappers.append(JweUnwrapper(keys.private_keys, limits=context.limits))
+        unwrappers.append(Pkcs7Unwrapper(keys.private_keys, keys.certificates, limits=context.limits))
     if keys.pgp_secret_keys:
         from cocoguest.ocicrypt.keywrap.pgp import PgpUnwrapper  # noqa: PLC0415
 
-        unwrappers.append(PgpUnwrapper(keys.pgp_secret_keys))
+        unwrappers.append(PgpUnwrapper(keys.pgp_secret_keys, limits=context.limits))
     if keys.pkcs11_keys:
         from cocoguest.ocicrypt.keywrap.pkcs11 import Pkcs11Unwrapper  # noqa: PLC0415
 
-        unwrappers.append(Pkcs11Unwrapper(keys.pkcs11_keys, context.pkcs11_config))
+        unwrappers.append(Pkcs11Unwrapper(keys.pkcs11_keys, context.pkcs11_config, limits=context.limits))
     if context.transport_factory is not None:
         for name, entry in sorted(context.key_providers.items()):
             transport = context.transport_factory(entry)

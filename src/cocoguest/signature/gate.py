@@ -68,7 +68,9 @@ class PolicyGate:
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         """Keep the configuration; nothing is read until :meth:`evaluate`."""
-        self._evaluator = ContainersPolicyEvaluator(policy, resources, GpgSimpleSigningVerifier(), CosignVerifier())
+        self._evaluator = ContainersPolicyEvaluator(
+            policy, resources, GpgSimpleSigningVerifier(limits=limits), CosignVerifier(limits=limits), limits=limits
+        )
         self._registries_d = registries_d
         self._env = env
         self._limits = limits
@@ -82,7 +84,7 @@ class PolicyGate:
         reference = _without_tag_when_pinned(request.image.reference)
         image = ImageUnderReview("docker", str(reference), request.manifest_digest, request.index_digest)
         registry = request.registry
-        simple = LookasideSignatureSource(reference, self._registries_d, registry_source=registry)
+        simple = LookasideSignatureSource(reference, self._registries_d, registry_source=registry, limits=self._limits)
         sigstore = None
         if registry is not None and self._registries_d.use_sigstore_attachments(reference):
             sigstore = SigstoreAttachmentReader(
@@ -91,13 +93,13 @@ class PolicyGate:
         return self._evaluator.decide(image, _ImageSignatures(simple, sigstore))
 
 
-def load_policy(location: str, resources: ResourceReader) -> Policy:
-    """Read and parse a policy from a path, ``file://`` or ``kbs://`` location.
+def load_policy(location: str, resources: ResourceReader, *, limits: Limits = DEFAULT_LIMITS) -> Policy:
+    """Read and parse a policy from a path, ``file://`` or ``kbs://`` location, within ``limits``.
 
     Raises:
         ConfigError, ResourceNotFoundError, TransportError.
     """
-    return Policy.from_json(resources.read(location), location)
+    return Policy.from_json(resources.read(location), location, limits=limits)
 
 
 def load_registries_d(location: str | None, resources: ResourceReader) -> RegistriesD:
