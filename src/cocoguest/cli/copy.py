@@ -237,9 +237,9 @@ def copy_command(
     wrappers = keyspecs.encryption_wrappers(keyspecs.split_specs(encryption_keys), context)
     unwrappers = keyspecs.decryption_unwrappers(keyspecs.split_specs(decryption_keys), context)
     if registries_conf:
-        registries = RegistriesConfig.load(Path(registries_conf), missing_ok=False)
+        registries = RegistriesConfig.load(Path(registries_conf), missing_ok=False, limits=limits)
     else:
-        registries = RegistriesConfig.load(Path("/etc/containers/registries.conf"))
+        registries = RegistriesConfig.load(Path("/etc/containers/registries.conf"), limits=limits)
     src_access = _access(
         env=env,
         registries=registries,
@@ -274,7 +274,7 @@ def copy_command(
     progress.finish()
     if signing.wanted:
         signed = sign_destination(
-            destination, report.manifest.digest, signing, _registries_d(registries_d), dest_access
+            destination, report.manifest.digest, signing, _registries_d(registries_d, limits), dest_access
         )
         if not quiet and not as_json:
             if signed.lookaside_file is not None:
@@ -314,7 +314,7 @@ def _signing_request(
     )
 
 
-def _registries_d(location: str | None) -> RegistriesD:
+def _registries_d(location: str | None, limits: Limits) -> RegistriesD:
     if location is not None:
-        return RegistriesD.load(Path(location))
-    return RegistriesD.load(Path("/etc/containers/registries.d"))
+        return RegistriesD.load(Path(location), limits=limits)
+    return RegistriesD.load(Path("/etc/containers/registries.d"), limits=limits)

@@ -18,7 +18,7 @@ def key_context(env: Mapping[str, str], keyprovider_config: str | None, limits: 
     provider_file = keyprovider_config or env.get("OCICRYPT_KEYPROVIDER_CONFIG")
     factory = None
     if provider_file:
-        providers = load_keyprovider_config(provider_file)
+        providers = load_keyprovider_config(provider_file, limits=limits)
         from cocoguest.rpc.keyprovider_client import transport_for  # noqa: PLC0415  (grpc is heavy)
 
         def factory(entry: KeyProviderEntry) -> KeyProviderTransport:
@@ -27,7 +27,7 @@ def key_context(env: Mapping[str, str], keyprovider_config: str | None, limits: 
     pkcs11_config = None
     for path in default_pkcs11_config_paths(env):
         if os.path.isfile(path):
-            pkcs11_config = load_pkcs11_module_config(path)
+            pkcs11_config = load_pkcs11_module_config(path, limits=limits)
             break
     return keyspecs.KeyContext(
         gnupg_home=env.get("GNUPGHOME"),

@@ -35,10 +35,11 @@ def source_settings(
 ) -> RegistryAccess:
     """Registry settings from flags and the environment."""
     env = environment()
+    limits = limits_from_env(env)
     if registries_conf:
-        registries = RegistriesConfig.load(Path(registries_conf), missing_ok=False)
+        registries = RegistriesConfig.load(Path(registries_conf), missing_ok=False, limits=limits)
     else:
-        registries = RegistriesConfig.load(Path("/etc/containers/registries.conf"))
+        registries = RegistriesConfig.load(Path("/etc/containers/registries.conf"), limits=limits)
     auth_files = [Path(auth_file)] if auth_file else default_auth_files(env, os.getuid())
     return RegistryAccess(
         registries=registries,
@@ -47,7 +48,7 @@ def source_settings(
         flat_cert_dir=Path(cert_dir) if cert_dir else None,
         tls_verify=tls_verify,
         env=env,
-        limits=limits_from_env(env),
+        limits=limits,
     )
 
 

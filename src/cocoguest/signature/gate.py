@@ -102,7 +102,9 @@ def load_policy(location: str, resources: ResourceReader, *, limits: Limits = DE
     return Policy.from_json(resources.read(location), location, limits=limits)
 
 
-def load_registries_d(location: str | None, resources: ResourceReader) -> RegistriesD:
+def load_registries_d(
+    location: str | None, resources: ResourceReader, *, limits: Limits = DEFAULT_LIMITS
+) -> RegistriesD:
     """registries.d from a directory, or a single sigstore config document at a ``kbs://`` location.
 
     Raises:
@@ -112,4 +114,4 @@ def load_registries_d(location: str | None, resources: ResourceReader) -> Regist
         return RegistriesD.from_documents([])
     if location.startswith("kbs:"):
         return RegistriesD.from_documents([(location, resources.read(location))])
-    return RegistriesD.load(Path(location))
+    return RegistriesD.load(Path(location), limits=limits)
