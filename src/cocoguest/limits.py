@@ -140,6 +140,8 @@ class Limits:
     """A cosign private key file."""
     max_scrypt_memory_bytes: int = 256 * MiB
     """scrypt memory (128*r*N) for encrypted cosign keys."""
+    max_scrypt_parallelism: int = 16
+    """scrypt parallelism ``p`` accepted from an encrypted cosign key file (cosign writes 1)."""
     max_chain_certificates: int = 10
     """Certificates in a keyless signature chain."""
     max_chain_depth: int = 8

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from cocoguest.errors import ConfigError, ResourceNotFoundError, TransportError
-from cocoguest.kbs.locations import MAX_POLICY_RESOURCE_BYTES, LocationReader
+from cocoguest.kbs.locations import LocationReader
 from cocoguest.kbs.offline_fs import OfflineFsKbc
 from cocoguest.kbs.resource_uri import ResourceUri, ResourceUriError
+from cocoguest.limits import DEFAULT_LIMITS
 from cocoguest.signature.policy.types import ResourceReader
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "image-rs" / "offline-fs-kbc"
@@ -213,7 +214,7 @@ def test_file_size_cap(base: Path) -> None:
 def test_default_cap_is_finite(base: Path) -> None:
     big = base / "big"
     with big.open("wb") as f:
-        f.truncate(MAX_POLICY_RESOURCE_BYTES + 1)  # sparse
+        f.truncate(DEFAULT_LIMITS.max_policy_resource_bytes + 1)  # sparse
     with pytest.raises(ConfigError, match="larger than the limit"):
         LocationReader(base).read("big")
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from cocoguest.errors import ConfigError, ResourceNotFoundError
-from cocoguest.kbs import offline_fs
 from cocoguest.kbs.offline_fs import DEFAULT_PATHS, OfflineFsKbc
 from cocoguest.kbs.provider import ResourceProvider
 from cocoguest.kbs.resource_uri import ResourceUri
+from cocoguest.limits import Limits
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "image-rs" / "offline-fs-kbc"
 KEYS = "aa-offline_fs_kbc-keys.json"
@@ -228,14 +228,14 @@ def test_a_malformed_file_fails_the_whole_load(vectors: Path, tmp_path: Path) ->
         OfflineFsKbc.load([vectors / KEYS, bad])
 
 
-def test_too_large_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(offline_fs, "MAX_OFFLINE_FS_FILE_BYTES", 64)
+def test_too_large_file(tmp_path: Path) -> None:
+    limits = Limits(max_offline_fs_file_bytes=64)
     ok = _write(tmp_path / "ok.json", {"a/b/c": _b64(b"x" * 20)})
     assert len(ok.read_bytes()) <= 64
-    assert OfflineFsKbc.load([ok]).get_resource(ResourceUri.parse("kbs:///a/b/c")) == b"x" * 20
+    assert OfflineFsKbc.load([ok], limits=limits).get_resource(ResourceUri.parse("kbs:///a/b/c")) == b"x" * 20
     big = _write(tmp_path / "big.json", {"a/b/c": _b64(b"x" * 60)})
     with pytest.raises(ConfigError, match=r"big\.json is larger than 64 bytes"):
-        OfflineFsKbc.load([big])
+        OfflineFsKbc.load([big], limits=limits)
 
 
 def test_directory_is_not_a_resource_file(tmp_path: Path) -> None:

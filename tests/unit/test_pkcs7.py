@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from cocoguest.crypto import cms, der
 from cocoguest.crypto.keys import PrivateKeyMaterial, load_certificates, load_private_key
 from cocoguest.errors import ConfigError, KeyUnwrapError, ProtocolError
-from cocoguest.limits import Limits
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.ocicrypt.keywrap import KeyUnwrapper, KeyWrapper
 from cocoguest.ocicrypt.keywrap.pkcs7 import ANNOTATION_KEY, Pkcs7Unwrapper, Pkcs7Wrapper
 
@@ -328,10 +328,10 @@ def test_der_child_length_must_fit_its_parent() -> None:
 
 def test_der_nesting_depth_is_capped() -> None:
     data = b"\x05\x00"
-    for _ in range(der.MAX_DEPTH + 5):
+    for _ in range(DEFAULT_LIMITS.max_der_depth + 5):
         data = der.sequence(data)
     tlvs = [der.decode(data)]
-    for _ in range(der.MAX_DEPTH):
+    for _ in range(DEFAULT_LIMITS.max_der_depth):
         tlvs = tlvs[0].children()
     with pytest.raises(ProtocolError, match="nesting"):
         tlvs[0].children()

@@ -18,10 +18,10 @@ import pytest
 
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, ResourceNotFoundError, SignatureError, TransportError
+from cocoguest.limits import DEFAULT_LIMITS
 from cocoguest.registry.types import SigstoreSignature
 from cocoguest.signature.policy import PolicyDecision
 from cocoguest.signature.policy.evaluate import (
-    MAX_REASONS_PER_REQUIREMENT,
     ContainersPolicyEvaluator,
     SigstoreVerifier,
     SimpleSigningVerifier,
@@ -312,7 +312,7 @@ def test_all_rejections_are_listed(world: World) -> None:
 
 
 def test_many_rejections_are_capped(world: World) -> None:
-    sigs = signed(*[(D1, b"garbage")] * (MAX_REASONS_PER_REQUIREMENT + 3))
+    sigs = signed(*[(D1, b"garbage")] * (DEFAULT_LIMITS.max_policy_reasons_per_requirement + 3))
     reason = only_reason(world.decide("registry.test/protected:1", sigs))
     assert reason.endswith("; and 3 more")
 

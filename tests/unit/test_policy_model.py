@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from cocoguest.errors import ConfigError
+from cocoguest.limits import DEFAULT_LIMITS
 from cocoguest.signature.policy.identity import (
     ExactReference,
     ExactRepository,
@@ -27,7 +28,6 @@ from cocoguest.signature.policy.identity import (
     RemapIdentity,
 )
 from cocoguest.signature.policy.model import (
-    MAX_POLICY_BYTES,
     Fulcio,
     InsecureAcceptAnything,
     Pki,
@@ -283,7 +283,7 @@ def test_nan_and_oversize_refused() -> None:
     with pytest.raises(ConfigError):
         Policy.from_json(b'{"default": [{"type": "reject", "x": NaN}]}', "nan.json")
     with pytest.raises(ConfigError, match="larger than"):
-        Policy.from_json(b" " * (MAX_POLICY_BYTES + 1), "big.json")
+        Policy.from_json(b" " * (DEFAULT_LIMITS.max_policy_bytes + 1), "big.json")
 
 
 @pytest.mark.parametrize(

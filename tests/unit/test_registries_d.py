@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, ProtocolError
+from cocoguest.limits import DEFAULT_LIMITS
 from cocoguest.oci.reference import ImageReference
 from cocoguest.registry.config.registries_d import RegistriesD, RegistryNamespace, reference_namespaces
 from cocoguest.registry.signature_store import (
-    MAX_LOOKASIDE_SIGNATURES,
     LookasideSignatureSource,
     lookaside_signature_url,
     write_lookaside_signature,
@@ -206,7 +206,7 @@ def test_file_lookaside_limits(tmp_path: Path) -> None:
     write_lookaside_signature(base, reference, DIGEST, b"z")
     with pytest.raises(ProtocolError, match="more than 2 signatures"):
         LookasideSignatureSource(reference, config, max_signatures=2).simple_signatures(DIGEST)
-    assert MAX_LOOKASIDE_SIGNATURES == 128
+    assert DEFAULT_LIMITS.max_lookaside_signatures == 128
 
 
 def test_unsupported_lookaside_scheme_and_writer_scheme(tmp_path: Path) -> None:

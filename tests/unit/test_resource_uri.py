@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cocoguest.errors import ConfigError
-from cocoguest.kbs import resource_uri as resource_uri_module
 from cocoguest.kbs.resource_uri import ResourceUri, ResourceUriError
+from cocoguest.limits import DEFAULT_LIMITS
 
 # --- valid ------------------------------------------------------------------------------------------------------
 
@@ -130,7 +130,7 @@ def test_parse_invalid(text: str, why: str) -> None:
 
 
 def test_too_long_is_refused_and_the_message_is_short() -> None:
-    text = "kbs:///a/b/" + "t" * resource_uri_module.MAX_RESOURCE_URI_LENGTH
+    text = "kbs:///a/b/" + "t" * DEFAULT_LIMITS.max_resource_uri_length
     with pytest.raises(ResourceUriError, match="longer than") as info:
         ResourceUri.parse(text)
     assert len(str(info.value)) < 300
@@ -138,7 +138,7 @@ def test_too_long_is_refused_and_the_message_is_short() -> None:
 
 def test_longest_allowed_parses() -> None:
     prefix = "kbs:///a/b/"
-    text = prefix + "t" * (resource_uri_module.MAX_RESOURCE_URI_LENGTH - len(prefix))
+    text = prefix + "t" * (DEFAULT_LIMITS.max_resource_uri_length - len(prefix))
     assert ResourceUri.parse(text).tag.startswith("ttt")
 
 

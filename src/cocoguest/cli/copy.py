@@ -20,10 +20,11 @@ from pathlib import Path
 import click
 
 from cocoguest.cli.keys import key_context
-from cocoguest.cli.settings import environment
+from cocoguest.cli.settings import environment, limits_from_env
 from cocoguest.errors import ConfigError
 from cocoguest.image.copy import CopyOptions, CopyReport, copy_image, open_copy_source
 from cocoguest.image.destinations import open_destination
+from cocoguest.limits import Limits
 from cocoguest.ocicrypt import keyspecs
 from cocoguest.registry.access import RegistryAccess, parse_credentials
 from cocoguest.registry.config.auth_file import default_auth_files
@@ -88,6 +89,7 @@ def _access(
     creds_flag: str,
     cert_dir: str | None,
     tls_verify: bool,
+    limits: Limits,
 ) -> RegistryAccess:
     """Registry settings for one side of the copy."""
     return RegistryAccess(
@@ -98,6 +100,7 @@ def _access(
         flat_cert_dir=Path(cert_dir) if cert_dir else None,
         tls_verify=tls_verify,
         env=env,
+        limits=limits,
         # containers/image stages big temporary files in /var/tmp unless TMPDIR says otherwise.
         tmp_dir=Path(env.get("TMPDIR") or "/var/tmp"),  # noqa: S108  (a parent for mkdtemp, not a fixed file)
     )
@@ -229,13 +232,14 @@ def copy_command(
     signing = _signing_request(sign_by, sign_by_key_file, sign_by_sigstore_private_key, sign_passphrase_file, env)
     if signing.wanted:
         destination_reference(destination)  # refuse an unsignable destination before copying anything
-    context = key_context(env, keyprovider_config)
+    limits = limits_from_env(env)
+    context = key_context(env, keyprovider_config, limits)
     wrappers = keyspecs.encryption_wrappers(keyspecs.split_specs(encryption_keys), context)
     unwrappers = keyspecs.decryption_unwrappers(keyspecs.split_specs(decryption_keys), context)
     if registries_conf:
-        registries = RegistriesConfig.load(Path(registries_conf), missing_ok=False)
+        registries = RegistriesConfig.load(Path(registries_conf), missing_ok=False, limits=limits)
     else:
-        registries = RegistriesConfig.load(Path("/etc/containers/registries.conf"))
+        registries = RegistriesConfig.load(Path("/etc/containers/registries.conf"), limits=limits)
     src_access = _access(
         env=env,
         registries=registries,
@@ -244,6 +248,7 @@ def copy_command(
         creds_flag="--src-creds",
         cert_dir=src_cert_dir,
         tls_verify=src_tls_verify,
+        limits=limits,
     )
     dest_access = _access(
         env=env,
@@ -253,12 +258,14 @@ def copy_command(
         creds_flag="--dest-creds",
         cert_dir=dest_cert_dir,
         tls_verify=dest_tls_verify,
+        limits=limits,
     )
     options = CopyOptions(
         encryption_wrappers=wrappers,
         encrypt_layers=layers,
         decryption_unwrappers=unwrappers if decryption_keys else (),
         max_concurrent=max_concurrent,
+        limits=limits,
     )
     progress = _Progress(enabled=sys.stderr.isatty() and not quiet)
     opened = open_copy_source(source, src_access)
@@ -267,7 +274,7 @@ def copy_command(
     progress.finish()
     if signing.wanted:
         signed = sign_destination(
-            destination, report.manifest.digest, signing, _registries_d(registries_d), dest_access
+            destination, report.manifest.digest, signing, _registries_d(registries_d, limits), dest_access
         )
         if not quiet and not as_json:
             if signed.lookaside_file is not None:
@@ -307,7 +314,7 @@ def _signing_request(
     )
 
 
-def _registries_d(location: str | None) -> RegistriesD:
+def _registries_d(location: str | None, limits: Limits) -> RegistriesD:
     if location is not None:
-        return RegistriesD.load(Path(location))
-    return RegistriesD.load(Path("/etc/containers/registries.d"))
+        return RegistriesD.load(Path(location), limits=limits)
+    return RegistriesD.load(Path("/etc/containers/registries.d"), limits=limits)

@@ -18,6 +18,7 @@ from cocoguest.errors import ConfigError
 from cocoguest.image.configured_pull import PolicySettings, PullConfig, pull
 from cocoguest.image.platform import PlatformSpec
 from cocoguest.kbs.offline_fs import DEFAULT_PATHS, OfflineFsKbc
+from cocoguest.limits import Limits
 from cocoguest.ocicrypt.keyspecs import KeyContext
 from cocoguest.registry.access import RegistryAccess
 from cocoguest.registry.config.auth_file import default_auth_files
@@ -34,10 +35,11 @@ def source_settings(
 ) -> RegistryAccess:
     """Registry settings from flags and the environment."""
     env = environment()
+    limits = limits_from_env(env)
     if registries_conf:
-        registries = RegistriesConfig.load(Path(registries_conf), missing_ok=False)
+        registries = RegistriesConfig.load(Path(registries_conf), missing_ok=False, limits=limits)
     else:
-        registries = RegistriesConfig.load(Path("/etc/containers/registries.conf"))
+        registries = RegistriesConfig.load(Path("/etc/containers/registries.conf"), limits=limits)
     auth_files = [Path(auth_file)] if auth_file else default_auth_files(env, os.getuid())
     return RegistryAccess(
         registries=registries,
@@ -46,7 +48,7 @@ def source_settings(
         flat_cert_dir=Path(cert_dir) if cert_dir else None,
         tls_verify=tls_verify,
         env=env,
-        limits=limits_from_env(env),
+        limits=limits,
     )
 
 
@@ -102,14 +104,14 @@ def policy_settings(
 
 
 def _key_context(
-    decryption_keys: tuple[str, ...], keyprovider_config: str | None, env: dict[str, str]
+    decryption_keys: tuple[str, ...], keyprovider_config: str | None, env: dict[str, str], limits: Limits
 ) -> KeyContext | None:
     """Key settings; none (and no key code loaded) when no key source is configured."""
     if not decryption_keys and not keyprovider_config and not env.get("OCICRYPT_KEYPROVIDER_CONFIG"):
         return None
     from cocoguest.cli.keys import key_context  # noqa: PLC0415  (key formats are only needed for keys)
 
-    return key_context(env, keyprovider_config)
+    return key_context(env, keyprovider_config, limits)
 
 
 @click.command("pull")
@@ -163,7 +165,7 @@ def pull_command(
         policy=policy_settings(insecure_policy, policy_file, registries_d, offline_fs_resources),
         access=source_settings(registries_conf, auth_file, cert_dir, tls_verify),
         decryption_keys=decryption_keys,
-        key_context=_key_context(decryption_keys, keyprovider_config, env),
+        key_context=_key_context(decryption_keys, keyprovider_config, env, limits),
         platform=PlatformSpec.parse(platform_text) if platform_text else PlatformSpec.running(),
         max_concurrent=max_concurrent_downloads,
         snapshotter=snapshotter,

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cocoguest.crypto import der
 from cocoguest.crypto.keys import Certificate, RSAPrivateKey, RSAPublicKey, certificate_public_key
 from cocoguest.errors import ConfigError, DecryptionIntegrityError, ProtocolError
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 OID_DATA: Final = "1.2.840.113549.1.7.1"
 OID_ENVELOPED_DATA: Final = "1.2.840.113549.1.7.3"
@@ -45,10 +45,6 @@ CEK_BYTES: Final = 16
 """AES-128-GCM, as Go ocicrypt selects."""
 GCM_NONCE_BYTES: Final = 12
 GCM_TAG_BYTES: Final = 16
-
-# SECURITY: each RecipientInfo may cost one RSA private-key operation per key; cap them
-# (lead: candidate for limits.py).
-MAX_RECIPIENTS: Final = DEFAULT_LIMITS.max_key_recipients
 
 _QUIRK_PARAMS_TAG: Final = 0x10  # SEQUENCE's number without the constructed bit (ocicrypt.md §5.2)
 _NONCE_QUIRK_TAG: Final = der.context_tag(4, constructed=False)  # 0x84
@@ -247,8 +243,8 @@ def _parse_content(tlv: der.Tlv) -> bytes:
     raise _malformed(f"unexpected encryptedContent tag {tlv.tag:#04x}")
 
 
-def _parse(untrusted_der: bytes) -> EnvelopedData:
-    outer = der.decode(untrusted_der).expect(der.SEQUENCE, "ContentInfo").children()
+def _parse(untrusted_der: bytes, limits: Limits) -> EnvelopedData:
+    outer = der.decode(untrusted_der, limits=limits).expect(der.SEQUENCE, "ContentInfo").children()
     if len(outer) != 2:
         raise _malformed("ContentInfo must have 2 fields")
     content_type = outer[0].expect(der.OID, "contentType").as_oid()
@@ -263,8 +259,9 @@ def _parse(untrusted_der: bytes) -> EnvelopedData:
     if len(fields) < 3:
         raise _malformed("EnvelopedData has too few fields")
     infos = fields[1].expect(der.SET, "recipientInfos").children()
-    if len(infos) > MAX_RECIPIENTS:
-        raise _malformed(f"more than {MAX_RECIPIENTS} RecipientInfos")
+    if len(infos) > limits.max_key_recipients:
+        # SECURITY: each RecipientInfo may cost a private-key operation per key; cap the work.
+        raise _malformed(f"more than {limits.max_key_recipients} RecipientInfos (max_key_recipients)")
     recipients = tuple(r for r in (_parse_recipient(i) for i in infos) if r is not None)
     eci = fields[2].expect(der.SEQUENCE, "EncryptedContentInfo").children()
     if len(eci) != 3:
@@ -292,14 +289,16 @@ def _parse(untrusted_der: bytes) -> EnvelopedData:
     return EnvelopedData(recipients, _GCM_KEY_BYTES[algorithm_oid], nonce, encrypted_content, aad)
 
 
-def parse_enveloped_data(untrusted_der: bytes) -> EnvelopedData:
+def parse_enveloped_data(untrusted_der: bytes, *, limits: Limits = DEFAULT_LIMITS) -> EnvelopedData:
     """Parse a DER ContentInfo holding EnvelopedData (or AuthEnvelopedData) with AES-GCM content.
+
+    ``limits`` caps the DER nesting and length octets and the RecipientInfos (``max_key_recipients``).
 
     Raises:
         ProtocolError: the bytes are not such a structure ("malformed PKCS7: ...").
     """
     try:
-        return _parse(untrusted_der)
+        return _parse(untrusted_der, limits)
     except ProtocolError as e:
         if str(e).startswith("malformed PKCS7"):
             raise

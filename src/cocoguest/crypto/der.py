@@ -6,8 +6,10 @@ structure of CMS EnvelopedData and X.509 that cocoguest walks.
 Invariants:
     * The reader never reads outside its input: every length must fit within the bytes that enclose it,
       and a value that does not is a :class:`ProtocolError`, as is any other malformed encoding
-      (indefinite length, high tag number, more than :data:`MAX_LENGTH_OCTETS` length octets, nesting
-      deeper than :data:`MAX_DEPTH`, trailing bytes after the outermost TLV).
+      (indefinite length, high tag number, more than ``Limits.max_der_length_octets`` length octets,
+      nesting deeper than ``Limits.max_der_depth``, trailing bytes after the outermost TLV).
+    * The limits given to :func:`decode` travel with every :class:`Tlv` it returns, so walking a structure
+      lazily (:meth:`Tlv.children`) obeys the caller's limits too.
     * :class:`Tlv` objects are views (offsets into one immutable ``bytes``); walking a structure copies
       nothing until :attr:`Tlv.contents` or :attr:`Tlv.encoded` is asked for.
     * The writer emits minimal definite lengths (DER); ``SET OF`` elements are sorted (X.690 §11.6).
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cocoguest.errors import ProtocolError
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 # Universal tags (identifier octets, constructed bit included where DER requires it).
 INTEGER: Final = 0x02
@@ -32,11 +34,6 @@ SET: Final = 0x31
 CONSTRUCTED: Final = 0x20
 _CONTEXT: Final = 0x80
 _HIGH_TAG: Final = 0x1F
-
-# SECURITY: caps on hostile input. Nothing in CMS or X.509 nests deeper than about 10 levels, and a
-# 4-octet length already exceeds any annotation (lead: candidates for limits.py).
-MAX_DEPTH: Final = DEFAULT_LIMITS.max_der_depth
-MAX_LENGTH_OCTETS: Final = DEFAULT_LIMITS.max_der_length_octets
 
 
 def context_tag(number: int, *, constructed: bool) -> int:
@@ -121,6 +118,8 @@ class Tlv:
     content_start: int
     end: int
     depth: int
+    limits: Limits
+    """The caps of the :func:`decode` call this view came from (``max_der_depth``, ``max_der_length_octets``)."""
 
     @property
     def constructed(self) -> bool:
@@ -143,7 +142,7 @@ class Tlv:
         Raises:
             ProtocolError: the contents are not a well-formed series of TLVs, or nest too deeply.
         """
-        return _decode_series(self.buf, self.content_start, self.end, self.depth + 1)
+        return _decode_series(self.buf, self.content_start, self.end, self.depth + 1, self.limits)
 
     def expect(self, tag: int, what: str) -> Tlv:
         """Return ``self`` if its identifier octet is ``tag``.
@@ -194,10 +193,11 @@ class Tlv:
         return ".".join(str(arc) for arc in [*head, *values[1:]])
 
 
-def _read_tlv(buf: bytes, pos: int, end: int, depth: int) -> Tlv:
-    # SECURITY: every index below is checked against ``end``, the end of the enclosing value.
-    if depth > MAX_DEPTH:
-        msg = f"DER: nesting deeper than {MAX_DEPTH} levels"
+def _read_tlv(buf: bytes, pos: int, end: int, depth: int, limits: Limits) -> Tlv:
+    # SECURITY: every index below is checked against ``end``, the end of the enclosing value. Nothing in
+    # CMS or X.509 nests deeper than about 10 levels, and a 4-octet length exceeds any annotation.
+    if depth > limits.max_der_depth:
+        msg = f"DER: nesting deeper than {limits.max_der_depth} levels (max_der_depth)"
         raise ProtocolError(msg)
     if end - pos < 2:
         msg = f"DER: truncated TLV at offset {pos}"
@@ -216,7 +216,7 @@ def _read_tlv(buf: bytes, pos: int, end: int, depth: int) -> Tlv:
         raise ProtocolError(msg)
     else:
         count = first & 0x7F
-        if count > MAX_LENGTH_OCTETS or count > end - pos:
+        if count > limits.max_der_length_octets or count > end - pos:
             msg = f"DER: bad long-form length at offset {pos - 1}"
             raise ProtocolError(msg)
         length = int.from_bytes(buf[pos : pos + count], "big")
@@ -224,26 +224,26 @@ def _read_tlv(buf: bytes, pos: int, end: int, depth: int) -> Tlv:
     if length > end - pos:
         msg = f"DER: length {length} at offset {pos} runs past the end of its container"
         raise ProtocolError(msg)
-    return Tlv(tag, buf, start, pos, pos + length, depth)
+    return Tlv(tag, buf, start, pos, pos + length, depth, limits)
 
 
-def _decode_series(buf: bytes, pos: int, end: int, depth: int) -> list[Tlv]:
+def _decode_series(buf: bytes, pos: int, end: int, depth: int, limits: Limits) -> list[Tlv]:
     items: list[Tlv] = []
     while pos < end:
-        item = _read_tlv(buf, pos, end, depth)
+        item = _read_tlv(buf, pos, end, depth, limits)
         items.append(item)
         pos = item.end
     return items
 
 
-def decode(data: bytes) -> Tlv:
-    """Decode exactly one TLV spanning all of ``data``.
+def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Tlv:
+    """Decode exactly one TLV spanning all of ``data``, and later its children, within ``limits``.
 
     Raises:
         ProtocolError: the bytes are not one well-formed TLV (trailing bytes included).
     """
     data = bytes(data)
-    tlv = _read_tlv(data, 0, len(data), 0)
+    tlv = _read_tlv(data, 0, len(data), 0, limits)
     if tlv.end != len(data):
         msg = f"DER: {len(data) - tlv.end} trailing bytes after the outermost value"
         raise ProtocolError(msg)

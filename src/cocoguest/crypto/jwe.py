@@ -13,7 +13,7 @@ lets jwcrypto (with the same whitelist) decrypt with each private key in turn.
 
 Invariants:
     * No key is tried on a JWE that names an algorithm outside :data:`ALLOWED_ALGS` /
-      :data:`ALLOWED_ENCS`, uses compression, or has more than :data:`MAX_RECIPIENTS` recipients.
+      :data:`ALLOWED_ENCS`, uses compression, or has more than the caller's ``Limits.max_key_recipients`` recipients.
     * :func:`decrypt` returns only AEAD-authenticated plaintext, or raises :class:`KeyUnwrapError`.
     * The caller caps the size of the serialized JWE (``Limits.max_annotation_bytes``); this module
       parses it in memory.
@@ -40,15 +40,12 @@ from jwcrypto import jwk as jwcrypto_jwk
 from cocoguest.crypto.keys import PrivateKeyMaterial, PublicKeyMaterial
 from cocoguest.errors import CocoError, KeyUnwrapError
 from cocoguest.jsonutil import loads
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 ALLOWED_ALGS: Final = frozenset({"RSA-OAEP", "RSA-OAEP-256", "ECDH-ES+A128KW", "ECDH-ES+A192KW", "ECDH-ES+A256KW"})
 """Key management algorithms accepted on decryption (go-jose v4 whitelist of ocicrypt ≥ v1.2.0)."""
 ALLOWED_ENCS: Final = frozenset({"A128CBC-HS256", "A192CBC-HS384", "A256CBC-HS512", "A128GCM", "A192GCM", "A256GCM"})
 """Content encryption algorithms accepted on decryption (same whitelist)."""
-
-MAX_RECIPIENTS: Final = DEFAULT_LIMITS.max_key_recipients
-"""Recipients in one JWE we are willing to try keys on (Go has no cap). TODO(lead): move to limits.py."""
 
 _ENC: Final = "A256GCM"
 _ECDH_ALG: Final = "ECDH-ES+A256KW"
@@ -195,8 +192,11 @@ def _merge(*headers: Mapping[str, object]) -> dict[str, object]:
     return merged
 
 
-def _parse(text: str) -> tuple[str, list[dict[str, object]]]:
-    """Parse a JWE: (the text to hand to jwcrypto, the effective header of each recipient)."""
+def _parse(text: str, limits: Limits) -> tuple[str, list[dict[str, object]]]:
+    """Parse a JWE: (the text to hand to jwcrypto, the effective header of each recipient).
+
+    More than ``limits.max_key_recipients`` recipients is malformed (Go has no cap).
+    """
     text = text.strip()
     if not text.startswith("{"):
         parts = text.split(".")
@@ -223,9 +223,11 @@ def _parse(text: str) -> tuple[str, list[dict[str, object]]]:
         if not isinstance(recipients, list) or not recipients:
             msg = "recipients is not a non-empty array"
             raise _MalformedError(msg)
-        if len(recipients) > MAX_RECIPIENTS:
+        if len(recipients) > limits.max_key_recipients:
             # SECURITY: each recipient costs a private-key operation per key; cap the work.
-            msg = f"{len(recipients)} recipients, more than the {MAX_RECIPIENTS} accepted"
+            msg = (
+                f"{len(recipients)} recipients, more than the {limits.max_key_recipients} accepted (max_key_recipients)"
+            )
             raise _MalformedError(msg)
         per_recipient = [_json_object(_json_object(r, "recipient").get("header", {}), "header") for r in recipients]
     else:
@@ -264,13 +266,16 @@ def _decrypt_with(text: str, key: PrivateKeyMaterial) -> bytes | None:
     return payload if isinstance(payload, bytes) else None
 
 
-def decrypt(serialized: bytes, private_keys: Sequence[PrivateKeyMaterial], what: str) -> bytes:
+def decrypt(
+    serialized: bytes, private_keys: Sequence[PrivateKeyMaterial], what: str, *, limits: Limits = DEFAULT_LIMITS
+) -> bytes:
     """Decrypt a JWE (compact, flattened or general JSON) with the first private key that fits.
 
     Args:
         serialized: The JWE serialization (UTF-8), size-capped by the caller.
         private_keys: Keys to try in order.
         what: Names the JWE in error messages (e.g. the annotation it came from).
+        limits: The caller's limits (``max_key_recipients``).
 
     Returns:
         The authenticated plaintext.
@@ -279,7 +284,7 @@ def decrypt(serialized: bytes, private_keys: Sequence[PrivateKeyMaterial], what:
         KeyUnwrapError: the JWE is malformed, names a disallowed algorithm, or no key decrypts it.
     """
     try:
-        text, headers = _parse(serialized.decode("utf-8"))
+        text, headers = _parse(serialized.decode("utf-8"), limits)
     except (UnicodeDecodeError, _MalformedError) as e:
         msg = f"jwe: {what}: malformed JWE: {e}"
         raise KeyUnwrapError(msg) from e

@@ -14,8 +14,9 @@ Invariants:
       :class:`SignatureError`; nothing of an unverified message is returned.
     * Keys and self-signatures of the trusted keyring are verified too (revocations, expiry, key flags,
       binding signatures), so a keyring's content is not taken on faith beyond its primary keys.
-    * Decompression and every length are bounded: the signed message by :data:`MAX_SIGNATURE_BYTES`, the
-      payload by :data:`MAX_SIGNED_PAYLOAD_BYTES`.
+    * Decompression and every length are bounded by the caller's :class:`~cocoguest.limits.Limits`: the signed
+      message by ``max_signature_bytes``, the payload by ``max_signed_payload_bytes``, a keyring by
+      ``max_keyring_bytes``.
     * The signer identity returned is the upper-case hex v4 fingerprint of the PRIMARY key (as gpgme reports
       it to containers/image), also when a subkey signed.
     * Error messages are one line and name ``what`` (the signature) and, where known, the key.
@@ -63,19 +64,9 @@ from cocoguest.crypto.openpgp_packets import (
     write_packet,
 )
 from cocoguest.errors import ConfigError, SignatureError, TransportError
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 _logger = logging.getLogger(__name__)
-
-# Limits. TODO(limits.py): move into Limits (reported to the lead).
-MAX_SIGNATURE_BYTES: Final = 4 * 1024 * 1024
-"""One signed message (containers/image ``iolimits.MaxSignatureBodySize``)."""
-MAX_SIGNED_PAYLOAD_BYTES: Final = DEFAULT_LIMITS.max_signed_payload_bytes
-"""The literal data of a signed message after decompression (an atomic signature payload is ~300 bytes)."""
-MAX_KEYRING_BYTES: Final = DEFAULT_LIMITS.max_keyring_bytes
-"""One trusted keyring."""
-GPG_EXPORT_TIMEOUT_S: Final = 60.0
-"""``gpg --export-secret-keys``."""
 
 
 # RFC 4880 §5.2.1 signature types.
@@ -481,7 +472,7 @@ def _evaluate_cert(group: list[tuple[int, bytes]], now: float, source: str) -> _
     return cert
 
 
-def _load_certs(keyrings: Sequence[bytes], now: float) -> list[_Cert]:
+def _load_certs(keyrings: Sequence[bytes], now: float, limits: Limits) -> list[_Cert]:
     """Every certificate of the keyrings.
 
     Raises:
@@ -490,8 +481,8 @@ def _load_certs(keyrings: Sequence[bytes], now: float) -> list[_Cert]:
     certs: list[_Cert] = []
     for index, keyring in enumerate(keyrings):
         source = f"trusted keyring #{index + 1}"
-        if len(keyring) > MAX_KEYRING_BYTES:
-            msg = f"{source}: larger than {MAX_KEYRING_BYTES} bytes"
+        if len(keyring) > limits.max_keyring_bytes:
+            msg = f"{source}: larger than {limits.max_keyring_bytes} bytes (max_keyring_bytes)"
             raise ConfigError(msg)
         try:
             packets = read_packets(dearmor(keyring))
@@ -516,25 +507,27 @@ def _load_certs(keyrings: Sequence[bytes], now: float) -> list[_Cert]:
     return certs
 
 
-def keyring_fingerprints(keyrings: Sequence[bytes], *, now: float | None = None) -> list[str]:
+def keyring_fingerprints(
+    keyrings: Sequence[bytes], *, now: float | None = None, limits: Limits = DEFAULT_LIMITS
+) -> list[str]:
     """The primary fingerprints (upper-case hex) of the keys in ``keyrings`` that can currently sign.
 
     Raises:
         ConfigError: no v4 key at all, or a malformed keyring.
     """
-    return [c.fingerprint for c in _load_certs(keyrings, time.time() if now is None else now) if c.signing_keys]
+    return [c.fingerprint for c in _load_certs(keyrings, time.time() if now is None else now, limits) if c.signing_keys]
 
 
 # --- messages ---------------------------------------------------------------------------------------------
 
 
-def _decompress(body: bytes, what: str) -> bytes:
-    """The content of a compressed data packet, bounded by :data:`MAX_SIGNATURE_BYTES`."""
+def _decompress(body: bytes, what: str, limits: Limits) -> bytes:
+    """The content of a compressed data packet, bounded by ``limits.max_signature_bytes``."""
     if not body:
         msg = f"{what}: empty compressed data packet"
         raise SignatureError(msg)
     algorithm, data = body[0], body[1:]
-    cap = MAX_SIGNATURE_BYTES
+    cap = limits.max_signature_bytes
     try:
         if algorithm == 0:
             return data
@@ -575,7 +568,7 @@ class VerifiedMessage:
     hash_algorithm: str
 
 
-def _parts(untrusted_message: bytes, what: str) -> tuple[bytes, bytes, bytes]:
+def _parts(untrusted_message: bytes, what: str, limits: Limits) -> tuple[bytes, bytes, bytes]:
     """``(one-pass body, literal body, signature body)`` of a one-pass signed message.
 
     Raises:
@@ -585,7 +578,7 @@ def _parts(untrusted_message: bytes, what: str) -> tuple[bytes, bytes, bytes]:
         packets = read_packets(dearmor(untrusted_message))
         packets = [p for p in packets if p[0] != TAG_MARKER]
         if len(packets) == 1 and packets[0][0] == TAG_COMPRESSED:
-            packets = read_packets(_decompress(packets[0][1], what))
+            packets = read_packets(_decompress(packets[0][1], what, limits))
     except MalformedOpenPgpError as e:
         msg = f"{what}: not an OpenPGP signed message ({e})"
         raise SignatureError(msg) from e
@@ -598,13 +591,13 @@ def _parts(untrusted_message: bytes, what: str) -> tuple[bytes, bytes, bytes]:
     return packets[0][1], packets[1][1], packets[2][1]
 
 
-def _literal_data(body: bytes, what: str) -> bytes:
+def _literal_data(body: bytes, what: str, limits: Limits) -> bytes:
     if len(body) < 6 or len(body) < 6 + body[1]:
         msg = f"{what}: truncated literal data packet"
         raise SignatureError(msg)
     data = body[2 + body[1] + 4 :]
-    if len(data) > MAX_SIGNED_PAYLOAD_BYTES:
-        msg = f"{what}: signed payload exceeds {MAX_SIGNED_PAYLOAD_BYTES} bytes"
+    if len(data) > limits.max_signed_payload_bytes:
+        msg = f"{what}: signed payload exceeds {limits.max_signed_payload_bytes} bytes (max_signed_payload_bytes)"
         raise SignatureError(msg)
     return data
 
@@ -650,6 +643,7 @@ def verify_signed_message(
     *,
     what: str = "signature",
     now: float | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> VerifiedMessage:
     """Verify a one-pass signed OpenPGP message (``gpg --sign`` output) and return what it signs.
 
@@ -659,6 +653,7 @@ def verify_signed_message(
             currently valid signing keys may have signed.
         what: Names the signature in messages, e.g. ``"docker://host/repo: signature 1"``.
         now: The current time (seconds since the epoch) for expiry checks; defaults to the clock.
+        limits: Caps on the message, payload and keyrings.
 
     Returns:
         The payload and the primary fingerprint of the signer.
@@ -668,13 +663,13 @@ def verify_signed_message(
         ConfigError: the keyrings are malformed or hold no v4 key at all (expired or revoked keys are
             a SignatureError naming the reason).
     """
-    if len(untrusted_message) > MAX_SIGNATURE_BYTES:
-        msg = f"{what}: larger than {MAX_SIGNATURE_BYTES} bytes"
+    if len(untrusted_message) > limits.max_signature_bytes:
+        msg = f"{what}: larger than {limits.max_signature_bytes} bytes (max_signature_bytes)"
         raise SignatureError(msg)
     clock = time.time() if now is None else now
-    certs = _load_certs(trusted_keyrings, clock)
-    ops, literal, sig_body = _parts(untrusted_message, what)
-    untrusted_data = _literal_data(literal, what)
+    certs = _load_certs(trusted_keyrings, clock, limits)
+    ops, literal, sig_body = _parts(untrusted_message, what, limits)
+    untrusted_data = _literal_data(literal, what, limits)
     sig = _document_signature(ops, sig_body, what)
     issuers = sig.issuer_ids | {f[-16:] for f in sig.issuer_fingerprints} | {ops[4:12].hex().upper()}
     candidates = [(c, k) for c in certs for k in c.signing_keys if k.key_id in issuers]
@@ -792,9 +787,11 @@ def export_gnupg_secret_key(
     fingerprint: str,
     *,
     passphrase: bytes | None = None,
-    timeout_s: float = GPG_EXPORT_TIMEOUT_S,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> bytes:
     """``gpg --export-secret-keys FINGERPRINT`` from a GnuPG home (binary; still protected by its passphrase).
+
+    gpg is given ``limits.gpg_export_timeout_s``.
 
     Raises:
         ConfigError: gpg is missing, fails, or knows no secret key ``fingerprint``.
@@ -802,13 +799,17 @@ def export_gnupg_secret_key(
     """
     args = ["gpg", "--homedir", str(gnupg_home), "--batch", "--no-tty", "--pinentry-mode", "loopback"]
     args += ["--passphrase-fd", "0", "--export-secret-keys", fingerprint]
+    timeout_s = limits.gpg_export_timeout_s
     try:
         result = subprocess.run(args, input=passphrase or b"", capture_output=True, timeout=timeout_s, check=False)
     except FileNotFoundError as e:
         msg = "gpg is not installed; give the signing key as a file instead"
         raise ConfigError(msg) from e
     except subprocess.TimeoutExpired as e:
-        msg = f"gpg --export-secret-keys {fingerprint} (homedir {gnupg_home}) timed out after {timeout_s} s"
+        msg = (
+            f"gpg --export-secret-keys {fingerprint} (homedir {gnupg_home}) timed out after {timeout_s:g} s "
+            "(gpg_export_timeout_s)"
+        )
         raise TransportError(msg) from e
     stderr = result.stderr.decode(errors="replace").strip().splitlines()
     if result.returncode != 0 or not result.stdout:

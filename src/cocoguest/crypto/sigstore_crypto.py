@@ -61,20 +61,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from cocoguest import jsonutil
 from cocoguest.crypto import der
 from cocoguest.errors import ConfigError, ProtocolError, SignatureError
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 # --- limits (lead: candidates for limits.py) -----------------------------------------------------------
 
-#: An encrypted cosign private key file (a P-256 key is ~500 bytes, RSA-4096 ~4 KiB).
-MAX_PRIVATE_KEY_BYTES: Final = DEFAULT_LIMITS.max_private_key_bytes
-#: scrypt memory (128 * r * N bytes) we agree to spend on a key file's parameters (cosign: 32 MiB).
-MAX_SCRYPT_MEMORY_BYTES: Final = DEFAULT_LIMITS.max_scrypt_memory_bytes
-#: scrypt parallelism accepted from a key file (cosign: 1).
-MAX_SCRYPT_P: Final = 16
-#: Certificates in a ``dev.sigstore.cosign/chain`` annotation (Fulcio: intermediate + root).
-MAX_CHAIN_CERTIFICATES: Final = DEFAULT_LIMITS.max_chain_certificates
-#: Depth of a Fulcio chain (leaf, intermediates, root).
-MAX_CHAIN_DEPTH: Final = DEFAULT_LIMITS.max_chain_depth
+# Caps on key files, scrypt cost and certificate chains are fields of Limits (max_private_key_bytes,
+# max_scrypt_memory_bytes, max_scrypt_parallelism, max_chain_certificates, max_chain_depth), passed in.
 #: Rekor integers go through IEEE doubles in the canonicaliser; larger values would not round-trip.
 MAX_JSON_SAFE_INTEGER: Final = 2**53
 MIN_RSA_BITS: Final = 2048
@@ -456,8 +448,12 @@ def verify_fulcio_certificate(
     untrusted_chain_pem: bytes | None,
     at: datetime.datetime,
     what: str,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> FulcioIdentity:
     """Verify a Fulcio leaf certificate at time ``at`` and return its key and identity (see module doc).
+
+    ``limits`` caps the chain annotation (``max_chain_certificates``) and the path (``max_chain_depth``).
 
     Raises:
         SignatureError: the certificate does not chain to the CA at ``at``, does not allow code signing, or
@@ -471,8 +467,11 @@ def verify_fulcio_certificate(
     intermediates: list[x509.Certificate] = []
     if untrusted_chain_pem:
         chain = _load_untrusted_certificates(untrusted_chain_pem, f"{what}: chain annotation")
-        if len(chain) > MAX_CHAIN_CERTIFICATES:
-            msg = f"{what}: the chain annotation holds {len(chain)} certificates (limit {MAX_CHAIN_CERTIFICATES})"
+        if len(chain) > limits.max_chain_certificates:
+            msg = (
+                f"{what}: the chain annotation holds {len(chain)} certificates "
+                f"(limit {limits.max_chain_certificates}, max_chain_certificates)"
+            )
             raise SignatureError(msg)
         # SECURITY: as containers/image, the chain's last certificate (its root) is dropped: only the
         # configured CA certificates are trust anchors.
@@ -494,7 +493,7 @@ def verify_fulcio_certificate(
             x509_verification.PolicyBuilder()
             .store(x509_verification.Store(list(trust.ca_certificates)))
             .time(naive_utc)
-            .max_chain_depth(MAX_CHAIN_DEPTH)
+            .max_chain_depth(limits.max_chain_depth)
             .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
             .build_client_verifier()
         )
@@ -791,8 +790,8 @@ def _scrypt_key(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes
     return Scrypt(salt=salt, length=_SECRETBOX_KEY_BYTES, n=n, r=r, p=p).derive(passphrase)
 
 
-def _decrypt_cosign_key(blob: bytes, passphrase: bytes, source: str) -> bytes:
-    document = jsonutil.loads(blob, f"{source}: malformed encrypted cosign key", ConfigError)
+def _decrypt_cosign_key(blob: bytes, passphrase: bytes, source: str, limits: Limits) -> bytes:
+    document = jsonutil.loads(blob, f"{source}: malformed encrypted cosign key", ConfigError, limits=limits)
     try:
         outer = exact_members(document, ("kdf", "cipher", "ciphertext"), source)
         kdf = exact_members(outer["kdf"], ("name", "params", "salt"), f"{source}: kdf")
@@ -808,8 +807,18 @@ def _decrypt_cosign_key(blob: bytes, passphrase: bytes, source: str) -> bytes:
         msg = f"{source}: unsupported key encryption {kdf['name']!r}/{cipher['name']!r} (scrypt + nacl/secretbox)"
         raise ConfigError(msg)
     # SECURITY: the key file chooses the scrypt cost; cap the memory and work it can make us spend.
-    if n < 2 or n & (n - 1) or r < 1 or not 1 <= p <= MAX_SCRYPT_P or 128 * r * n > MAX_SCRYPT_MEMORY_BYTES:
-        msg = f"{source}: scrypt parameters N={n} r={r} p={p} are invalid or too expensive"
+    if (
+        n < 2
+        or n & (n - 1)
+        or r < 1
+        or not 1 <= p <= limits.max_scrypt_parallelism
+        or 128 * r * n > limits.max_scrypt_memory_bytes
+    ):
+        msg = (
+            f"{source}: scrypt parameters N={n} r={r} p={p} are invalid or too expensive (at most "
+            f"{limits.max_scrypt_memory_bytes} bytes, max_scrypt_memory_bytes; p at most "
+            f"{limits.max_scrypt_parallelism}, max_scrypt_parallelism)"
+        )
         raise ConfigError(msg)
     try:
         salt = decode_base64(kdf["salt"], f"{source}: salt")
@@ -828,7 +837,9 @@ def _decrypt_cosign_key(blob: bytes, passphrase: bytes, source: str) -> bytes:
         raise ConfigError(msg) from e
 
 
-def load_sigstore_private_key(data: bytes, passphrase: bytes | None, source: str) -> SigstorePrivateKey:
+def load_sigstore_private_key(
+    data: bytes, passphrase: bytes | None, source: str, *, limits: Limits = DEFAULT_LIMITS
+) -> SigstorePrivateKey:
     """Load a cosign private key (encrypted ``ENCRYPTED SIGSTORE/COSIGN PRIVATE KEY``) or a plain PEM key.
 
     An encrypted key with no passphrase is tried with the empty passphrase (cosign's
@@ -837,8 +848,8 @@ def load_sigstore_private_key(data: bytes, passphrase: bytes | None, source: str
     Raises:
         ConfigError: unreadable, wrong passphrase, or an unsupported key.
     """
-    if len(data) > MAX_PRIVATE_KEY_BYTES:
-        msg = f"{source}: key file larger than {MAX_PRIVATE_KEY_BYTES} bytes"
+    if len(data) > limits.max_private_key_bytes:
+        msg = f"{source}: key file larger than {limits.max_private_key_bytes} bytes (max_private_key_bytes)"
         raise ConfigError(msg)
     try:
         blocks = pem_blocks(data, source)
@@ -849,7 +860,7 @@ def load_sigstore_private_key(data: bytes, passphrase: bytes | None, source: str
         raise ConfigError(msg)
     kind, body = blocks[0]
     if kind in (ENCRYPTED_SIGSTORE_KEY_PEM, ENCRYPTED_COSIGN_KEY_PEM):
-        pkcs8 = _decrypt_cosign_key(body, passphrase or b"", source)
+        pkcs8 = _decrypt_cosign_key(body, passphrase or b"", source, limits)
         try:
             key = serialization.load_der_private_key(pkcs8, password=None)
         except (ValueError, UnsupportedAlgorithm) as e:

@@ -30,10 +30,7 @@ from urllib.parse import unquote, urlsplit
 from cocoguest.errors import ConfigError, ResourceNotFoundError, TransportError
 from cocoguest.kbs.provider import ResourceProvider
 from cocoguest.kbs.resource_uri import ResourceUri
-from cocoguest.limits import DEFAULT_LIMITS
-
-MAX_POLICY_RESOURCE_BYTES: Final = DEFAULT_LIMITS.max_policy_resource_bytes
-"""Largest policy, key, keyring or sigstore config read (the lead moves this to limits.py)."""
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 _URI_SCHEME: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):", re.ASCII)
 
@@ -41,21 +38,23 @@ _URI_SCHEME: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):", re.ASCII)
 class LocationReader:
     """Implements ``image.policy.types.ResourceReader`` over kbs URIs, file URIs and plain paths."""
 
-    __slots__ = ("_base_dir", "_max_bytes", "_provider")
+    __slots__ = ("_base_dir", "_limits", "_max_bytes", "_provider")
 
     def __init__(
         self,
         base_dir: Path,
         provider: ResourceProvider | None = None,
         *,
-        max_bytes: int = MAX_POLICY_RESOURCE_BYTES,
+        limits: Limits = DEFAULT_LIMITS,
+        max_bytes: int | None = None,
     ) -> None:
         """Create a reader.
 
         Args:
             base_dir: absolute directory that relative plain paths are resolved against (e.g. the policy file's).
             provider: resolves ``kbs://`` locations; ``None`` makes them a configuration error.
-            max_bytes: largest resource accepted.
+            limits: the caller's limits (``max_policy_resource_bytes``, ``max_resource_uri_length``).
+            max_bytes: largest resource accepted (``None``: ``limits.max_policy_resource_bytes``).
 
         Raises:
             ValueError: ``base_dir`` is relative or ``max_bytes`` is not positive (programmer errors).
@@ -63,12 +62,15 @@ class LocationReader:
         if not base_dir.is_absolute():
             msg = f"base_dir must be absolute, got {base_dir}"
             raise ValueError(msg)
+        if max_bytes is None:
+            max_bytes = limits.max_policy_resource_bytes
         if max_bytes <= 0:
             msg = f"max_bytes must be positive, got {max_bytes}"
             raise ValueError(msg)
         self._base_dir = base_dir
         self._provider = provider
         self._max_bytes = max_bytes
+        self._limits = limits
 
     def read(self, location: str) -> bytes:
         """The bytes at ``location`` (``kbs://...``, ``file:///...`` or a plain path).
@@ -107,7 +109,7 @@ class LocationReader:
         return self._read_file(path, location)
 
     def _read_kbs(self, location: str) -> bytes:
-        uri = ResourceUri.parse(location)
+        uri = ResourceUri.parse(location, limits=self._limits)
         if self._provider is None:
             msg = f"resource {location} needs a resource provider: give --offline-fs-resources FILE or configure a KBS"
             raise ConfigError(msg)

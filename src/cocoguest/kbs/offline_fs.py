@@ -12,7 +12,8 @@ Stricter than upstream, on purpose:
     * a name that appears twice in one file is an error (JSON parsers disagree on which value wins);
     * every name must be a valid ``repo/type/tag`` (a name no :class:`ResourceUri` can address is a typo);
     * base64 must be canonical standard base64 (as the Rust ``STANDARD`` engine), without whitespace;
-    * files must be regular files of at most :data:`MAX_OFFLINE_FS_FILE_BYTES`, UTF-8 JSON.
+    * files must be regular files of at most ``Limits.max_offline_fs_file_bytes`` (which caps every resource
+      too), UTF-8 JSON.
 
 Invariants:
     * Lookup is by ``uri.path`` only: host, port and query of the URI are ignored (§5.6), as upstream.
@@ -34,12 +35,9 @@ from typing import Final
 from cocoguest import jsonutil
 from cocoguest.errors import ConfigError, ResourceNotFoundError
 from cocoguest.kbs.resource_uri import ResourceUri, ResourceUriError
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 _logger = logging.getLogger(__name__)
-
-MAX_OFFLINE_FS_FILE_BYTES: Final = DEFAULT_LIMITS.max_offline_fs_file_bytes
-"""Largest offline_fs key or resource file read (the lead moves this to limits.py). Caps every resource too."""
 
 DEFAULT_KEYS_PATH: Final = Path("/etc/aa-offline_fs_kbc-keys.json")
 DEFAULT_RESOURCES_PATH: Final = Path("/etc/aa-offline_fs_kbc-resources.json")
@@ -56,7 +54,7 @@ def _resource_uri_for(name: str) -> ResourceUri:
     return ResourceUri(repository=parts[0], resource_type=parts[1], tag=parts[2])
 
 
-def _read_capped(path: Path) -> bytes | None:
+def _read_capped(path: Path, limits: Limits) -> bytes | None:
     """The bytes of regular file ``path``, or ``None`` if it does not exist.
 
     Raises:
@@ -81,12 +79,15 @@ def _read_capped(path: Path) -> bytes | None:
         raise ConfigError(msg)
     with os.fdopen(fd, "rb") as f:
         try:
-            data = f.read(MAX_OFFLINE_FS_FILE_BYTES + 1)
+            data = f.read(limits.max_offline_fs_file_bytes + 1)
         except OSError as e:
             msg = f"cannot read offline_fs resource file {path}: {e.strerror}"
             raise ConfigError(msg) from e
-    if len(data) > MAX_OFFLINE_FS_FILE_BYTES:
-        msg = f"offline_fs resource file {path} is larger than {MAX_OFFLINE_FS_FILE_BYTES} bytes"
+    if len(data) > limits.max_offline_fs_file_bytes:
+        msg = (
+            f"offline_fs resource file {path} is larger than {limits.max_offline_fs_file_bytes} bytes "
+            "(max_offline_fs_file_bytes)"
+        )
         raise ConfigError(msg)
     return data
 
@@ -154,7 +155,7 @@ class OfflineFsKbc:
         self._sources: dict[str, Path] = dict(sources or {})
 
     @classmethod
-    def load(cls, paths: Sequence[Path]) -> OfflineFsKbc:
+    def load(cls, paths: Sequence[Path], *, limits: Limits = DEFAULT_LIMITS) -> OfflineFsKbc:
         """Read and merge offline_fs key/resource files, in order.
 
         A missing file is logged (WARNING) and skipped. A resource defined in several files: the later file
@@ -162,6 +163,7 @@ class OfflineFsKbc:
 
         Args:
             paths: files in merge order, e.g. :data:`DEFAULT_PATHS` then ``--offline-fs-resources`` files.
+            limits: ``max_offline_fs_file_bytes`` and the JSON caps.
 
         Returns:
             The provider; it may be empty if no file exists.
@@ -172,7 +174,7 @@ class OfflineFsKbc:
         resources: dict[str, bytes] = {}
         sources: dict[str, Path] = {}
         for path in paths:
-            data = _read_capped(path)
+            data = _read_capped(path, limits)
             if data is None:
                 _logger.warning("offline_fs resource file %s does not exist; skipped", path)
                 continue

@@ -28,10 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cocoguest.errors import ConfigError
-from cocoguest.limits import DEFAULT_LIMITS
-
-MAX_RESOURCE_URI_LENGTH: Final = DEFAULT_LIMITS.max_resource_uri_length
-"""Longest resource URI accepted, in characters (the lead moves this to limits.py)."""
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 _CANONICAL_SCHEME: Final = "kbs"
 _SCHEMES: Final = frozenset({"kbs", "kbs+resource"})
@@ -84,11 +81,12 @@ class ResourceUri:
         )
 
     @classmethod
-    def parse(cls, text: str) -> ResourceUri:
+    def parse(cls, text: str, *, limits: Limits = DEFAULT_LIMITS) -> ResourceUri:
         """Parse ``kbs://[host[:port]]/repo/type/tag[?query]`` (also ``kbs:///repo/type/tag``).
 
         Args:
             text: the URI as written in a policy, config or annotation.
+            limits: ``max_resource_uri_length`` (checked before any pattern runs).
 
         Returns:
             The validated URI.
@@ -96,8 +94,11 @@ class ResourceUri:
         Raises:
             ResourceUriError: ``text`` is not a resource URI of the grammar in the module docstring.
         """
-        if len(text) > MAX_RESOURCE_URI_LENGTH:
-            msg = f"invalid resource URI {_shown(text)}: longer than {MAX_RESOURCE_URI_LENGTH} characters"
+        if len(text) > limits.max_resource_uri_length:
+            msg = (
+                f"invalid resource URI {_shown(text)}: longer than {limits.max_resource_uri_length} characters "
+                "(max_resource_uri_length)"
+            )
             raise ResourceUriError(msg)
         if not _PRINTABLE_ASCII.fullmatch(text):
             msg = f"invalid resource URI {_shown(text)}: only printable ASCII without spaces is allowed"

@@ -146,13 +146,13 @@ class _Recipients:
             self.pgp.extend(keys)
             return
         if self.gnupg_keyring is None:
-            exported = export_gnupg_public_keyring(self.context.gnupg_home)
+            exported = export_gnupg_public_keyring(self.context.gnupg_home, limits=self.context.limits)
             self.gnupg_keyring = load_public_keys(exported, "the GnuPG keyring") or []
         self.pgp.extend(find_recipients(self.gnupg_keyring, value, "the GnuPG keyring"))
 
     def add_pkcs11(self, value: str) -> None:
         data = read_key_file(value, self.context.limits)
-        loaded: PublicKeyMaterial | Pkcs11KeyFile | None = load_pkcs11_key_file(data, value)
+        loaded: PublicKeyMaterial | Pkcs11KeyFile | None = load_pkcs11_key_file(data, value, limits=self.context.limits)
         if loaded is None:
             loaded = load_public_key(data, value)
         if loaded is None:
@@ -173,7 +173,11 @@ class _Recipients:
         if self.pkcs11:
             from cocoguest.ocicrypt.keywrap.pkcs11 import Pkcs11Wrapper  # noqa: PLC0415  (python-pkcs11 is heavy)
 
-            out.append(Pkcs11Wrapper(self.pkcs11, self.context.oaep_hash, self.context.pkcs11_config))
+            out.append(
+                Pkcs11Wrapper(
+                    self.pkcs11, self.context.oaep_hash, self.context.pkcs11_config, limits=self.context.limits
+                )
+            )
         return out
 
 
@@ -255,7 +259,7 @@ class _DecryptionKeys:
 def _classify(path: str, password: bytes | None, keys: _DecryptionKeys, limits: Limits) -> None:
     """Sort one key file into its kind, in Go's order: PKCS#11 YAML, private key, PGP, certificates."""
     data = read_key_file(path, limits)
-    pkcs11 = load_pkcs11_key_file(data, path)
+    pkcs11 = load_pkcs11_key_file(data, path, limits=limits)
     if pkcs11 is not None:
         keys.pkcs11_keys.append(pkcs11)
         return
@@ -299,16 +303,16 @@ def decryption_unwrappers(specs: Sequence[str], context: KeyContext) -> list[Key
         _classify(path, password, keys, context.limits)
     unwrappers: list[KeyUnwrapper] = []
     if keys.private_keys:
-        unwrappers.append(JweUnwrapper(keys.private_keys))
-        unwrappers.append(Pkcs7Unwrapper(keys.private_keys, keys.certificates))
+        unwrappers.append(JweUnwrapper(keys.private_keys, limits=context.limits))
+        unwrappers.append(Pkcs7Unwrapper(keys.private_keys, keys.certificates, limits=context.limits))
     if keys.pgp_secret_keys:
         from cocoguest.ocicrypt.keywrap.pgp import PgpUnwrapper  # noqa: PLC0415
 
-        unwrappers.append(PgpUnwrapper(keys.pgp_secret_keys))
+        unwrappers.append(PgpUnwrapper(keys.pgp_secret_keys, limits=context.limits))
     if keys.pkcs11_keys:
         from cocoguest.ocicrypt.keywrap.pkcs11 import Pkcs11Unwrapper  # noqa: PLC0415
 
-        unwrappers.append(Pkcs11Unwrapper(keys.pkcs11_keys, context.pkcs11_config))
+        unwrappers.append(Pkcs11Unwrapper(keys.pkcs11_keys, context.pkcs11_config, limits=context.limits))
     if context.transport_factory is not None:
         for name, entry in sorted(context.key_providers.items()):
             transport = context.transport_factory(entry)

@@ -33,7 +33,7 @@ from urllib.parse import unquote_to_bytes
 import yaml
 
 from cocoguest.errors import ConfigError
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 CONFIG_FILE_NAME: Final = "ocicrypt.conf"
 INTERNAL: Final = "internal"
@@ -211,8 +211,9 @@ class Pkcs11Uri:
             parts.append("id=" + "".join(f"%{b:02X}" for b in self.key_id))
         return ";".join(parts)
 
-    def read_pin(self, source: str) -> str | None:
-        """The PIN: ``pin-value``, or the whole content of the ``pin-source`` file (as Go: no stripping).
+    def read_pin(self, source: str, *, limits: Limits = DEFAULT_LIMITS) -> str | None:
+        """The PIN: ``pin-value``, or the whole content of the ``pin-source`` file (as Go: no stripping), at most
+        ``limits.max_key_file_bytes``.
 
         Raises:
             ConfigError: ``pin-source`` is not an absolute path or ``file:`` URI, or cannot be read.
@@ -229,7 +230,7 @@ class Pkcs11Uri:
         if not path.startswith("/"):
             msg = f"{source}: pkcs11 pin-source must be an absolute path or a file: URI"
             raise ConfigError(msg)
-        limit = DEFAULT_LIMITS.max_key_file_bytes
+        limit = limits.max_key_file_bytes
         try:
             with Path(path).open("rb") as f:
                 data = f.read(limit + 1)
@@ -260,7 +261,7 @@ def _mapping(value: object, what: str, source: str) -> Mapping[object, object]:
     return value
 
 
-def load_pkcs11_key_file(data: bytes, source: str) -> Pkcs11KeyFile | None:
+def load_pkcs11_key_file(data: bytes, source: str, *, limits: Limits = DEFAULT_LIMITS) -> Pkcs11KeyFile | None:
     """Load a PKCS#11 key file, or return ``None`` if ``data`` is not one.
 
     ``data`` is "not one" unless it is UTF-8 YAML (or JSON) whose top level is a mapping with a ``pkcs11``
@@ -271,7 +272,7 @@ def load_pkcs11_key_file(data: bytes, source: str) -> Pkcs11KeyFile | None:
             mapping of strings.
     """
     # Cheap rejection first: PEM, DER, keyrings and JWKs never mention pkcs11 at the top level.
-    if b"pkcs11" not in data or len(data) > DEFAULT_LIMITS.max_key_file_bytes:
+    if b"pkcs11" not in data or len(data) > limits.max_key_file_bytes:
         return None
     try:
         document = yaml.safe_load(data.decode("utf-8"))
@@ -348,7 +349,7 @@ def default_pkcs11_config_paths(env: Mapping[str, str]) -> list[str]:
     return paths
 
 
-def load_pkcs11_module_config(path: str | None) -> Pkcs11ModuleConfig | None:
+def load_pkcs11_module_config(path: str | None, *, limits: Limits = DEFAULT_LIMITS) -> Pkcs11ModuleConfig | None:
     """Load the module policy from an ``ocicrypt.conf`` YAML file.
 
     Args:
@@ -365,7 +366,7 @@ def load_pkcs11_module_config(path: str | None) -> Pkcs11ModuleConfig | None:
         return None
     if path == INTERNAL:
         return _internal_config()
-    limit = DEFAULT_LIMITS.max_key_file_bytes
+    limit = limits.max_key_file_bytes
     try:
         with Path(path).open("rb") as f:
             data = f.read(limit + 1)

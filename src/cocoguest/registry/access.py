@@ -65,7 +65,7 @@ class RegistryAccess:
         """
         if self.credentials is not None:
             return self.credentials
-        return load_credentials(reference, self.auth_files)
+        return load_credentials(reference, self.auth_files, limits=self.limits)
 
 
 def parse_credentials(text: str, flag: str) -> Credentials:

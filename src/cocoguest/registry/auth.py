@@ -49,10 +49,6 @@ from cocoguest.registry.types import Credentials
 
 _logger = logging.getLogger(__name__)
 
-DEFAULT_TOKEN_LIFETIME_S: Final = DEFAULT_LIMITS.registry_default_token_lifetime_s
-"""token.md: "When omitted, [expires_in] defaults to 60 seconds"."""
-TOKEN_EXPIRY_MARGIN_S: Final = DEFAULT_LIMITS.registry_token_expiry_margin_s
-"""A cached token is renewed this long before it expires (clock skew, request latency)."""
 OAUTH_CLIENT_ID: Final = "cocoguest"
 """``client_id`` sent with OAuth2 refresh-token requests (oauth.md requires one)."""
 
@@ -156,7 +152,7 @@ class TokenAuthenticator:
             allow_insecure_realm: whether credentials may go to an ``http://`` realm (the registry itself is
                 insecure); even then never when the registry was reached over HTTPS (``registry_scheme``).
             clock: monotonic clock (tests).
-            limits: token answer size and request deadline.
+            limits: token answer size, request deadline, token lifetime and renewal margin.
             budget: the session's retry budget.
             registry_scheme: the scheme the registry was reached with (``None``: unknown, treated as https).
         """
@@ -216,7 +212,9 @@ class TokenAuthenticator:
             if cached is not None and not refresh and cached.expires_at > self._clock():
                 return f"Bearer {cached.token}"
             token, lifetime = self._fetch_token(realm, service, scopes)
-            self._cache[key] = _CachedToken(token, self._clock() + max(0.0, lifetime - TOKEN_EXPIRY_MARGIN_S))
+            self._cache[key] = _CachedToken(
+                token, self._clock() + max(0.0, lifetime - self._limits.registry_token_expiry_margin_s)
+            )
             return f"Bearer {token}"
 
     # --- token requests -------------------------------------------------------------------------------
@@ -320,22 +318,27 @@ class TokenAuthenticator:
             raise map_http_error(e, what=what, host=request.url.host) from e
         finally:
             response.close()
-        return _parse_token_response(body, what)
+        return _parse_token_response(body, what, self._limits)
 
 
 def _has_secret(credentials: Credentials) -> bool:
     return bool(credentials.username or credentials.password or credentials.identity_token)
 
 
-def _parse_token_response(untrusted_body: bytes, what: str) -> tuple[str, float]:
-    """(token, lifetime in seconds) from a token server's JSON (token.md: ``token`` or ``access_token``)."""
-    untrusted = load_object(untrusted_body, f"{what}: token response")
+def _parse_token_response(untrusted_body: bytes, what: str, limits: Limits) -> tuple[str, float]:
+    """(token, lifetime in seconds) from a token server's JSON (token.md: ``token`` or ``access_token``).
+
+    A cached token is renewed ``limits.registry_token_expiry_margin_s`` before it expires (clock skew,
+    latency); without ``expires_in`` it lives ``limits.registry_default_token_lifetime_s`` (token.md:
+    "When omitted, [expires_in] defaults to 60 seconds").
+    """
+    untrusted = load_object(untrusted_body, f"{what}: token response", limits=limits)
     token = untrusted.get("token") or untrusted.get("access_token")
     if not isinstance(token, str) or not token or any(c in token for c in "\r\n"):
         msg = f"{what}: token response has no usable token"
         raise ProtocolError(msg)
     expires_in = untrusted.get("expires_in")
-    lifetime = DEFAULT_TOKEN_LIFETIME_S
+    lifetime = limits.registry_default_token_lifetime_s
     if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
         lifetime = float(expires_in)
     return token, lifetime

@@ -21,6 +21,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import re
@@ -45,7 +46,6 @@ from cocoguest.registry.auth import (
     pick_challenge,
 )
 from cocoguest.registry.http import (
-    REGISTRY_UPLOAD_CHUNK_BYTES,
     RetryBudget,
     RetryPolicy,
     is_retryable_status,
@@ -354,7 +354,7 @@ class _RegistrySession:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise HttpStatusError(msg, status, retryable=retryable, retry_after_s=retry_after)
 
-        policy = self.retry if replayable else RetryPolicy(attempts=1, blob_resumes=self.retry.blob_resumes)
+        policy = self.retry if replayable else dataclasses.replace(self.retry, attempts=1)
         return retry_call(attempt, policy=policy, what=what, budget=self.budget)
 
     def close(self) -> None:
@@ -724,7 +724,7 @@ class _BlobStream(io.RawIOBase):
     def readall(self) -> bytes:
         """All remaining bytes (capped at ``desc.size + 1`` in total)."""
         parts = []
-        while data := self.read(REGISTRY_UPLOAD_CHUNK_BYTES):
+        while data := self.read(self._session.limits.registry_upload_chunk_bytes):
             parts.append(data)
         return b"".join(parts)
 
@@ -832,7 +832,7 @@ class DockerDestination:
                 msg = "upload body consumed"
                 raise RuntimeError(msg)
             used = True
-            return _read_exactly(stream, size, what)
+            return _read_exactly(stream, size, what, self._session.limits.registry_upload_chunk_bytes)
 
         response = session.request(
             "PATCH",
@@ -899,15 +899,15 @@ class DockerDestination:
         self.close()
 
 
-def _read_exactly(stream: BinaryIO, size: int, what: str) -> Iterator[bytes]:
-    """Yield exactly ``size`` bytes from ``stream`` in chunks (an upload body).
+def _read_exactly(stream: BinaryIO, size: int, what: str, chunk_bytes: int) -> Iterator[bytes]:
+    """Yield exactly ``size`` bytes from ``stream`` in chunks of at most ``chunk_bytes`` (an upload body).
 
     Raises:
         ValueError: the stream ends early or has more bytes.
     """
     remaining = size
     while remaining > 0:
-        chunk = stream.read(min(REGISTRY_UPLOAD_CHUNK_BYTES, remaining))
+        chunk = stream.read(min(chunk_bytes, remaining))
         if not chunk:
             msg = f"{what}: the stream ended {remaining} bytes before the declared size {size}"
             raise ValueError(msg)

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import TypeVar
 
 import httpx
 
@@ -34,42 +34,21 @@ from cocoguest.registry.types import RegistryEndpoint, TlsSettings
 
 _logger = logging.getLogger(__name__)
 
-# Limits of the registry client. TODO(limits.py): move into Limits (reported to the lead).
-REGISTRY_CONNECT_TIMEOUT_S: Final = DEFAULT_LIMITS.registry_connect_timeout_s
-"""Connecting to a registry (containers/image: 30 s dial timeout)."""
-REGISTRY_READ_TIMEOUT_S: Final = DEFAULT_LIMITS.registry_read_timeout_s
-"""Waiting for the next bytes of a response."""
-REGISTRY_RETRY_ATTEMPTS: Final = DEFAULT_LIMITS.registry_retry_attempts
-"""Tries of one request, the first included (containers/image retries 5 times)."""
-REGISTRY_RETRY_BASE_DELAY_S: Final = DEFAULT_LIMITS.registry_retry_base_delay_s
-"""First backoff delay; doubled on each further attempt."""
-REGISTRY_RETRY_MAX_DELAY_S: Final = DEFAULT_LIMITS.registry_retry_max_delay_s
-"""Cap of one backoff delay."""
-REGISTRY_RETRY_AFTER_CAP_S: Final = DEFAULT_LIMITS.registry_retry_after_cap_s
-"""Cap of a server's ``Retry-After`` (a hostile server must not park us for hours)."""
-REGISTRY_MAX_REDIRECTS: Final = DEFAULT_LIMITS.registry_max_redirects
-"""Redirect hops followed for one request."""
-REGISTRY_ERROR_BODY_BYTES: Final = DEFAULT_LIMITS.registry_error_body_bytes
-"""Bytes of an error response body read to extract the registry error code."""
-REGISTRY_TOKEN_MAX_BYTES: Final = DEFAULT_LIMITS.registry_token_max_bytes
-"""A token server's JSON answer."""
-REGISTRY_BLOB_RESUMES: Final = DEFAULT_LIMITS.registry_blob_resumes
-"""Resumptions (HTTP Range) of one interrupted blob download."""
-REGISTRY_UPLOAD_CHUNK_BYTES: Final = DEFAULT_LIMITS.registry_upload_chunk_bytes
-"""Read size when streaming a blob upload."""
-
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How often and how patiently a request is retried."""
+    """How often and how patiently a request is retried (:meth:`from_limits` builds it from a caller's Limits)."""
 
-    attempts: int = REGISTRY_RETRY_ATTEMPTS
-    """Tries, the first included (>= 1)."""
-    base_delay_s: float = REGISTRY_RETRY_BASE_DELAY_S
-    max_delay_s: float = REGISTRY_RETRY_MAX_DELAY_S
-    retry_after_cap_s: float = REGISTRY_RETRY_AFTER_CAP_S
-    blob_resumes: int = REGISTRY_BLOB_RESUMES
-    """Range resumptions of one blob download."""
+    attempts: int
+    """Tries, the first included (>= 1; ``registry_retry_attempts``)."""
+    base_delay_s: float
+    """First backoff delay, doubled on each further attempt (``registry_retry_base_delay_s``)."""
+    max_delay_s: float
+    """Cap of one backoff delay (``registry_retry_max_delay_s``)."""
+    retry_after_cap_s: float
+    """Cap of a server's ``Retry-After``: no hour-long parking by a hostile server (``registry_retry_after_cap_s``)."""
+    blob_resumes: int
+    """Range resumptions of one blob download (``registry_blob_resumes``)."""
 
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.blob_resumes < 0:
@@ -99,7 +78,8 @@ class RetryPolicy:
         return float(ceiling * (0.5 + random.random() / 2))  # noqa: S311  (jitter, not crypto)
 
 
-DEFAULT_RETRY = RetryPolicy()
+DEFAULT_RETRY = RetryPolicy.from_limits(DEFAULT_LIMITS)
+"""The retry policy of the default limits, for callers that hold no :class:`Limits` (prefer :meth:`from_limits`)."""
 
 
 class RetryBudget:

@@ -12,9 +12,11 @@ Reading follows containers/image (``docker/docker_image_src.go``, ``GetSignature
 
 Invariants:
     * Everything returned is UNTRUSTED bytes; nothing here verifies.
-    * At most :data:`MAX_LOOKASIDE_SIGNATURES` signatures of at most :data:`MAX_SIGNATURE_BYTES` each are
-      read; more signatures is an error (as containers/image), a larger one too. The X-R-S-S list is capped
-      at :data:`MAX_SIGNATURE_LIST_BYTES`.
+    * At most ``Limits.max_lookaside_signatures`` signatures (containers/image ``maxLookasideSignatures``) of
+      at most ``Limits.max_signature_bytes`` each (``iolimits.MaxSignatureBodySize``) are read; more
+      signatures is an error (as containers/image), a larger one too. The X-R-S-S list is capped at
+      ``Limits.max_signature_list_bytes`` (``iolimits.MaxSignatureListBodySize``). The limits are the
+      caller's; an ``http(s)://`` lookaside is read with the registry timeouts and redirect cap of them.
     * A missing signature ends the list; any other failure (unreadable file, unexpected HTTP status) raises,
       so a flaky store cannot silently hide a signature.
     * The lookaside path is built from a validated :class:`ImageReference` repository and a validated
@@ -41,7 +43,7 @@ import httpx
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, HttpStatusError, ProtocolError, TransportError
 from cocoguest.jsonutil import loads
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.registry.docker import DockerSource, read_capped
 from cocoguest.registry.http import map_http_error
 
@@ -50,17 +52,6 @@ if TYPE_CHECKING:
     from cocoguest.registry.config.registries_d import RegistriesD
 
 _logger = logging.getLogger(__name__)
-
-# Limits. TODO(limits.py): move into Limits (reported to the lead).
-MAX_LOOKASIDE_SIGNATURES: Final = DEFAULT_LIMITS.max_lookaside_signatures
-"""Signatures read per manifest (containers/image ``maxLookasideSignatures``)."""
-MAX_SIGNATURE_BYTES: Final = DEFAULT_LIMITS.max_signature_bytes
-"""One signature (containers/image ``iolimits.MaxSignatureBodySize``)."""
-MAX_SIGNATURE_LIST_BYTES: Final = DEFAULT_LIMITS.max_signature_list_bytes
-"""The X-R-S-S signature list (containers/image ``iolimits.MaxSignatureListBodySize``)."""
-LOOKASIDE_CONNECT_TIMEOUT_S: Final = 30.0
-LOOKASIDE_READ_TIMEOUT_S: Final = 60.0
-LOOKASIDE_MAX_REDIRECTS: Final = 5
 
 DEFAULT_LOOKASIDE: Final = "file:///var/lib/containers/sigstore"
 """containers/image's built-in lookaside for root when registries.d configures none."""
@@ -92,9 +83,12 @@ class SignatureExtensionClient(Protocol):
         ...
 
 
-def _default_http_client() -> httpx.Client:
-    timeout = httpx.Timeout(LOOKASIDE_READ_TIMEOUT_S, connect=LOOKASIDE_CONNECT_TIMEOUT_S)
-    return httpx.Client(trust_env=False, timeout=timeout, follow_redirects=True, max_redirects=LOOKASIDE_MAX_REDIRECTS)
+def lookaside_http_client(limits: Limits) -> httpx.Client:
+    """A client for an ``http(s)://`` lookaside: the registry connect/read timeouts and redirect cap of ``limits``."""
+    timeout = httpx.Timeout(limits.registry_read_timeout_s, connect=limits.registry_connect_timeout_s)
+    return httpx.Client(
+        trust_env=False, timeout=timeout, follow_redirects=True, max_redirects=limits.registry_max_redirects
+    )
 
 
 def lookaside_signature_url(base: str, repository: str, digest: Digest, index: int) -> str:
@@ -118,31 +112,35 @@ class LookasideSignatureSource:
         reference: ImageReference,
         registries_d: RegistriesD,
         *,
-        http_client_factory: Callable[[], httpx.Client] = _default_http_client,
+        http_client_factory: Callable[[], httpx.Client] | None = None,
         registry_source: DockerSource | SignatureExtensionClient | None = None,
         default_lookaside: str | None = DEFAULT_LOOKASIDE,
-        max_signatures: int = MAX_LOOKASIDE_SIGNATURES,
-        max_signature_bytes: int = MAX_SIGNATURE_BYTES,
+        limits: Limits = DEFAULT_LIMITS,
+        max_signatures: int | None = None,
+        max_signature_bytes: int | None = None,
     ) -> None:
         """Create a source; nothing is read until :meth:`simple_signatures`.
 
         Args:
             reference: The image as the user named it (the lookaside is chosen and laid out by it).
             registries_d: The lookaside configuration.
-            http_client_factory: Makes the client for ``http(s)://`` lookasides (TLS roots, proxies).
+            http_client_factory: Makes the client for ``http(s)://`` lookasides (TLS roots, proxies); ``None``:
+                :func:`lookaside_http_client` of ``limits``.
             registry_source: The registry the image is pulled from, to use X-R-S-S when it advertises it;
                 ``None`` to use the lookaside only.
             default_lookaside: The lookaside when registries.d configures none; ``None``: then no signatures.
-            max_signatures: Signatures read per manifest at most.
-            max_signature_bytes: Size of one signature at most.
+            limits: The caller's limits (signature count and sizes, the X-R-S-S list, HTTP timeouts).
+            max_signatures: Signatures read per manifest at most (``None``: ``limits.max_lookaside_signatures``).
+            max_signature_bytes: Size of one signature at most (``None``: ``limits.max_signature_bytes``).
         """
         self.reference = reference
         self._registries_d = registries_d
-        self._http_client_factory = http_client_factory
+        self._http_client_factory = http_client_factory or (lambda: lookaside_http_client(limits))
+        self._limits = limits
         self._extension: SignatureExtensionClient | None = registry_source
         self._default_lookaside = default_lookaside
-        self._max_signatures = max_signatures
-        self._max_signature_bytes = max_signature_bytes
+        self._max_signatures = limits.max_lookaside_signatures if max_signatures is None else max_signatures
+        self._max_signature_bytes = limits.max_signature_bytes if max_signature_bytes is None else max_signature_bytes
 
     def describe(self) -> str:
         """``docker://host/repo:tag`` for messages."""
@@ -174,8 +172,8 @@ class LookasideSignatureSource:
         assert self._extension is not None  # noqa: S101 — checked by the caller
         what = f"{self.describe()}: signatures of {digest} (X-Registry-Supports-Signatures)"
         path = f"/extensions/v2/{self._extension.repository}/signatures/{digest}"
-        body = self._extension.get_registry_path(path, max_bytes=MAX_SIGNATURE_LIST_BYTES, what=what)
-        untrusted = loads(body, f"{what}: the signature list")
+        body = self._extension.get_registry_path(path, max_bytes=self._limits.max_signature_list_bytes, what=what)
+        untrusted = loads(body, f"{what}: the signature list", limits=self._limits)
         entries = untrusted.get("signatures", []) if isinstance(untrusted, dict) else None
         if not isinstance(entries, list):
             msg = f"{what}: the signature list has no signatures array"
@@ -270,7 +268,14 @@ class LookasideSignatureSource:
             raise map_http_error(e, what=what, host=host) from e
 
 
-def write_lookaside_signature(base_url_file: str, reference: ImageReference, digest: Digest, signature: bytes) -> Path:
+def write_lookaside_signature(
+    base_url_file: str,
+    reference: ImageReference,
+    digest: Digest,
+    signature: bytes,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Path:
     """Store ``signature`` as the next free ``signature-<n>`` for ``digest`` in a ``file://`` lookaside.
 
     Args:
@@ -278,12 +283,13 @@ def write_lookaside_signature(base_url_file: str, reference: ImageReference, dig
         reference: The image (its repository path names the directory).
         digest: The manifest digest the signature covers.
         signature: The signature blob.
+        limits: ``max_lookaside_signatures`` caps the ``signature-<n>`` names tried.
 
     Returns:
         The path written.
 
     Raises:
-        ConfigError: not a ``file://`` URL, or already :data:`MAX_LOOKASIDE_SIGNATURES` signatures.
+        ConfigError: not a ``file://`` URL, or already ``limits.max_lookaside_signatures`` signatures.
         TransportError: the file cannot be written.
     """
     what = f"docker://{reference}: lookaside {base_url_file}"
@@ -305,7 +311,7 @@ def write_lookaside_signature(base_url_file: str, reference: ImageReference, dig
             f.write(signature)
             f.flush()
             os.fsync(f.fileno())
-        for index in range(1, MAX_LOOKASIDE_SIGNATURES + 1):
+        for index in range(1, limits.max_lookaside_signatures + 1):
             target = directory / f"signature-{index}"
             try:
                 # An atomic claim: link() fails if the name exists, and readers never see a partial file.
@@ -319,5 +325,5 @@ def write_lookaside_signature(base_url_file: str, reference: ImageReference, dig
     finally:
         with contextlib.suppress(OSError):
             temp.unlink()
-    msg = f"{what}: {directory} already holds {MAX_LOOKASIDE_SIGNATURES} signatures"
+    msg = f"{what}: {directory} already holds {limits.max_lookaside_signatures} signatures (max_lookaside_signatures)"
     raise ConfigError(msg)

@@ -34,7 +34,7 @@ from cocoguest.oci.descriptor import Descriptor, ImageManifest, dump_json
 from cocoguest.oci.reference import ImageReference
 from cocoguest.oci.source import ImageSource
 from cocoguest.registry.docker import DockerDestination, DockerSource
-from cocoguest.registry.http import DEFAULT_RETRY, RetryPolicy
+from cocoguest.registry.http import RetryPolicy
 from cocoguest.registry.types import Credentials, RegistryEndpoint, SigstoreSignature
 
 _logger = logging.getLogger(__name__)
@@ -45,8 +45,6 @@ CERTIFICATE_ANNOTATION: Final = "dev.sigstore.cosign/certificate"
 CHAIN_ANNOTATION: Final = "dev.sigstore.cosign/chain"
 BUNDLE_ANNOTATION: Final = "dev.sigstore.cosign/bundle"
 
-#: Signature layers read from one attachment manifest (each costs a blob download and a verification).
-MAX_SIGSTORE_ATTACHMENT_LAYERS: Final = DEFAULT_LIMITS.max_sigstore_attachment_layers
 #: Creator recorded in payloads we sign.
 CREATOR: Final = "cocoguest"
 
@@ -127,8 +125,12 @@ def read_sigstore_signatures(source: ImageSource, *, limits: Limits = DEFAULT_LI
         _logger.debug("%s: no attachment manifest; no sigstore signatures", what)
         return []
     manifest = _parse_attachment_manifest(untrusted_manifest, declared, what)
-    if len(manifest.layers) > MAX_SIGSTORE_ATTACHMENT_LAYERS:
-        msg = f"{what}: {len(manifest.layers)} layers (limit {MAX_SIGSTORE_ATTACHMENT_LAYERS})"
+    # SECURITY: each signature layer costs a blob download and a verification.
+    if len(manifest.layers) > limits.max_sigstore_attachment_layers:
+        msg = (
+            f"{what}: {len(manifest.layers)} layers "
+            f"(limit {limits.max_sigstore_attachment_layers}, max_sigstore_attachment_layers)"
+        )
         raise ProtocolError(msg)
     signatures: list[SigstoreSignature] = []
     for index, layer in enumerate(manifest.layers):
@@ -160,7 +162,7 @@ def fetch_sigstore_signatures(
     *,
     limits: Limits = DEFAULT_LIMITS,
     env: Mapping[str, str] | None = None,
-    retry: RetryPolicy = DEFAULT_RETRY,
+    retry: RetryPolicy | None = None,
 ) -> list[SigstoreSignature]:
     """The cosign signatures of ``manifest_digest`` stored in ``image``'s repository at ``endpoint``.
 
@@ -184,9 +186,12 @@ class SigstoreAttachmentReader:
         *,
         limits: Limits = DEFAULT_LIMITS,
         env: Mapping[str, str] | None = None,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetryPolicy | None = None,
     ) -> None:
-        """Remember where to look; no request is made until :meth:`sigstore_signatures`."""
+        """Remember where to look; no request is made until :meth:`sigstore_signatures`.
+
+        ``retry`` ``None`` is the retry policy ``limits`` describe.
+        """
         self._image = image
         self._endpoint = endpoint
         self._credentials = credentials
@@ -326,7 +331,7 @@ def push_sigstore_attachment(
     *,
     limits: Limits = DEFAULT_LIMITS,
     env: Mapping[str, str] | None = None,
-    retry: RetryPolicy = DEFAULT_RETRY,
+    retry: RetryPolicy | None = None,
 ) -> Digest:
     """:func:`push_sigstore_signature` to ``image``'s repository at ``endpoint`` (reads and writes the ``.sig`` tag).
 

@@ -68,7 +68,9 @@ class PolicyGate:
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         """Keep the configuration; nothing is read until :meth:`evaluate`."""
-        self._evaluator = ContainersPolicyEvaluator(policy, resources, GpgSimpleSigningVerifier(), CosignVerifier())
+        self._evaluator = ContainersPolicyEvaluator(
+            policy, resources, GpgSimpleSigningVerifier(limits=limits), CosignVerifier(limits=limits), limits=limits
+        )
         self._registries_d = registries_d
         self._env = env
         self._limits = limits
@@ -82,7 +84,7 @@ class PolicyGate:
         reference = _without_tag_when_pinned(request.image.reference)
         image = ImageUnderReview("docker", str(reference), request.manifest_digest, request.index_digest)
         registry = request.registry
-        simple = LookasideSignatureSource(reference, self._registries_d, registry_source=registry)
+        simple = LookasideSignatureSource(reference, self._registries_d, registry_source=registry, limits=self._limits)
         sigstore = None
         if registry is not None and self._registries_d.use_sigstore_attachments(reference):
             sigstore = SigstoreAttachmentReader(
@@ -91,16 +93,18 @@ class PolicyGate:
         return self._evaluator.decide(image, _ImageSignatures(simple, sigstore))
 
 
-def load_policy(location: str, resources: ResourceReader) -> Policy:
-    """Read and parse a policy from a path, ``file://`` or ``kbs://`` location.
+def load_policy(location: str, resources: ResourceReader, *, limits: Limits = DEFAULT_LIMITS) -> Policy:
+    """Read and parse a policy from a path, ``file://`` or ``kbs://`` location, within ``limits``.
 
     Raises:
         ConfigError, ResourceNotFoundError, TransportError.
     """
-    return Policy.from_json(resources.read(location), location)
+    return Policy.from_json(resources.read(location), location, limits=limits)
 
 
-def load_registries_d(location: str | None, resources: ResourceReader) -> RegistriesD:
+def load_registries_d(
+    location: str | None, resources: ResourceReader, *, limits: Limits = DEFAULT_LIMITS
+) -> RegistriesD:
     """registries.d from a directory, or a single sigstore config document at a ``kbs://`` location.
 
     Raises:
@@ -110,4 +114,4 @@ def load_registries_d(location: str | None, resources: ResourceReader) -> Regist
         return RegistriesD.from_documents([])
     if location.startswith("kbs:"):
         return RegistriesD.from_documents([(location, resources.read(location))])
-    return RegistriesD.load(Path(location))
+    return RegistriesD.load(Path(location), limits=limits)

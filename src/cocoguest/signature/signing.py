@@ -98,11 +98,12 @@ def sign_destination(
             gnupg_home=request.gnupg_home,
             fingerprint=request.gpg_fingerprint,
             passphrase=request.passphrase,
+            limits=access.limits,
         )
-        lookaside_file = write_lookaside_signature(base, reference, manifest_digest, signature)
+        lookaside_file = write_lookaside_signature(base, reference, manifest_digest, signature, limits=access.limits)
     if request.sigstore_private_key is not None:
         payload, signature_b64 = sign_sigstore(
-            manifest_digest, identity, request.sigstore_private_key, request.passphrase
+            manifest_digest, identity, request.sigstore_private_key, request.passphrase, limits=access.limits
         )
         rule = access.registries.rule_for(reference)
         insecure = not access.tls_verify or (rule is not None and rule.insecure)

@@ -50,7 +50,7 @@ from cocoguest.crypto.sigstore_crypto import (
 )
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, SignatureError
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.registry.types import SigstoreSignature
 from cocoguest.signature.policy.model import SigstoreKeys, SigstoreSigned
 from cocoguest.signature.policy.types import SignedPayload
@@ -59,8 +59,6 @@ SIGSTORE_PAYLOAD_TYPE: Final = "cosign container image signature"
 """``critical.type`` of a sigstore payload."""
 SIGNATURE_CREATOR: Final = "cocoguest"
 """``optional.creator`` of the payloads we sign."""
-MAX_SIGSTORE_PAYLOAD_BYTES: Final = DEFAULT_LIMITS.max_sigstore_payload_bytes
-"""containers/image ``iolimits.MaxSignatureBodySize`` (lead: candidate for limits.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +71,24 @@ class UntrustedSigstorePayload:
     untrusted_timestamp: int | None = None
 
 
-def parse_sigstore_payload(untrusted_payload: bytes, what: str) -> UntrustedSigstorePayload:
-    """Parse the payload as strictly as containers/image.
+def _check_payload_size(untrusted_payload: bytes, what: str, limits: Limits) -> None:
+    """SECURITY: a payload over ``limits.max_sigstore_payload_bytes`` (containers/image
+    ``iolimits.MaxSignatureBodySize``) is refused before it is hashed, verified or parsed."""
+    if len(untrusted_payload) > limits.max_sigstore_payload_bytes:
+        msg = f"{what}: payload larger than {limits.max_sigstore_payload_bytes} bytes (max_sigstore_payload_bytes)"
+        raise SignatureError(msg)
+
+
+def parse_sigstore_payload(
+    untrusted_payload: bytes, what: str, *, limits: Limits = DEFAULT_LIMITS
+) -> UntrustedSigstorePayload:
+    """Parse the payload as strictly as containers/image, within ``limits``.
 
     Raises:
         SignatureError: not a valid sigstore payload (the message names ``what``).
     """
-    if len(untrusted_payload) > MAX_SIGSTORE_PAYLOAD_BYTES:
-        msg = f"{what}: payload larger than {MAX_SIGSTORE_PAYLOAD_BYTES} bytes"
-        raise SignatureError(msg)
-    document = jsonutil.loads(untrusted_payload, f"{what}: invalid payload", SignatureError)
+    _check_payload_size(untrusted_payload, what, limits)
+    document = jsonutil.loads(untrusted_payload, f"{what}: invalid payload", SignatureError, limits=limits)
     try:
         top = exact_members(document, ("critical", "optional"), "payload")
         critical = exact_members(top["critical"], ("type", "image", "identity"), "payload critical")
@@ -166,6 +172,10 @@ def _single_certificate_der(untrusted_pem: bytes, what: str) -> bytes:
 class CosignVerifier:
     """Checks cosign signatures with the key material of a ``sigstoreSigned`` requirement."""
 
+    def __init__(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
+        """Verify within ``limits`` (payload size, certificate chain, JSON)."""
+        self._limits = limits
+
     def verify(
         self, signature: SigstoreSignature, requirement: SigstoreSigned, key_material: SigstoreKeys
     ) -> SignedPayload:
@@ -186,18 +196,16 @@ class CosignVerifier:
             for i, pem in enumerate(key_material.rekor_public_keys)
         )
         if key_material.fulcio is not None:
-            keys = [self._keyless(signature, key_material, rekor_keys, what)]
+            keys = [self._keyless(signature, key_material, rekor_keys, what, self._limits)]
         elif key_material.public_keys:
             keys = self._with_keys(signature, key_material, rekor_keys, what)
         else:
             msg = f"{requirement.type_name}: neither public keys nor a Fulcio trust root were given"
             raise ConfigError(msg)
-        if len(signature.payload) > MAX_SIGSTORE_PAYLOAD_BYTES:
-            msg = f"{what}: payload larger than {MAX_SIGSTORE_PAYLOAD_BYTES} bytes"
-            raise SignatureError(msg)
+        _check_payload_size(signature.payload, what, self._limits)
         signer = verify_payload_signature(keys, signature.payload, signature.signature_b64, what)
         # SECURITY: the payload is parsed only now that its signature is verified.
-        payload = parse_sigstore_payload(signature.payload, what)
+        payload = parse_sigstore_payload(signature.payload, what, limits=self._limits)
         return SignedPayload(
             manifest_digest=payload.untrusted_manifest_digest,
             docker_reference=payload.untrusted_docker_reference,
@@ -241,6 +249,7 @@ class CosignVerifier:
         key_material: SigstoreKeys,
         rekor_keys: tuple[RekorPublicKey, ...],
         what: str,
+        limits: Limits,
     ) -> SigstorePublicKey:
         fulcio = key_material.fulcio
         if fulcio is None:  # pragma: no cover — defensive: the caller checked
@@ -265,7 +274,7 @@ class CosignVerifier:
         )
         # SECURITY: the certificate must be valid when Rekor recorded the signature, not now.
         identity = verify_fulcio_certificate(
-            trust, signature.certificate_pem, signature.chain_pem, entry.integrated_at, what
+            trust, signature.certificate_pem, signature.chain_pem, entry.integrated_at, what, limits=limits
         )
         return identity.public_key
 
@@ -278,6 +287,7 @@ def sign_sigstore(
     *,
     key_source: str = "sigstore private key",
     timestamp: int | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> tuple[bytes, str]:
     """Make a sigstore payload for ``manifest_digest`` / ``docker_reference`` and sign it.
 
@@ -289,6 +299,7 @@ def sign_sigstore(
         passphrase: its passphrase (``None``: the empty passphrase for encrypted keys).
         key_source: names the key file in errors.
         timestamp: ``optional.timestamp`` (default: now).
+        limits: caps on the key file (``max_private_key_bytes``, scrypt cost).
 
     Returns:
         ``(payload, base64 signature)``.
@@ -296,6 +307,6 @@ def sign_sigstore(
     Raises:
         ConfigError: the key cannot be loaded (wrong passphrase, unsupported key).
     """
-    key = load_sigstore_private_key(private_key_pem, passphrase, key_source)
+    key = load_sigstore_private_key(private_key_pem, passphrase, key_source, limits=limits)
     payload = make_sigstore_payload(manifest_digest, docker_reference, creator=SIGNATURE_CREATOR, timestamp=timestamp)
     return payload, base64.b64encode(key.sign(payload)).decode("ascii")

@@ -35,6 +35,7 @@ from cocoguest import __version__, jsonutil
 from cocoguest.crypto.openpgp_sign import export_gnupg_secret_key, sign_message, verify_signed_message
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, SignatureError
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.signature.policy.types import SignedPayload
 
 SIGNATURE_TYPE: Final = "atomic container signature"
@@ -105,13 +106,13 @@ class SimpleSigningPayload:
         return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
-    def parse(cls, untrusted_payload: bytes) -> SimpleSigningPayload:
-        """Parse a payload strictly (see the module invariants).
+    def parse(cls, untrusted_payload: bytes, *, limits: Limits = DEFAULT_LIMITS) -> SimpleSigningPayload:
+        """Parse a payload strictly (see the module invariants), its JSON within ``limits``.
 
         Raises:
             SignatureError: not a valid atomic container signature payload.
         """
-        untrusted = jsonutil.loads(untrusted_payload, "signature payload", SignatureError)
+        untrusted = jsonutil.loads(untrusted_payload, "signature payload", SignatureError, limits=limits)
         top = _exact(untrusted, "signature payload", ("critical", "optional"))
         optional = _object(top["optional"], "signature payload optional")
         creator = optional.get("creator")
@@ -149,13 +150,15 @@ class SimpleSigningPayload:
 class GpgSimpleSigningVerifier:
     """Verifies simple-signing signatures (OpenPGP signed payloads) against trusted GPG keys. No IO."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, limits: Limits = DEFAULT_LIMITS) -> None:
         """Create a verifier.
 
         Args:
             clock: The current time in seconds, for key and signature expiry.
+            limits: Caps on signatures, payloads and keyrings.
         """
         self._clock = clock
+        self._limits = limits
 
     def verify(self, untrusted_signature: bytes, trusted_keys: Sequence[bytes]) -> SignedPayload:
         """Verify one signature and return what it claims.
@@ -172,9 +175,9 @@ class GpgSimpleSigningVerifier:
             ConfigError: the trusted keyrings are malformed or hold no key.
         """
         verified = verify_signed_message(untrusted_signature, trusted_keys, what="simple signing signature",
-                                         now=self._clock())  # fmt: skip
+                                         now=self._clock(), limits=self._limits)  # fmt: skip
         try:
-            payload = SimpleSigningPayload.parse(verified.payload)
+            payload = SimpleSigningPayload.parse(verified.payload, limits=self._limits)
         except SignatureError as e:
             msg = f"signature by key {verified.signer_fingerprint}: {e}"
             raise SignatureError(msg) from e
@@ -191,6 +194,7 @@ def sign_image(
     passphrase: bytes | None = None,
     creator: str = DEFAULT_CREATOR,
     timestamp: int | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> bytes:
     """Make a simple-signing signature of an image (``skopeo copy --sign-by``).
 
@@ -203,6 +207,7 @@ def sign_image(
         passphrase: Unlocks the secret key.
         creator: ``optional.creator``.
         timestamp: ``optional.timestamp``; defaults to now.
+        limits: ``gpg_export_timeout_s`` for the export from ``gnupg_home``.
 
     Returns:
         The binary signature blob, as stored in a lookaside ``signature-<n>`` file.
@@ -215,7 +220,7 @@ def sign_image(
         if gnupg_home is None or fingerprint is None:
             msg = "signing needs a secret key file, or a GnuPG home and the key's fingerprint"
             raise ConfigError(msg)
-        key = export_gnupg_secret_key(gnupg_home, fingerprint, passphrase=passphrase)
+        key = export_gnupg_secret_key(gnupg_home, fingerprint, passphrase=passphrase, limits=limits)
     payload = SimpleSigningPayload(
         manifest_digest, docker_reference, creator, int(time.time()) if timestamp is None else timestamp
     )

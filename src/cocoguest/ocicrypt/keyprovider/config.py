@@ -23,7 +23,7 @@ from typing import Final
 
 from cocoguest.errors import ConfigError, UnsupportedError
 from cocoguest.jsonutil import load_object
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 _logger = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ class KeyProviderEntry:
     native: str | None
 
 
-def _read(path: str) -> bytes:
-    limit = DEFAULT_LIMITS.max_key_file_bytes
+def _read(path: str, limits: Limits) -> bytes:
+    limit = limits.max_key_file_bytes
     try:
         with Path(path).open("rb") as f:
             data = f.read(limit + 1)
@@ -51,7 +51,7 @@ def _read(path: str) -> bytes:
         msg = f"key provider config {path}: cannot read: {e.strerror}"
         raise ConfigError(msg) from e
     if len(data) > limit:
-        msg = f"key provider config {path}: larger than {limit} bytes"
+        msg = f"key provider config {path}: larger than {limit} bytes (max_key_file_bytes)"
         raise ConfigError(msg)
     return data
 
@@ -108,12 +108,15 @@ def _entry(name: str, value: object, path: str) -> KeyProviderEntry:
     return KeyProviderEntry(name, None, (), None, None, target)
 
 
-def load_keyprovider_config(path: str, data: bytes | None = None) -> dict[str, KeyProviderEntry]:
+def load_keyprovider_config(
+    path: str, data: bytes | None = None, *, limits: Limits = DEFAULT_LIMITS
+) -> dict[str, KeyProviderEntry]:
     """Parse a key provider config file.
 
     Args:
         path: the file to read, and the name used in error messages.
         data: the file's content, if the caller already has it (then ``path`` is not read).
+        limits: ``max_key_file_bytes`` and the JSON caps.
 
     Returns:
         The providers by name. A file without ``key-providers`` yields no providers (as Go).
@@ -122,8 +125,8 @@ def load_keyprovider_config(path: str, data: bytes | None = None) -> dict[str, K
         ConfigError: the file cannot be read, is not JSON, or a provider entry is malformed.
         UnsupportedError: a provider uses ``grpc-tls``.
     """
-    raw = _read(path) if data is None else data
-    obj = load_object(raw, f"key provider config {path}", ConfigError)
+    raw = _read(path, limits) if data is None else data
+    obj = load_object(raw, f"key provider config {path}", ConfigError, limits=limits)
     providers = obj.get("key-providers")
     if providers is None:
         return {}

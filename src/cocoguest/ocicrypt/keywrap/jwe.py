@@ -17,6 +17,7 @@ from typing import Final
 
 from cocoguest.crypto import jwe
 from cocoguest.crypto.keys import PrivateKeyMaterial, PublicKeyMaterial
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.ocicrypt.annotations import keys_annotation
 
 SCHEME: Final = "jwe"
@@ -53,9 +54,10 @@ class JweWrapper:
 class JweUnwrapper:
     """Unwraps JWE entries with RSA or EC private keys."""
 
-    def __init__(self, private_keys: Sequence[PrivateKeyMaterial]) -> None:
-        """Create an unwrapper that tries ``private_keys`` in order."""
+    def __init__(self, private_keys: Sequence[PrivateKeyMaterial], *, limits: Limits = DEFAULT_LIMITS) -> None:
+        """Create an unwrapper that tries ``private_keys`` in order, within ``limits`` (``max_key_recipients``)."""
         self._private_keys = tuple(private_keys)
+        self._limits = limits
 
     @property
     def scheme(self) -> str:
@@ -76,4 +78,4 @@ class JweUnwrapper:
         if not self.handles(annotation_key):
             msg = f"JweUnwrapper cannot unwrap {annotation_key}"
             raise ValueError(msg)
-        return jwe.decrypt(entry, self._private_keys, f"an entry of {annotation_key}")
+        return jwe.decrypt(entry, self._private_keys, f"an entry of {annotation_key}", limits=self._limits)

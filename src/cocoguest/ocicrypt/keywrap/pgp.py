@@ -29,8 +29,6 @@ from cocoguest.ocicrypt.annotations import keys_annotation
 SCHEME: Final = "pgp"
 ANNOTATION_KEY: Final = keys_annotation(SCHEME)
 
-_GPG_EXPORT_TIMEOUT_S: Final = DEFAULT_LIMITS.gpg_export_timeout_s
-"""``gpg --export`` of the user's keyring (not untrusted input; belongs in ``Limits``)."""
 
 _KEY_HANDLE_HEX_LENGTHS: Final = (16, 40, 64)
 """Long key ID, v4 fingerprint, v6 fingerprint."""
@@ -118,13 +116,14 @@ def find_recipients(keys: Sequence[PgpPublicKey], recipient: str, source: str) -
     return list(found.values())
 
 
-def export_gnupg_public_keyring(gnupg_home: str | None) -> bytes:
+def export_gnupg_public_keyring(gnupg_home: str | None, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """Export the GnuPG public keyring with ``gpg2 --batch --export`` (else ``gpg``), as Go does.
 
     Only for ``pgp:<uid>`` recipients given without a keyring file.
 
     Args:
         gnupg_home: The GnuPG home directory; ``None`` lets gpg use ``GNUPGHOME`` or ``~/.gnupg``.
+        limits: ``gpg_export_timeout_s`` bounds the gpg run.
 
     Raises:
         ConfigError: gpg is not installed (Go silently drops the recipient), fails, or exports nothing.
@@ -143,10 +142,12 @@ def export_gnupg_public_keyring(gnupg_home: str | None) -> bytes:
             [gpg, *home, "--batch", "--export"],
             capture_output=True,
             check=False,
-            timeout=_GPG_EXPORT_TIMEOUT_S,
+            timeout=limits.gpg_export_timeout_s,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         msg = f"pgp: cannot export the GnuPG keyring of {where} with {gpg}"
+        if isinstance(e, subprocess.TimeoutExpired):
+            msg += f" within {limits.gpg_export_timeout_s:g} s (gpg_export_timeout_s)"
         raise ConfigError(msg) from e
     if done.returncode != 0:
         reason = done.stderr.decode(errors="replace").strip().splitlines()

@@ -43,7 +43,7 @@ _REASONS_LISTED: Final = 3
 """Failure reasons quoted in a "no key can unwrap" message; the others are counted."""
 
 
-def _selector(key_file: Pkcs11KeyFile, config: Pkcs11ModuleConfig | None) -> TokenKeySelector:
+def _selector(key_file: Pkcs11KeyFile, config: Pkcs11ModuleConfig | None, limits: Limits) -> TokenKeySelector:
     uri = key_file.uri
     # SECURITY: the module is resolved against the policy before anything is loaded.
     module = resolve_pkcs11_module(uri, config, key_file.source)
@@ -58,7 +58,7 @@ def _selector(key_file: Pkcs11KeyFile, config: Pkcs11ModuleConfig | None) -> Tok
         model=uri.model,
         key_id=uri.key_id,
         key_label=uri.object_label,
-        pin=uri.read_pin(key_file.source),
+        pin=uri.read_pin(key_file.source, limits=limits),
     )
 
 
@@ -70,6 +70,8 @@ class Pkcs11Wrapper:
         recipients: Sequence[PublicKeyMaterial | Pkcs11KeyFile],
         hash_alg: str | None,
         module_config: Pkcs11ModuleConfig | None,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         """Create a wrapper.
 
@@ -77,6 +79,7 @@ class Pkcs11Wrapper:
             recipients: RSA public keys (software OAEP) and PKCS#11 key files (OAEP inside the token).
             hash_alg: The ``OCICRYPT_OAEP_HASHALG`` value: ``sha1``, ``sha256`` or ``None`` (sha256).
             module_config: The module policy; needed only for key-file recipients.
+            limits: ``max_key_file_bytes`` for a token's ``pin-source`` file.
 
         Raises:
             ConfigError: ``hash_alg`` is not supported, or a public key is not RSA.
@@ -96,6 +99,7 @@ class Pkcs11Wrapper:
         self._recipients = tuple(recipients)
         self._hash = hash_name
         self._module_config = module_config
+        self._limits = limits
 
     @property
     def annotation_key(self) -> str:
@@ -106,7 +110,7 @@ class Pkcs11Wrapper:
         if isinstance(recipient, PublicKeyMaterial):
             assert isinstance(recipient.key, RSAPublicKey)  # noqa: S101  (checked in __init__)
             return rsa_oaep.oaep_encrypt(recipient.key, private_options, self._hash, recipient.source)
-        with open_token_key(_selector(recipient, self._module_config), private=False) as key:
+        with open_token_key(_selector(recipient, self._module_config, self._limits), private=False) as key:
             return key.encrypt(private_options, self._hash)
 
     def wrap(self, private_options: bytes) -> bytes:
@@ -225,7 +229,7 @@ class Pkcs11Unwrapper:
         config_errors: list[ConfigError] = []
         for key_file in self._keys:
             try:
-                with open_token_key(_selector(key_file, self._module_config), private=True) as key:
+                with open_token_key(_selector(key_file, self._module_config, self._limits), private=True) as key:
                     for ciphertext, hash_name in blobs:
                         try:
                             return key.decrypt(ciphertext, hash_name)

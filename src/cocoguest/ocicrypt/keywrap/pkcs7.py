@@ -113,7 +113,7 @@ class Pkcs7Unwrapper:
             msg = f"pkcs7: {annotation_key} entry of {len(entry)} bytes exceeds the annotation limit"
             raise KeyUnwrapError(msg)
         try:
-            envelope = cms.parse_enveloped_data(entry)
+            envelope = cms.parse_enveloped_data(entry, limits=self._limits)
         except ProtocolError as e:
             msg = f"pkcs7: malformed PKCS7 EnvelopedData in {annotation_key}"
             raise KeyUnwrapError(msg) from e

@@ -37,14 +37,12 @@ from typing import Final
 
 from cocoguest.errors import ConfigError
 from cocoguest.jsonutil import loads
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci.reference import ImageReference
 from cocoguest.registry.types import Credentials
 
 _logger = logging.getLogger(__name__)
 
-MAX_AUTH_FILE_BYTES: Final = DEFAULT_LIMITS.max_auth_file_bytes
-"""Largest auth file read (bytes). TODO(limits.py): move to ``Limits.max_auth_file_bytes``."""
 
 _LEGACY_FILE_NAME: Final = ".dockercfg"
 _DOCKER_HUB_HOSTS: Final = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
@@ -126,20 +124,20 @@ def _lookup_keys(name: str, registry: str, *, legacy: bool) -> Iterator[str]:
         key = key[:slash]
 
 
-def _read_json(path: Path) -> object | None:
-    """The parsed file, or ``None`` when it does not exist."""
+def _read_json(path: Path, limits: Limits) -> object | None:
+    """The parsed file (at most ``limits.max_auth_file_bytes``), or ``None`` when it does not exist."""
     try:
         with path.open("rb") as f:
-            data = f.read(MAX_AUTH_FILE_BYTES + 1)
+            data = f.read(limits.max_auth_file_bytes + 1)
     except FileNotFoundError:
         return None
     except OSError as e:
         msg = f"auth file {path}: cannot read: {e.strerror or e}"
         raise ConfigError(msg) from e
-    if len(data) > MAX_AUTH_FILE_BYTES:
-        msg = f"auth file {path}: larger than {MAX_AUTH_FILE_BYTES} bytes"
+    if len(data) > limits.max_auth_file_bytes:
+        msg = f"auth file {path}: larger than {limits.max_auth_file_bytes} bytes (max_auth_file_bytes)"
         raise ConfigError(msg)
-    return loads(data, f"auth file {path}", ConfigError)
+    return loads(data, f"auth file {path}", ConfigError, limits=limits)
 
 
 def _auth_entries(path: Path, document: object, *, legacy: bool) -> dict[str, tuple[str, str]]:
@@ -198,10 +196,10 @@ def _decode_entry(path: Path, key: str, entry: tuple[str, str]) -> Credentials |
     return Credentials(username=username, password=password, identity_token=untrusted_token, source=source)
 
 
-def _find_in_file(path: Path, name: str, registry: str) -> tuple[bool, Credentials | None]:
+def _find_in_file(path: Path, name: str, registry: str, limits: Limits) -> tuple[bool, Credentials | None]:
     """Look ``name`` up in one file: (an entry was found, its credentials)."""
     legacy = path.name == _LEGACY_FILE_NAME
-    document = _read_json(path)
+    document = _read_json(path, limits)
     if document is None:
         return False, None
     entries = _auth_entries(path, document, legacy=legacy)
@@ -218,13 +216,16 @@ def _find_in_file(path: Path, name: str, registry: str) -> tuple[bool, Credentia
     return False, None
 
 
-def load_credentials(reference: ImageReference, auth_files: Sequence[Path]) -> Credentials | None:
+def load_credentials(
+    reference: ImageReference, auth_files: Sequence[Path], *, limits: Limits = DEFAULT_LIMITS
+) -> Credentials | None:
     """The credentials for ``reference``'s repository from the first auth file that has an entry for it.
 
     Args:
         reference: the image; its ``registry/repository`` is the most specific key. For mirrors and remaps
             pass the physical reference (the one actually contacted), never the logical one.
         auth_files: files in lookup order (see :func:`default_auth_files`); missing ones are skipped.
+        limits: ``max_auth_file_bytes`` and the JSON caps.
 
     Returns:
         The credentials (``source`` names the file and the key), or ``None`` for anonymous access.
@@ -234,7 +235,7 @@ def load_credentials(reference: ImageReference, auth_files: Sequence[Path]) -> C
             ``auth`` is not base64 of ``user:password``.
     """
     for path in auth_files:
-        found, credentials = _find_in_file(path, reference.name, reference.registry)
+        found, credentials = _find_in_file(path, reference.name, reference.registry, limits)
         if credentials is not None:
             _logger.debug("credentials for %s from %s", reference.name, credentials.source)
             return credentials

@@ -41,15 +41,13 @@ from pathlib import Path
 from typing import Final
 
 from cocoguest.errors import ConfigError
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci import reference as oci_reference
 from cocoguest.oci.reference import DOCKER_HUB, ImageReference
 from cocoguest.registry.types import RegistryEndpoint, TlsSettings
 
 _logger = logging.getLogger(__name__)
 
-MAX_REGISTRIES_CONF_BYTES: Final = DEFAULT_LIMITS.max_registries_conf_bytes
-"""Largest registries.conf read (bytes). TODO(limits.py): move to ``Limits.max_registries_conf_bytes``."""
 
 PULL_FROM_MIRROR_VALUES: Final = ("all", "digest-only", "tag-only")
 
@@ -290,13 +288,14 @@ class RegistriesConfig:
         return f"RegistriesConfig(source={self.source!r}, rules={len(self.rules)})"
 
     @classmethod
-    def load(cls, path: Path | None, *, missing_ok: bool = True) -> RegistriesConfig:
+    def load(cls, path: Path | None, *, missing_ok: bool = True, limits: Limits = DEFAULT_LIMITS) -> RegistriesConfig:
         """Read a registries.conf file.
 
         Args:
             path: the file; ``None`` means no configuration.
             missing_ok: a missing file is an empty configuration (for default paths). Pass ``False`` for a
                 file the user named explicitly.
+            limits: ``max_registries_conf_bytes``.
 
         Raises:
             ConfigError: unreadable, too large, not TOML, or invalid (naming the field).
@@ -305,7 +304,7 @@ class RegistriesConfig:
             return cls()
         try:
             with path.open("rb") as f:
-                data = f.read(MAX_REGISTRIES_CONF_BYTES + 1)
+                data = f.read(limits.max_registries_conf_bytes + 1)
         except FileNotFoundError as e:
             if missing_ok:
                 _logger.debug("no registries configuration at %s", path)
@@ -315,8 +314,11 @@ class RegistriesConfig:
         except OSError as e:
             msg = f"registries configuration {path}: cannot read: {e.strerror or e}"
             raise ConfigError(msg) from e
-        if len(data) > MAX_REGISTRIES_CONF_BYTES:
-            msg = f"registries configuration {path}: larger than {MAX_REGISTRIES_CONF_BYTES} bytes"
+        if len(data) > limits.max_registries_conf_bytes:
+            msg = (
+                f"registries configuration {path}: larger than {limits.max_registries_conf_bytes} bytes "
+                "(max_registries_conf_bytes)"
+            )
             raise ConfigError(msg)
         try:
             text = data.decode("utf-8")

@@ -36,16 +36,11 @@ from urllib.parse import urlsplit
 import yaml
 
 from cocoguest.errors import ConfigError
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.oci.reference import ImageReference
 
 _logger = logging.getLogger(__name__)
 
-# Limits. TODO(limits.py): move into Limits (reported to the lead).
-MAX_REGISTRIES_D_FILE_BYTES: Final = DEFAULT_LIMITS.max_registries_d_file_bytes
-"""One registries.d YAML file."""
-MAX_REGISTRIES_D_FILES: Final = DEFAULT_LIMITS.max_registries_d_files
-"""YAML files in one registries.d directory."""
 
 _URL_KEYS: Final = ("lookaside", "lookaside-staging", "sigstore", "sigstore-staging")
 
@@ -146,8 +141,10 @@ class RegistriesD:
     docker: Mapping[str, RegistryNamespace] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, directory: Path) -> RegistriesD:
+    def load(cls, directory: Path, *, limits: Limits = DEFAULT_LIMITS) -> RegistriesD:
         """Read and merge every ``*.yaml`` file of ``directory`` (a missing directory is an empty config).
+
+        At most ``limits.max_registries_d_files`` files of at most ``limits.max_registries_d_file_bytes`` each.
 
         Raises:
             ConfigError: a file cannot be read, is not valid YAML, is too large, or conflicts with another.
@@ -159,22 +156,28 @@ class RegistriesD:
         except OSError as e:
             msg = f"registries.d {directory}: cannot list it ({e.strerror or e})"
             raise ConfigError(msg) from e
-        if len(names) > MAX_REGISTRIES_D_FILES:
-            msg = f"registries.d {directory}: more than {MAX_REGISTRIES_D_FILES} YAML files"
+        if len(names) > limits.max_registries_d_files:
+            msg = (
+                f"registries.d {directory}: more than {limits.max_registries_d_files} YAML files "
+                "(max_registries_d_files)"
+            )
             raise ConfigError(msg)
         documents: list[tuple[str, bytes]] = []
         for name in names:
             path = directory / name
             try:
                 with path.open("rb") as f:
-                    data = f.read(MAX_REGISTRIES_D_FILE_BYTES + 1)
+                    data = f.read(limits.max_registries_d_file_bytes + 1)
             except FileNotFoundError:
                 continue  # removed since listing (containers/image ignores this race too)
             except OSError as e:
                 msg = f"registries.d file {path}: cannot read it ({e.strerror or e})"
                 raise ConfigError(msg) from e
-            if len(data) > MAX_REGISTRIES_D_FILE_BYTES:
-                msg = f"registries.d file {path}: larger than {MAX_REGISTRIES_D_FILE_BYTES} bytes"
+            if len(data) > limits.max_registries_d_file_bytes:
+                msg = (
+                    f"registries.d file {path}: larger than {limits.max_registries_d_file_bytes} bytes "
+                    "(max_registries_d_file_bytes)"
+                )
                 raise ConfigError(msg)
             documents.append((str(path), data))
         return cls.from_documents(documents)

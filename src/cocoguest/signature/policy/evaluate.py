@@ -23,11 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeVar, assert_never
+from typing import Protocol, TypeVar, assert_never
 
 from cocoguest.digest import Digest
 from cocoguest.errors import ConfigError, ResourceNotFoundError, SignatureError
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.registry.types import SigstoreSignature
 from cocoguest.signature.policy import PolicyDecision
 from cocoguest.signature.policy.identity import DockerReference, ReferenceFormatError, SignedIdentity, describe_identity
@@ -44,9 +44,6 @@ from cocoguest.signature.policy.model import (
 )
 from cocoguest.signature.policy.scopes import ScopeMatch, docker_image_reference, lookup
 from cocoguest.signature.policy.types import ImageUnderReview, ResourceReader, SignatureSource, SignedPayload
-
-MAX_REASONS_PER_REQUIREMENT: Final = DEFAULT_LIMITS.max_policy_reasons_per_requirement
-"""Per-signature rejection reasons kept in one requirement's message (the rest are counted)."""
 
 
 class SimpleSigningVerifier(Protocol):
@@ -101,6 +98,7 @@ class ContainersPolicyEvaluator:
         sigstore: SigstoreVerifier,
         *,
         accept_index_signatures: bool = False,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         """Bind the policy to its key reader and verifiers.
 
@@ -110,12 +108,15 @@ class ContainersPolicyEvaluator:
             simple: GPG simple-signing verifier.
             sigstore: Cosign verifier.
             accept_index_signatures: Also consider simple signatures stored for ``image.index_digest``.
+            limits: Caps on references (``max_signed_reference_length``) and on the reasons kept
+                (``max_policy_reasons_per_requirement``).
         """
         self._policy = policy
         self._resources = resources
         self._simple = simple
         self._sigstore = sigstore
         self._accept_index_signatures = accept_index_signatures
+        self._limits = limits
 
     def decide(self, image: ImageUnderReview, signatures: SignatureSource) -> PolicyDecision:
         """Evaluate the policy for ``image``.
@@ -127,7 +128,7 @@ class ContainersPolicyEvaluator:
         policy_digest = self._policy.digest()
         try:
             match: ScopeMatch[tuple[Requirement, ...]] = lookup(
-                self._policy.default, self._policy.transports, image.transport, image.reference
+                self._policy.default, self._policy.transports, image.transport, image.reference, limits=self._limits
             )
         except ValueError as e:  # ReferenceFormatError included
             return PolicyDecision(False, (f"image {image.reference}: {e}",), policy_digest=policy_digest)
@@ -147,12 +148,11 @@ class ContainersPolicyEvaluator:
             accepted.append(f"{where}: {outcome.detail}")
         return PolicyDecision(True, tuple(accepted), policy_digest=policy_digest, details=details)
 
-    @staticmethod
-    def _docker_reference(image: ImageUnderReview) -> DockerReference | None:
+    def _docker_reference(self, image: ImageUnderReview) -> DockerReference | None:
         if image.transport != "docker":
             return None  # containers/image: oci layouts have no docker reference identity
         try:
-            return docker_image_reference(image.reference)
+            return docker_image_reference(image.reference, limits=self._limits)
         except ReferenceFormatError:
             return None
 
@@ -218,7 +218,7 @@ class ContainersPolicyEvaluator:
         def verify(untrusted: bytes) -> SignedPayload:
             return self._simple.verify(untrusted, keys)
 
-        return _judge(digests, candidates, verify, requirement.signed_identity, image, docker_ref)
+        return _judge(digests, candidates, verify, requirement.signed_identity, image, docker_ref, self._limits)
 
     def _sigstore_signed(
         self,
@@ -241,7 +241,7 @@ class ContainersPolicyEvaluator:
         def verify(untrusted: SigstoreSignature) -> SignedPayload:
             return self._sigstore.verify(untrusted, requirement, key_material)
 
-        return _judge(digests, candidates, verify, requirement.signed_identity, image, docker_ref)
+        return _judge(digests, candidates, verify, requirement.signed_identity, image, docker_ref, self._limits)
 
     def _sigstore_keys(self, requirement: SigstoreSigned, where: str) -> SigstoreKeys:
         public_keys: list[bytes] = []
@@ -275,8 +275,10 @@ def _judge(
     rule: SignedIdentity,
     image: ImageUnderReview,
     docker_ref: DockerReference | None,
+    limits: Limits,
 ) -> _Outcome:
-    """One good signature satisfies the requirement; otherwise say why each one failed."""
+    """One good signature satisfies the requirement; otherwise say why each one failed (at most
+    ``limits.max_policy_reasons_per_requirement`` reasons, and a count of the rest)."""
     if not candidates:
         wanted = " or ".join(str(d) for d in digests)
         return _Outcome(False, f"no signature: a signature was required, but none exists for {wanted}")
@@ -292,7 +294,7 @@ def _judge(
         if payload.manifest_digest != fetched_for:
             rejections.append(f"{label}: signature for digest {payload.manifest_digest}, image is {fetched_for}")
             continue
-        if not rule.matches(docker_ref, payload.docker_reference):
+        if not rule.matches(docker_ref, payload.docker_reference, limits=limits):
             shown = image.reference if docker_ref is not None else f"{image.reference} (no docker reference)"
             rejections.append(
                 f"{label}: identity mismatch: signature claims {payload.docker_reference}, image is {shown} "
@@ -300,7 +302,7 @@ def _judge(
             )
             continue
         return _Outcome(True, f"{label} by {payload.signer} for {payload.docker_reference} accepted")
-    kept = rejections[:MAX_REASONS_PER_REQUIREMENT]
+    kept = rejections[: limits.max_policy_reasons_per_requirement]
     more = len(rejections) - len(kept)
     suffix = f"; and {more} more" if more else ""
     return _Outcome(False, "no signature accepted: " + "; ".join(kept) + suffix)

@@ -18,15 +18,13 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 DEFAULT_DOMAIN: Final = "docker.io"
 _LEGACY_DEFAULT_DOMAIN: Final = "index.docker.io"
 _OFFICIAL_REPO_PREFIX: Final = "library/"
 NAME_TOTAL_LENGTH_MAX: Final = 255
 """distribution/reference's limit on ``host/path``."""
-MAX_REFERENCE_LENGTH: Final = DEFAULT_LIMITS.max_signed_reference_length
-"""Longer strings are refused before any regular expression runs (Python's regexes backtrack; Go's do not)."""
 
 # The vendored docker/reference grammar. Its separator ``(?:[._]|__|[-]*)`` may be empty, which makes a name
 # component the same language as the unambiguous form below (alnum runs split by ".", "_", "__" or "-+").
@@ -104,14 +102,17 @@ def _validate_digest(text: str) -> None:
         raise ReferenceFormatError(msg)
 
 
-def parse_normalized_named(text: str) -> DockerReference:
+def parse_normalized_named(text: str, *, limits: Limits = DEFAULT_LIMITS) -> DockerReference:
     """Parse like containers/image ``reference.ParseNormalizedNamed``.
+
+    SECURITY: strings longer than ``limits.max_signed_reference_length`` are refused before any regular
+    expression runs (Python's regexes backtrack; Go's do not).
 
     Raises:
         ReferenceFormatError: not a valid reference.
     """
-    if len(text) > MAX_REFERENCE_LENGTH:
-        msg = f"reference longer than {MAX_REFERENCE_LENGTH} characters"
+    if len(text) > limits.max_signed_reference_length:
+        msg = f"reference longer than {limits.max_signed_reference_length} characters (max_signed_reference_length)"
         raise ReferenceFormatError(msg)
     if _IDENTIFIER_RE.fullmatch(text):
         msg = f"invalid repository name {text!r}: cannot specify 64-byte hexadecimal strings"
@@ -134,22 +135,22 @@ def parse_normalized_named(text: str) -> DockerReference:
     return DockerReference(name, tag, digest)
 
 
-def parse_named(text: str) -> DockerReference:
+def parse_named(text: str, *, limits: Limits = DEFAULT_LIMITS) -> DockerReference:
     """Parse a reference that must already be in canonical (fully qualified) form (``reference.ParseNamed``).
 
     Raises:
         ReferenceFormatError: invalid, or not canonical (e.g. ``busybox`` instead of ``docker.io/library/busybox``).
     """
-    ref = parse_normalized_named(text)
+    ref = parse_normalized_named(text, limits=limits)
     if str(ref) != text:
         msg = f"reference {text!r} is not in canonical form ({ref})"
         raise ReferenceFormatError(msg)
     return ref
 
 
-def _parse_or_none(text: str) -> DockerReference | None:
+def _parse_or_none(text: str, limits: Limits) -> DockerReference | None:
     try:
-        return parse_normalized_named(text)
+        return parse_normalized_named(text, limits=limits)
     except ReferenceFormatError:
         return None
 
@@ -171,14 +172,14 @@ class MatchExact:
 
     type_name: ClassVar[str] = "matchExact"
 
-    def matches(self, image: DockerReference | None, signed_reference: str) -> bool:
+    def matches(self, image: DockerReference | None, signed_reference: str, *, limits: Limits = DEFAULT_LIMITS) -> bool:
         """Whether a signature claiming ``signed_reference`` is acceptable for ``image``."""
-        signature = _parse_or_none(signed_reference)
+        signature = _parse_or_none(signed_reference, limits)
         if image is None or signature is None or image.is_name_only or signature.is_name_only:
             return False
         return str(signature) == str(image)
 
-    def validate(self) -> None:
+    def validate(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
         """Nothing to check."""
 
 
@@ -188,14 +189,14 @@ class MatchRepoDigestOrExact:
 
     type_name: ClassVar[str] = "matchRepoDigestOrExact"
 
-    def matches(self, image: DockerReference | None, signed_reference: str) -> bool:
+    def matches(self, image: DockerReference | None, signed_reference: str, *, limits: Limits = DEFAULT_LIMITS) -> bool:
         """Whether a signature claiming ``signed_reference`` is acceptable for ``image``."""
-        signature = _parse_or_none(signed_reference)
+        signature = _parse_or_none(signed_reference, limits)
         if image is None or signature is None:
             return False
         return _match_repo_digest_or_exact(image, signature)
 
-    def validate(self) -> None:
+    def validate(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
         """Nothing to check."""
 
 
@@ -205,14 +206,14 @@ class MatchRepository:
 
     type_name: ClassVar[str] = "matchRepository"
 
-    def matches(self, image: DockerReference | None, signed_reference: str) -> bool:
+    def matches(self, image: DockerReference | None, signed_reference: str, *, limits: Limits = DEFAULT_LIMITS) -> bool:
         """Whether a signature claiming ``signed_reference`` is acceptable for ``image``."""
-        signature = _parse_or_none(signed_reference)
+        signature = _parse_or_none(signed_reference, limits)
         if image is None or signature is None:
             return False
         return signature.name == image.name
 
-    def validate(self) -> None:
+    def validate(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
         """Nothing to check."""
 
 
@@ -223,17 +224,17 @@ class ExactReference:
     docker_reference: str
     type_name: ClassVar[str] = "exactReference"
 
-    def matches(self, image: DockerReference | None, signed_reference: str) -> bool:
+    def matches(self, image: DockerReference | None, signed_reference: str, *, limits: Limits = DEFAULT_LIMITS) -> bool:
         """Whether a signature claiming ``signed_reference`` is acceptable (the image's own name is irrelevant)."""
-        intended = _parse_or_none(self.docker_reference)
-        signature = _parse_or_none(signed_reference)
+        intended = _parse_or_none(self.docker_reference, limits)
+        signature = _parse_or_none(signed_reference, limits)
         if intended is None or signature is None or intended.is_name_only or signature.is_name_only:
             return False
         return str(signature) == str(intended)
 
-    def validate(self) -> None:
+    def validate(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
         """Raises ReferenceFormatError unless ``docker_reference`` is a reference with a tag or digest."""
-        ref = parse_normalized_named(self.docker_reference)
+        ref = parse_normalized_named(self.docker_reference, limits=limits)
         if ref.is_name_only:
             msg = f"dockerReference {self.docker_reference!r} contains neither a tag nor a digest"
             raise ReferenceFormatError(msg)
@@ -246,20 +247,20 @@ class ExactRepository:
     docker_repository: str
     type_name: ClassVar[str] = "exactRepository"
 
-    def matches(self, image: DockerReference | None, signed_reference: str) -> bool:
+    def matches(self, image: DockerReference | None, signed_reference: str, *, limits: Limits = DEFAULT_LIMITS) -> bool:
         """Whether a signature claiming ``signed_reference`` is acceptable (the image's own name is irrelevant)."""
-        intended = _parse_or_none(self.docker_repository)
-        signature = _parse_or_none(signed_reference)
+        intended = _parse_or_none(self.docker_repository, limits)
+        signature = _parse_or_none(signed_reference, limits)
         if intended is None or signature is None:
             return False
         return signature.name == intended.name
 
-    def validate(self) -> None:
+    def validate(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
         """Raises ReferenceFormatError unless ``docker_repository`` parses as a reference."""
-        parse_normalized_named(self.docker_repository)
+        parse_normalized_named(self.docker_repository, limits=limits)
 
 
-def validate_remap_prefix(prefix: str) -> None:
+def validate_remap_prefix(prefix: str, *, limits: Limits = DEFAULT_LIMITS) -> None:
     """Check a ``remapIdentity`` prefix like containers/image ``validateIdentityRemappingPrefix``.
 
     Accepts a bare host (``example.com``, ``example.com:80``, ``localhost``) or ``host/path``; like containers/image
@@ -268,7 +269,7 @@ def validate_remap_prefix(prefix: str) -> None:
     Raises:
         ReferenceFormatError: the prefix is invalid.
     """
-    if len(prefix) <= MAX_REFERENCE_LENGTH and (
+    if len(prefix) <= limits.max_signed_reference_length and (
         _DOMAIN_RE.fullmatch(prefix) or (_NAME_RE.fullmatch(prefix) and _DOMAIN_PREFIX_RE.match(prefix))
     ):
         return
@@ -293,7 +294,7 @@ class RemapIdentity:
             return name == self.prefix
         return name.startswith(self.prefix) and name[len(self.prefix)] == "/"
 
-    def remap(self, ref: DockerReference) -> DockerReference:
+    def remap(self, ref: DockerReference, *, limits: Limits = DEFAULT_LIMITS) -> DockerReference:
         """``ref`` with ``prefix`` replaced by ``signed_prefix``, or ``ref`` unchanged if it does not match.
 
         Raises:
@@ -302,23 +303,23 @@ class RemapIdentity:
         if not self.ref_matches_prefix(ref):
             return ref
         rewritten = str(ref).replace(self.prefix, self.signed_prefix, 1)
-        return parse_named(rewritten)
+        return parse_named(rewritten, limits=limits)
 
-    def matches(self, image: DockerReference | None, signed_reference: str) -> bool:
+    def matches(self, image: DockerReference | None, signed_reference: str, *, limits: Limits = DEFAULT_LIMITS) -> bool:
         """Whether a signature claiming ``signed_reference`` is acceptable for ``image``."""
-        signature = _parse_or_none(signed_reference)
+        signature = _parse_or_none(signed_reference, limits)
         if image is None or signature is None:
             return False
         try:
-            intended = self.remap(image)
+            intended = self.remap(image, limits=limits)
         except ReferenceFormatError:
             return False
         return _match_repo_digest_or_exact(intended, signature)
 
-    def validate(self) -> None:
+    def validate(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
         """Raises ReferenceFormatError if either prefix is invalid."""
-        validate_remap_prefix(self.prefix)
-        validate_remap_prefix(self.signed_prefix)
+        validate_remap_prefix(self.prefix, limits=limits)
+        validate_remap_prefix(self.signed_prefix, limits=limits)
 
 
 SignedIdentity = (

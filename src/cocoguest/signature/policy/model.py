@@ -33,7 +33,7 @@ from typing import ClassVar, Final, Literal, TypeVar
 
 from cocoguest import jsonutil
 from cocoguest.errors import ConfigError
-from cocoguest.limits import DEFAULT_LIMITS
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.signature.policy.identity import (
     ExactReference,
     ExactRepository,
@@ -45,9 +45,6 @@ from cocoguest.signature.policy.identity import (
     SignedIdentity,
 )
 from cocoguest.signature.policy.scopes import go_clean_path
-
-MAX_POLICY_BYTES: Final = DEFAULT_LIMITS.max_policy_bytes
-"""A policy.json larger than this is refused."""
 
 KEY_TYPES: Final = frozenset({"GPGKeys", "signedByGPGKeys", "X509Certificates", "signedByX509CAs"})
 """``signedBy.keyType`` values containers/image accepts at parse time; only ``GPGKeys`` is implemented."""
@@ -181,18 +178,19 @@ class Policy:
     source: str = "<policy>"
 
     @classmethod
-    def from_json(cls, data: bytes, source: str) -> Policy:
-        """Parse ``data``; ``source`` names it in errors (a path or URI).
+    def from_json(cls, data: bytes, source: str, *, limits: Limits = DEFAULT_LIMITS) -> Policy:
+        """Parse ``data``; ``source`` names it in errors (a path or URI); ``limits`` caps its size
+        (``max_policy_bytes``), its JSON and the references it names.
 
         Raises:
             ConfigError: invalid JSON or an invalid policy; the message names ``source`` and the JSON path.
         """
-        if len(data) > MAX_POLICY_BYTES:
-            msg = f"policy {source}: larger than {MAX_POLICY_BYTES} bytes"
+        if len(data) > limits.max_policy_bytes:
+            msg = f"policy {source}: larger than {limits.max_policy_bytes} bytes (max_policy_bytes)"
             raise ConfigError(msg)
         # SECURITY: duplicate keys, NaN and over-deep nesting are refused by the one strict parser.
-        document = jsonutil.loads(data, f"policy {source}", ConfigError)
-        parser = _Parser(source)
+        document = jsonutil.loads(data, f"policy {source}", ConfigError, limits=limits)
+        parser = _Parser(source, limits)
         default, transports = parser.policy(document)
         return cls(default, transports, data, source)
 
@@ -215,8 +213,9 @@ def _key_path(parent: str, key: str) -> str:
 
 
 class _Parser:
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, limits: Limits) -> None:
         self.source = source
+        self.limits = limits
 
     def error(self, path: str, message: str) -> ConfigError:
         where = f"{path}: " if path else ""
@@ -493,7 +492,7 @@ class _Parser:
             case _:
                 rule = RemapIdentity(args[0], args[1])
         try:
-            rule.validate()
+            rule.validate(limits=self.limits)
         except ReferenceFormatError as e:
             raise self.error(path, str(e)) from e
         return rule

@@ -23,18 +23,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.signature.policy.identity import DockerReference, ReferenceFormatError, parse_normalized_named
 
 T = TypeVar("T")
 
 
-def docker_image_reference(reference: str) -> DockerReference:
+def docker_image_reference(reference: str, *, limits: Limits = DEFAULT_LIMITS) -> DockerReference:
     """Parse the pulled image's reference like containers/image's docker transport (``latest`` added if bare).
 
     Raises:
         ReferenceFormatError: invalid, or has both a tag and a digest.
     """
-    ref = parse_normalized_named(reference)
+    ref = parse_normalized_named(reference, limits=limits)
     if ref.tag is not None and ref.digest is not None:
         msg = f"image reference {reference!r} has both a tag and a digest (not supported by containers/image)"
         raise ReferenceFormatError(msg)
@@ -43,13 +44,13 @@ def docker_image_reference(reference: str) -> DockerReference:
     return ref
 
 
-def docker_scopes(reference: str) -> tuple[str, ...]:
+def docker_scopes(reference: str, *, limits: Limits = DEFAULT_LIMITS) -> tuple[str, ...]:
     """Candidate docker scopes, most specific first (without the transport default ``""``).
 
     Raises:
         ReferenceFormatError: see :func:`docker_image_reference`.
     """
-    ref = docker_image_reference(reference)
+    ref = docker_image_reference(reference, limits=limits)
     identity = f"{ref.name}:{ref.tag}" if ref.tag is not None else f"{ref.name}@{ref.digest}"
     out = [identity]
     name = ref.name
@@ -104,7 +105,7 @@ def oci_scopes(reference: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def candidate_scopes(transport: str, reference: str) -> tuple[str, ...]:
+def candidate_scopes(transport: str, reference: str, *, limits: Limits = DEFAULT_LIMITS) -> tuple[str, ...]:
     """Candidate scopes for ``transport`` (``docker`` or ``oci``), most specific first, without ``""``.
 
     Raises:
@@ -112,7 +113,7 @@ def candidate_scopes(transport: str, reference: str) -> tuple[str, ...]:
         ValueError: an unsupported transport.
     """
     if transport == "docker":
-        return docker_scopes(reference)
+        return docker_scopes(reference, limits=limits)
     if transport == "oci":
         return oci_scopes(reference)
     msg = f"policy scopes for transport {transport!r} are not supported"
@@ -137,13 +138,20 @@ class ScopeMatch(Generic[T]):
         return f'transports.{self.transport}["{quoted}"]'
 
 
-def lookup(default: T, transports: Mapping[str, Mapping[str, T]], transport: str, reference: str) -> ScopeMatch[T]:
+def lookup(
+    default: T,
+    transports: Mapping[str, Mapping[str, T]],
+    transport: str,
+    reference: str,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+) -> ScopeMatch[T]:
     """Pick the requirements for an image: the first candidate scope present, then ``""``, then ``default``.
 
     Raises:
         ReferenceFormatError, ValueError: see :func:`candidate_scopes`.
     """
-    candidates = candidate_scopes(transport, reference)
+    candidates = candidate_scopes(transport, reference, limits=limits)
     scopes = transports.get(transport)
     if scopes is not None:
         for scope in (*candidates, ""):
