@@ -13,9 +13,10 @@ import pytest
 
 from cocoguest.errors import ProtocolError
 from cocoguest.image.fs.dir_meta import DirMeta, DirMetaLog
-from cocoguest.image.layout import OciLayoutImageSource, OciReference
+from cocoguest.image.layout import OciLayoutImageSource
 from cocoguest.image.pull import OpenedSource, PullOptions, pull_image
 from cocoguest.limits import Limits
+from cocoguest.oci.image_name import LayoutImageName
 from cocoguest.signature.policy import InsecureAcceptAnything
 from tests.fixtures.layers import TarBuilder
 from tests.fixtures.oci_images import write_image_layout
@@ -113,7 +114,7 @@ def test_more_entries_than_the_limit_is_a_clear_error_and_leaves_no_staging(tmp_
     image = write_image_layout(tmp_path / "img", [builder.build()], config_extra={"Cmd": ["/bin/sh"]})
     work, bundle = tmp_path / "work", tmp_path / "bundle"
     limits = Limits(max_tar_entries=50)
-    source = OciLayoutImageSource(OciReference.parse(f"oci:{image.path}:latest"), limits)
+    source = OciLayoutImageSource(LayoutImageName.parse(f"oci:{image.path}:latest"), limits)
     options = PullOptions(work_dir=work, policy=InsecureAcceptAnything(), snapshotter="copy", limits=limits)
     with pytest.raises(ProtocolError, match=r"layer .*more than 50 headers"):
         pull_image(OpenedSource(source, str(image.path), "oci"), bundle, options)

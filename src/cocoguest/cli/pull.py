@@ -75,7 +75,11 @@ _DEFAULT_REGISTRIES_D = Path("/etc/containers/registries.d")
 
 
 def policy_settings(
-    insecure_policy: bool, policy_file: str | None, registries_d: str | None, offline_fs_resources: tuple[str, ...]
+    insecure_policy: bool,
+    policy_file: str | None,
+    registries_d: str | None,
+    offline_fs_resources: tuple[str, ...],
+    limits: Limits,
 ) -> PolicySettings:
     """The policy settings from flags, with the system defaults (``/etc/containers/policy.json``, registries.d).
 
@@ -97,7 +101,7 @@ def policy_settings(
         )
         raise ConfigError(msg)
     resource_files = [p for p in DEFAULT_PATHS if p.exists()] + [Path(f) for f in offline_fs_resources]
-    provider = OfflineFsKbc.load(resource_files) if resource_files else None
+    provider = OfflineFsKbc.load(resource_files, limits=limits) if resource_files else None
     if registries_d is None and _DEFAULT_REGISTRIES_D.is_dir():
         registries_d = str(_DEFAULT_REGISTRIES_D)
     return PolicySettings(policy_file, registries_d, resources=provider)
@@ -162,7 +166,7 @@ def pull_command(
     limits = limits_from_env(env)
     config = PullConfig(
         work_dir=Path(work_dir) if work_dir else default_work_dir(env),
-        policy=policy_settings(insecure_policy, policy_file, registries_d, offline_fs_resources),
+        policy=policy_settings(insecure_policy, policy_file, registries_d, offline_fs_resources, limits),
         access=source_settings(registries_conf, auth_file, cert_dir, tls_verify),
         decryption_keys=decryption_keys,
         key_context=_key_context(decryption_keys, keyprovider_config, env, limits),

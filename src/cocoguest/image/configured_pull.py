@@ -86,11 +86,11 @@ def policy_evaluator(settings: PolicySettings, env: Mapping[str, str] | None, li
 
     is_path = "://" not in settings.policy
     base_dir = Path(settings.policy).resolve().parent if is_path else Path.cwd()
-    resources = LocationReader(base_dir, settings.resources)
+    resources = LocationReader(base_dir, settings.resources, limits=limits)
     return PolicyGate(
-        load_policy(settings.policy, resources),
+        load_policy(settings.policy, resources, limits=limits),
         resources,
-        load_registries_d(settings.registries_d, resources),
+        load_registries_d(settings.registries_d, resources, limits=limits),
         env=env,
         limits=limits,
     )
