@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cocoguest.errors import ProtocolError
-from cocoguest.image.fs.tar_stream import EntryType, TarEntry, TarLimits, TarStream
+from cocoguest.image.fs.tar_stream import EntryType, TarEntry, TarStream
 from cocoguest.limits import Limits
 from tests.fixtures.layers import SPARSE_SIZE, Member, TarBuilder, pax_records, raw_header, sparse_tar
 
@@ -201,12 +201,12 @@ def test_limits_entry_count_name_and_pax_size() -> None:
     for i in range(5):
         many.file(f"f{i}")
     with pytest.raises(ProtocolError, match="more than 4 headers"):
-        entries(many.build(), tar_limits=TarLimits(max_entries=4))
+        entries(many.build(), limits=Limits(max_tar_entries=4))
     with pytest.raises(ProtocolError, match="name of 300 bytes exceeds 200"):
-        entries(TarBuilder().file("n" * 300).build(), tar_limits=TarLimits(max_name_bytes=200))
+        entries(TarBuilder().file("n" * 300).build(), limits=Limits(max_tar_name_bytes=200))
     big = TarBuilder().add(Member("f", pax={"comment": b"c" * 5000})).build()
     with pytest.raises(ProtocolError, match=r"PAX header of \d+ bytes exceeds 4096"):
-        entries(big, tar_limits=TarLimits(max_pax_header_bytes=4096))
+        entries(big, limits=Limits(max_tar_pax_header_bytes=4096))
 
 
 @pytest.mark.parametrize(("fmt", "version"), [("gnu", None), ("posix", "0.0"), ("posix", "0.1"), ("posix", "1.0")])

@@ -15,7 +15,8 @@ import pytest
 from cocoguest.errors import ConfigError
 from cocoguest.image.bundle import users
 from cocoguest.image.bundle.runtime_config import ProcessUser
-from cocoguest.image.bundle.users import MAX_USER_DB_BYTES, read_file_in_root, resolve_user
+from cocoguest.image.bundle.users import read_file_in_root, resolve_user
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 PASSWD = """\
 root:x:0:0:root:/root:/bin/sh
@@ -197,16 +198,18 @@ def test_short_chain_is_followed(rootfs: Path, use_openat2: bool) -> None:
 
 def test_oversized_passwd(rootfs: Path, use_openat2: bool) -> None:
     with (rootfs / "etc" / "passwd").open("a") as stream:
-        stream.write("#" * MAX_USER_DB_BYTES)
+        stream.write("#" * DEFAULT_LIMITS.max_user_db_bytes)
     with pytest.raises(ConfigError, match="/etc/passwd: larger than"):
         resolve_user("alice", rootfs, use_openat2=use_openat2)
 
 
 def test_file_at_the_limit_is_read(tmp_path: Path, use_openat2: bool) -> None:
     (tmp_path / "f").write_bytes(b"x" * 100)
-    assert read_file_in_root(tmp_path, "/f", max_bytes=100, use_openat2=use_openat2) == b"x" * 100
+    assert (
+        read_file_in_root(tmp_path, "/f", limits=Limits(max_user_db_bytes=100), use_openat2=use_openat2) == b"x" * 100
+    )
     with pytest.raises(ConfigError, match="larger than 99 bytes"):
-        read_file_in_root(tmp_path, "/f", max_bytes=99, use_openat2=use_openat2)
+        read_file_in_root(tmp_path, "/f", limits=Limits(max_user_db_bytes=99), use_openat2=use_openat2)
 
 
 def test_fifo_is_not_opened(rootfs: Path, use_openat2: bool) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cocoguest.cli.settings import default_work_dir, environment
+from cocoguest.cli.settings import default_work_dir, environment, limits_from_env
 from cocoguest.errors import VerificationError
 from cocoguest.image.store.fsck import check_store, repair_store
 
@@ -20,9 +20,11 @@ class StoreInconsistentError(VerificationError):
 @click.option("--repair", is_flag=True, help="Rebuild the metadata from the verified layer directories.")
 def fsck_command(work_dir: str | None, repair: bool) -> None:
     """Check the layer store; with --repair, make it consistent (lost images are reported, not invented)."""
-    root = Path(work_dir) if work_dir else default_work_dir(environment())
+    env = environment()
+    root = Path(work_dir) if work_dir else default_work_dir(env)
+    limits = limits_from_env(env)
     if not repair:
-        report = check_store(root)
+        report = check_store(root, limits=limits)
         for problem in report.problems:
             click.echo(problem)
         if report.db_corrupt is not None:
@@ -33,7 +35,7 @@ def fsck_command(work_dir: str | None, repair: bool) -> None:
             raise StoreInconsistentError(msg)
         click.echo(f"work dir {root}: the store is consistent")
         return
-    report = repair_store(root)
+    report = repair_store(root, limits=limits)
     if report.moved_aside is not None:
         click.echo(f"the corrupt metadata DB was moved to {report.moved_aside}; its image records are lost")
     for digest in report.images_lost:

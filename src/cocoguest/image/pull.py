@@ -293,7 +293,9 @@ def pull_image(
         leased = (*diff_ids, *chain_ids(diff_ids)[1:])
         with store.lease(), _bundle_lease(store, bundle, config, leased):
             # (6a) before any layer: refuses a non-empty bundle or a config that cannot become a runtime config
-            snapshotter = make_snapshotter(choice, bundle, config, what=what, whiteouts=whiteouts)
+            snapshotter = make_snapshotter(
+                choice, bundle, config, what=what, whiteouts=whiteouts, limits=options.limits
+            )
             try:
                 # (5) layers, each handed to the snapshotter as soon as it and all lower ones are committed
                 outcomes = _pull_layers(

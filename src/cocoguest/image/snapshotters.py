@@ -26,6 +26,7 @@ from cocoguest.image.bundle.remove import OVERLAY_STATE_DIR
 from cocoguest.image.fs.merge import IncrementalMerge, merge_layers
 from cocoguest.image.fs.unpack import WhiteoutFormat
 from cocoguest.image.layer.fetch import LayerOutcome
+from cocoguest.limits import Limits
 
 _logger = logging.getLogger(__name__)
 
@@ -49,13 +50,16 @@ class RootfsSnapshotter(Protocol):
 class CopySnapshotter:
     """A merged copy of the layers, built layer by layer while the higher layers still download."""
 
-    def __init__(self, bundle: Path, config: Mapping[str, object], *, what: str, whiteouts: WhiteoutFormat) -> None:
+    def __init__(
+        self, bundle: Path, config: Mapping[str, object], *, what: str, whiteouts: WhiteoutFormat, limits: Limits
+    ) -> None:
         """Check the config and the bundle path, and create the (hidden) bundle with an empty rootfs."""
         self._config = config
         self._what = what
+        self._limits = limits
         self._prepared = prepare_bundle(bundle, config)
         try:
-            self._merge = IncrementalMerge(self._prepared.rootfs, what=what, whiteouts=whiteouts)
+            self._merge = IncrementalMerge(self._prepared.rootfs, what=what, whiteouts=whiteouts, limits=limits)
         except BaseException:
             self._prepared.discard()
             raise
@@ -73,7 +77,7 @@ class CopySnapshotter:
             self._merge.finish()
         finally:
             self._merge.close()
-        return finish_bundle(self._prepared, self._config)  # discards the bundle itself on failure
+        return finish_bundle(self._prepared, self._config, limits=self._limits)  # discards the bundle itself on failure
 
     def discard(self) -> None:
         """Stop the merge and remove the bundle being built."""
@@ -92,9 +96,11 @@ class MountSnapshotter:
         what: str,
         whiteouts: WhiteoutFormat,
         mode: Literal["overlay", "auto"],
+        limits: Limits,
     ) -> None:
         """Refuse a non-empty bundle or a malformed config now, before any layer is pulled."""
         check_bundle(bundle, config)
+        self._limits = limits
         self._bundle = bundle
         self._config = config
         self._what = what
@@ -106,7 +112,7 @@ class MountSnapshotter:
 
     def finish(self, outcomes: Sequence[LayerOutcome]) -> BundleResult:
         """Mount (or merge) the layers and write the bundle; nothing is left on failure."""
-        what, whiteouts = self._what, self._whiteouts
+        what, whiteouts, limits = self._what, self._whiteouts, self._limits
         return write_bundle(
             self._bundle,
             [o.record.path for o in outcomes],
@@ -114,7 +120,8 @@ class MountSnapshotter:
             snapshotter=self._mode,
             # SECURITY: a private upper/work dir per bundle; containers never share writable state.
             work_root=self._bundle / OVERLAY_STATE_DIR,
-            merge=lambda dirs, target: merge_layers(dirs, target, what=what, whiteouts=whiteouts),
+            merge=lambda dirs, target: merge_layers(dirs, target, what=what, whiteouts=whiteouts, limits=limits),
+            limits=limits,
         )
 
     def discard(self) -> None:
@@ -128,6 +135,7 @@ def make_snapshotter(
     *,
     what: str,
     whiteouts: WhiteoutFormat,
+    limits: Limits,
 ) -> RootfsSnapshotter:
     """The snapshotter for ``choice`` (``auto`` here means: overlay is available, fall back if the mount fails).
 
@@ -137,5 +145,5 @@ def make_snapshotter(
         TransportError: the bundle path cannot be created or inspected.
     """
     if choice == "copy":
-        return CopySnapshotter(bundle, config, what=what, whiteouts=whiteouts)
-    return MountSnapshotter(bundle, config, what=what, whiteouts=whiteouts, mode=choice)
+        return CopySnapshotter(bundle, config, what=what, whiteouts=whiteouts, limits=limits)
+    return MountSnapshotter(bundle, config, what=what, whiteouts=whiteouts, mode=choice, limits=limits)

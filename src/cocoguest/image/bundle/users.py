@@ -19,10 +19,10 @@ Invariants:
     * SECURITY: /etc/passwd and /etc/group are untrusted files INSIDE the rootfs. They are opened relative
       to a directory fd of the rootfs with every symlink resolved inside it (``openat2`` with
       ``RESOLVE_IN_ROOT``; where that syscall is missing, a component walk with ``O_NOFOLLOW`` that resolves
-      symlinks itself, ``..`` clamped at the root, at most :data:`MAX_SYMLINK_HOPS` links). An absolute or
+      symlinks itself, ``..`` clamped at the root, at most ``Limits.max_symlink_hops`` links). An absolute or
       ``..`` link never reaches a host file.
     * SECURITY: only regular files are read (checked on an ``O_PATH`` descriptor before any open that could
-      have side effects, e.g. on a device or a FIFO), and at most :data:`MAX_USER_DB_BYTES` bytes.
+      have side effects, e.g. on a device or a FIFO), and at most ``Limits.max_user_db_bytes`` bytes.
     * Malformed lines are skipped (as libc does); ids outside ``0..2**32-2`` are never produced.
 """
 
@@ -42,14 +42,10 @@ from typing import Final
 
 from cocoguest.errors import ConfigError, TransportError
 from cocoguest.image.bundle.runtime_config import ProcessUser
-from cocoguest.limits import DEFAULT_LIMITS, MiB
+from cocoguest.limits import DEFAULT_LIMITS, Limits, MiB
 
 _logger = logging.getLogger(__name__)
 
-MAX_USER_DB_BYTES: Final = DEFAULT_LIMITS.max_user_db_bytes
-"""Largest /etc/passwd or /etc/group read from an image (TODO: move to limits.Limits)."""
-MAX_SYMLINK_HOPS: Final = DEFAULT_LIMITS.max_symlink_hops
-"""Symlinks followed while resolving one path (Linux's MAXSYMLINKS)."""
 MAX_ID: Final = 2**32 - 2
 """Largest valid uid/gid (``(uid_t)-1`` means "no change" to the kernel)."""
 
@@ -128,7 +124,7 @@ def _openat2(root_fd: int, path: str, flags: int) -> int:
     return fd
 
 
-def _walk(root_fd: int, path: str) -> tuple[int, str | None]:
+def _walk(root_fd: int, path: str, max_hops: int) -> tuple[int, str | None]:
     """Resolve ``path`` inside the root without following any link out of it.
 
     Returns:
@@ -155,7 +151,7 @@ def _walk(root_fd: int, path: str) -> tuple[int, str | None]:
             st = os.stat(name, dir_fd=current, follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
                 hops += 1
-                if hops > MAX_SYMLINK_HOPS:
+                if hops > max_hops:
                     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
                 target = os.readlink(name, dir_fd=current)
                 if target.startswith("/"):
@@ -215,8 +211,8 @@ def _open_with_openat2(root_fd: int, path: str) -> int:
     return fd
 
 
-def _open_with_walk(root_fd: int, path: str) -> int:
-    dir_fd, name = _walk(root_fd, path)
+def _open_with_walk(root_fd: int, path: str, max_hops: int) -> int:
+    dir_fd, name = _walk(root_fd, path, max_hops)
     try:
         if name is None:
             msg = f"image file {path}: not a regular file"
@@ -239,14 +235,14 @@ def _check_same(fd: int, expected: os.stat_result, path: str) -> None:
 
 
 def read_file_in_root(
-    root: Path, path: str, *, max_bytes: int = MAX_USER_DB_BYTES, use_openat2: bool = True
+    root: Path, path: str, *, limits: Limits = DEFAULT_LIMITS, use_openat2: bool = True
 ) -> bytes | None:
     """Read a regular file of an untrusted tree, resolving every symlink inside ``root``.
 
     Args:
         root: The root directory (the rootfs).
         path: The path inside the root, e.g. ``/etc/passwd``.
-        max_bytes: Largest file accepted.
+        limits: ``max_user_db_bytes`` (largest file accepted) and ``max_symlink_hops`` (for the walk).
         use_openat2: Try ``openat2(RESOLVE_IN_ROOT)`` first (tests turn it off to exercise the walk).
 
     Returns:
@@ -267,7 +263,7 @@ def read_file_in_root(
                 raise _Openat2UnavailableError
             fd = _open_with_openat2(root_fd, path)
         except _Openat2UnavailableError:
-            fd = _open_with_walk(root_fd, path)
+            fd = _open_with_walk(root_fd, path, limits.max_symlink_hops)
     except OSError as e:
         if e.errno in {errno.ENOENT, errno.ENOTDIR}:
             return None
@@ -279,7 +275,7 @@ def read_file_in_root(
     finally:
         os.close(root_fd)
     try:
-        return _read_capped(fd, path, max_bytes)
+        return _read_capped(fd, path, limits.max_user_db_bytes)
     except OSError as e:
         msg = f"image file {path}: cannot read: {e.strerror}"
         raise TransportError(msg) from e
@@ -325,12 +321,14 @@ def _parse_group(untrusted_text: str) -> list[_GroupEntry]:
     return entries
 
 
-def _load(rootfs: Path, path: str, *, use_openat2: bool) -> str | None:
-    data = read_file_in_root(rootfs, path, use_openat2=use_openat2)
+def _load(rootfs: Path, path: str, *, limits: Limits, use_openat2: bool) -> str | None:
+    data = read_file_in_root(rootfs, path, limits=limits, use_openat2=use_openat2)
     return None if data is None else data.decode("utf-8", errors="surrogateescape")
 
 
-def resolve_user(user_spec: str, rootfs: Path, *, use_openat2: bool = True) -> ProcessUser:
+def resolve_user(
+    user_spec: str, rootfs: Path, *, limits: Limits = DEFAULT_LIMITS, use_openat2: bool = True
+) -> ProcessUser:
     """Resolve ``Config.User`` to uid, gid and supplementary gids from the image's own user database.
 
     Args:
@@ -349,8 +347,8 @@ def resolve_user(user_spec: str, rootfs: Path, *, use_openat2: bool = True) -> P
         msg = f"image user {user_spec!r}: contains a NUL character"
         raise ConfigError(msg)
     user_part, _, group_part = user_spec.partition(":")
-    untrusted_passwd = _parse_passwd(_load(rootfs, PASSWD_PATH, use_openat2=use_openat2) or "")
-    untrusted_groups = _parse_group(_load(rootfs, GROUP_PATH, use_openat2=use_openat2) or "")
+    untrusted_passwd = _parse_passwd(_load(rootfs, PASSWD_PATH, limits=limits, use_openat2=use_openat2) or "")
+    untrusted_groups = _parse_group(_load(rootfs, GROUP_PATH, limits=limits, use_openat2=use_openat2) or "")
 
     entry: _PasswdEntry | None
     if not user_part:

@@ -47,6 +47,7 @@ from cocoguest.image.bundle.rootfs import UPPER_DIR, WORK_DIR, mount_overlay, un
 from cocoguest.image.bundle.runtime_config import ProcessUser, config_user, runtime_config
 from cocoguest.image.bundle.staging import BundleStaging
 from cocoguest.image.bundle.users import resolve_user
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 _logger = logging.getLogger(__name__)
 
@@ -275,9 +276,10 @@ def _finish(
     image_config: Mapping[str, object],
     annotations: Mapping[str, str] | None,
     undo: _Undo,
+    limits: Limits,
 ) -> dict[str, object]:
     # (4) the user, resolved inside the new rootfs; (5) config.json, atomically; (6) the bundle, atomically.
-    user = resolve_user(config_user(image_config), staging.path / ROOTFS_DIR)
+    user = resolve_user(config_user(image_config), staging.path / ROOTFS_DIR, limits=limits)
     config = runtime_config(image_config, user, annotations=annotations)
     _write_config(staging.path, config, undo)
     staging.publish()
@@ -285,7 +287,11 @@ def _finish(
 
 
 def finish_bundle(
-    prepared: PreparedBundle, image_config: Mapping[str, object], *, annotations: Mapping[str, str] | None = None
+    prepared: PreparedBundle,
+    image_config: Mapping[str, object],
+    *,
+    annotations: Mapping[str, str] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> BundleResult:
     """Steps 4-5 on a bundle whose rootfs the caller has filled: resolve ``Config.User``, write ``config.json``.
 
@@ -308,7 +314,7 @@ def finish_bundle(
         msg = f"bundle {prepared.bundle}: already finished or discarded"
         raise ValueError(msg)
     try:
-        config = _finish(prepared._staging, image_config, annotations, prepared._undo)
+        config = _finish(prepared._staging, image_config, annotations, prepared._undo, limits)
     except BaseException:
         prepared.discard()
         raise
@@ -327,6 +333,7 @@ def write_bundle(
     work_root: Path,
     merge: Callable[[Sequence[Path], Path], None],
     annotations: Mapping[str, str] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> BundleResult:
     """Create an OCI runtime bundle from stored layer directories and an image config.
 
@@ -339,6 +346,7 @@ def write_bundle(
             inside the build directory (and so ends up at that path in the finished bundle).
         merge: Merges layer dirs (lowest first) into an existing empty directory, applying whiteouts.
         annotations: Extra annotations for ``config.json`` (they win over labels).
+        limits: Caps on reading the image's user database (``max_user_db_bytes``, ``max_symlink_hops``).
 
     Returns:
         The bundle, its rootfs, the snapshotter used and the runtime config.
@@ -370,7 +378,7 @@ def write_bundle(
         if used == "copy":
             merge(layer_dirs, rootfs)
         # (4) and (5).
-        config = _finish(staging, image_config, annotations, undo)
+        config = _finish(staging, image_config, annotations, undo, limits)
     except BaseException:
         undo.run()
         raise

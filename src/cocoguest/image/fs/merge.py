@@ -415,6 +415,10 @@ def _names_last_first(dir_fd: int) -> list[str]:
         return sorted((entry.name for entry in it), reverse=True)
 
 
+_FALLBACK_COPY_CHUNK_BYTES: Final = 1 << 20
+"""Buffer of the read/write copy used where copy_file_range is refused (an IO size, not a limit)."""
+
+
 def _copy_range(src: int, dst: int, position: int, length: int) -> None:
     end = position + length
     try:
@@ -426,7 +430,7 @@ def _copy_range(src: int, dst: int, position: int, length: int) -> None:
     except OSError as e:
         if e.errno not in _NO_FAST_COPY:
             raise
-        chunk = DEFAULT_LIMITS.stream_chunk_bytes
+        chunk = _FALLBACK_COPY_CHUNK_BYTES
         while position < end:
             data = os.pread(src, min(chunk, end - position), position)
             if not data:

@@ -6,8 +6,8 @@ the current entry, in chunks.
 
 Invariants:
     * Memory is bounded: an entry's data is handed out in chunks of at most ``limits.stream_chunk_bytes``;
-      PAX headers, GNU long names and sparse maps are capped (:class:`TarLimits`), and so is the number of
-      headers.
+      PAX headers, GNU long names and sparse maps are capped (the ``max_tar_*`` fields of
+      :class:`~cocoguest.limits.Limits`), and so is the number of headers.
     * Every header's checksum is verified; numbers are octal or base-256 (GNU); a malformed or truncated
       archive raises :class:`~cocoguest.errors.ProtocolError` naming the layer (``what``) and the entry.
     * Tolerance, as Go's archive/tar (umoci, containerd) has it: an archive may end without end-of-archive
@@ -26,7 +26,6 @@ from __future__ import annotations
 import enum
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import BinaryIO, Final, NamedTuple
 
 from cocoguest.errors import ProtocolError
@@ -44,43 +43,6 @@ kernel's timestamps and ``os.utime`` accept; the format itself allows far more (
 _XATTR_PREFIX: Final = "SCHILY.xattr."
 _PAX_NUMBER_CHARS: Final = 20
 """Characters of a PAX decimal number: a sign and the 19 digits of a signed 64-bit value."""
-
-# Limits not (yet) in cocoguest.limits.Limits: read from it when present, else these defaults.
-MAX_TAR_ENTRIES: Final = DEFAULT_LIMITS.max_tar_entries
-"""Headers (entries plus PAX/GNU meta headers) in one layer; large distro images have ~100k entries."""
-MAX_TAR_NAME_BYTES: Final = DEFAULT_LIMITS.max_tar_name_bytes
-"""A member name or link name (PATH_MAX)."""
-MAX_TAR_PAX_HEADER_BYTES: Final = DEFAULT_LIMITS.max_tar_pax_header_bytes
-"""One PAX or GNU long-name header's data (Go's archive/tar uses 1 MiB)."""
-MAX_TAR_SPARSE_SEGMENTS: Final = DEFAULT_LIMITS.max_tar_sparse_segments
-"""Data segments in one sparse file's map."""
-MAX_TAR_FILE_REAL_BYTES: Final = DEFAULT_LIMITS.max_tar_file_real_bytes
-"""Apparent size of one (sparse) file: 1 TiB."""
-
-
-@dataclass(frozen=True, slots=True)
-class TarLimits:
-    """The tar-specific caps, taken from a :class:`Limits` (fields ``max_tar_*``) or the module defaults."""
-
-    max_entries: int = MAX_TAR_ENTRIES
-    max_name_bytes: int = MAX_TAR_NAME_BYTES
-    max_pax_header_bytes: int = MAX_TAR_PAX_HEADER_BYTES
-    max_sparse_segments: int = MAX_TAR_SPARSE_SEGMENTS
-    max_file_real_bytes: int = MAX_TAR_FILE_REAL_BYTES
-    chunk_bytes: int = DEFAULT_LIMITS.stream_chunk_bytes
-
-    @classmethod
-    def from_limits(cls, limits: Limits) -> TarLimits:
-        """The tar caps of ``limits``."""
-
-        return cls(
-            max_entries=limits.max_tar_entries,
-            max_name_bytes=limits.max_tar_name_bytes,
-            max_pax_header_bytes=limits.max_tar_pax_header_bytes,
-            max_sparse_segments=limits.max_tar_sparse_segments,
-            max_file_real_bytes=limits.max_tar_file_real_bytes,
-            chunk_bytes=max(BLOCK, limits.stream_chunk_bytes),
-        )
 
 
 class EntryType(enum.Enum):
@@ -193,19 +155,18 @@ class TarStream:
         *,
         what: str,
         limits: Limits = DEFAULT_LIMITS,
-        tar_limits: TarLimits | None = None,
     ) -> None:
         """Wrap ``untrusted_stream`` (read with ``read(n)`` only).
 
         Args:
             untrusted_stream: The uncompressed archive bytes.
             what: Names the layer in error messages.
-            limits: Chunk size and tar caps.
-            tar_limits: Overrides the tar caps taken from ``limits``.
+            limits: Chunk size and the tar caps (``max_tar_*``).
         """
         self._raw = untrusted_stream
         self._what = what
-        self._limits = tar_limits if tar_limits is not None else TarLimits.from_limits(limits)
+        self._limits = limits
+        self._chunk_bytes = max(BLOCK, limits.stream_chunk_bytes)
         self._buf = b""
         self._pos = 0
         self._eof = False
@@ -217,7 +178,7 @@ class TarStream:
         self._ended = False
         self._global_pax: dict[str, bytes] = {}
         # A header's own names are at most 256 bytes (155 prefix + "/" + 100): under a sane cap, unchecked.
-        self._header_names_fit = self._limits.max_name_bytes >= 256
+        self._header_names_fit = self._limits.max_tar_name_bytes >= 256
 
     # -- low-level input --------------------------------------------------------------------------------------
 
@@ -303,7 +264,7 @@ class TarStream:
             self._offset += n
             return
         while n > 0:
-            got = len(self._read_some(min(n, self._limits.chunk_bytes)))
+            got = len(self._read_some(min(n, self._chunk_bytes)))
             if got == 0:
                 if allow_eof:
                     return
@@ -318,7 +279,7 @@ class TarStream:
         Raises:
             ProtocolError: the archive ends inside the data.
         """
-        chunk_bytes = self._limits.chunk_bytes
+        chunk_bytes = self._chunk_bytes
         while self._remaining > 0:
             data = self._read_some(min(self._remaining, chunk_bytes))
             if not data:
@@ -338,8 +299,8 @@ class TarStream:
             self._padding = 0
 
     def _read_meta_data(self, size: int, kind: str) -> bytes:
-        if size > self._limits.max_pax_header_bytes:
-            raise self._error(f"{kind} header of {size} bytes exceeds {self._limits.max_pax_header_bytes}")
+        if size > self._limits.max_tar_pax_header_bytes:
+            raise self._error(f"{kind} header of {size} bytes exceeds {self._limits.max_tar_pax_header_bytes}")
         data = self._read_exact(size, f"{kind} header")
         self._skip(-size % BLOCK, allow_eof=False)
         return data
@@ -433,16 +394,16 @@ class TarStream:
         return seconds * 1_000_000_000 + sign * nanos
 
     def _check_name(self, name: bytes, kind: str) -> None:
-        if len(name) > self._limits.max_name_bytes:
-            raise self._error(f"{kind} of {len(name)} bytes exceeds {self._limits.max_name_bytes}")
+        if len(name) > self._limits.max_tar_name_bytes:
+            raise self._error(f"{kind} of {len(name)} bytes exceeds {self._limits.max_tar_name_bytes}")
         if b"\0" in name:
             raise self._error(f"{kind} contains a NUL byte")
 
     def _sparse_pairs(self, numbers: list[int], kind: str) -> list[tuple[int, int]]:
         if len(numbers) % 2:
             raise self._error(f"odd {kind} sparse map")
-        if len(numbers) // 2 > self._limits.max_sparse_segments:
-            raise self._error(f"sparse map exceeds {self._limits.max_sparse_segments} segments")
+        if len(numbers) // 2 > self._limits.max_tar_sparse_segments:
+            raise self._error(f"sparse map exceeds {self._limits.max_tar_sparse_segments} segments")
         return [(numbers[i], numbers[i + 1]) for i in range(0, len(numbers), 2)]
 
     def _old_gnu_sparse(self, header: bytes) -> tuple[list[tuple[int, int]], int]:
@@ -463,8 +424,8 @@ class TarStream:
             block = self._read_exact(BLOCK, "GNU sparse extension header")
             take(block[:504], 21)
             extended = block[504]
-            if len(numbers) // 2 > self._limits.max_sparse_segments:
-                raise self._error(f"sparse map exceeds {self._limits.max_sparse_segments} segments")
+            if len(numbers) // 2 > self._limits.max_tar_sparse_segments:
+                raise self._error(f"sparse map exceeds {self._limits.max_tar_sparse_segments} segments")
         return self._sparse_pairs(numbers, "GNU"), real_size
 
     def _sparse_1_0_map(self, stored: int) -> tuple[list[tuple[int, int]], int]:
@@ -488,8 +449,8 @@ class TarStream:
                 except ValueError as e:
                     raise self._error("bad PAX sparse 1.0 map") from e
                 if count is None:
-                    if not 0 <= value <= self._limits.max_sparse_segments:
-                        raise self._error(f"sparse map exceeds {self._limits.max_sparse_segments} segments")
+                    if not 0 <= value <= self._limits.max_tar_sparse_segments:
+                        raise self._error(f"sparse map exceeds {self._limits.max_tar_sparse_segments} segments")
                     count = value
                 else:
                     numbers.append(value)
@@ -504,7 +465,7 @@ class TarStream:
         Raises:
             ProtocolError: a malformed, truncated or over-limit archive.
         """
-        max_entries = self._limits.max_entries
+        max_entries = self._limits.max_tar_entries
         meta: _Meta | None = None  # created by the first meta header before an entry
         while True:
             if self._remaining or self._padding:
@@ -714,7 +675,7 @@ class TarStream:
         )
 
     def _check_sparse(self, sparse_map: list[tuple[int, int]], real_size: int, stored: int) -> None:
-        if not 0 <= real_size <= self._limits.max_file_real_bytes:
+        if not 0 <= real_size <= self._limits.max_tar_file_real_bytes:
             raise self._error(f"sparse real size {real_size} out of range")
         end = 0
         total = 0
@@ -739,7 +700,7 @@ class TarStream:
             for _ in self:
                 pass
         start = self._offset
-        while self._read(self._limits.chunk_bytes):
+        while self._read(self._chunk_bytes):
             pass
         return self._offset - start
 

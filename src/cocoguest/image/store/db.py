@@ -39,7 +39,6 @@ from cocoguest.errors import ConfigError, ResourceNotFoundError, TransportError,
 from cocoguest.image.store.sources import BlobSource
 from cocoguest.limits import DEFAULT_LIMITS
 
-DB_BUSY_TIMEOUT_S: Final = DEFAULT_LIMITS.store_db_busy_timeout_s
 """How long a DB operation waits for another process's write lock (belongs in ``Limits``)."""
 
 MIN_DIGEST_PREFIX: Final = 12
@@ -223,7 +222,7 @@ class MetadataDB:
         cls,
         path: Path,
         *,
-        busy_timeout_s: float = DB_BUSY_TIMEOUT_S,
+        busy_timeout_s: float = DEFAULT_LIMITS.store_db_busy_timeout_s,
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> MetadataDB:
         """Open (creating if needed) the DB at ``path`` and migrate it to the newest schema.

@@ -81,10 +81,10 @@ def _layer_dirs(layout: LayerLayout) -> tuple[list[Digest], list[Path]]:
     return layers, debris
 
 
-def _open_db(path: Path) -> tuple[MetadataDB | None, str | None]:
+def _open_db(path: Path, limits: Limits) -> tuple[MetadataDB | None, str | None]:
     """The DB, or None and why it is corrupt."""
     try:
-        db = MetadataDB.open(path)
+        db = MetadataDB.open(path, busy_timeout_s=limits.store_db_busy_timeout_s)
     except MetadataCorruptError as e:
         return None, str(e.__cause__ or e)
     problems = db.integrity_problems()
@@ -114,7 +114,7 @@ def _compare(layout: LayerLayout, db: MetadataDB, report: FsckReport) -> tuple[s
     return missing_dirs, missing_rows
 
 
-def check_store(work_dir: Path) -> FsckReport:
+def check_store(work_dir: Path, *, limits: Limits = DEFAULT_LIMITS) -> FsckReport:
     """Check the store without changing it.
 
     Raises:
@@ -130,7 +130,7 @@ def check_store(work_dir: Path) -> FsckReport:
     if not db_path.exists():
         report.db_corrupt = f"metadata DB {db_path} is missing"
         return report
-    db, corrupt = _open_db(db_path)
+    db, corrupt = _open_db(db_path, limits)
     if db is None:
         report.db_corrupt = f"metadata DB {db_path} is corrupt ({corrupt})"
         return report
@@ -174,7 +174,7 @@ def repair_store(work_dir: Path, *, limits: Limits = DEFAULT_LIMITS) -> FsckRepo
         ResourceNotFoundError: ``work_dir`` holds no store.
         TransportError: the DB, a lock or a directory failed.
     """
-    found = check_store(work_dir)
+    found = check_store(work_dir, limits=limits)
     layout = LayerLayout(work_dir)
     report = FsckReport(db_corrupt=found.db_corrupt, problems=found.problems)
     db_path = work_dir / DB_NAME
@@ -184,11 +184,11 @@ def repair_store(work_dir: Path, *, limits: Limits = DEFAULT_LIMITS) -> FsckRepo
         msg = f"work dir {work_dir}: cannot create the store: {e}"
         raise TransportError(msg) from e
     with hold_shared_file_lock(layout.gc_lock_path, exclusive=True):
-        db, _ = _open_db(db_path)
+        db, _ = _open_db(db_path, limits)
         if db is None:
             if db_path.exists():
                 report.moved_aside = _move_aside(db_path)
-            db = MetadataDB.open(db_path)
+            db = MetadataDB.open(db_path, busy_timeout_s=limits.store_db_busy_timeout_s)
         try:
             missing_dirs, missing_rows = _compare(layout, db, FsckReport())
             for diff_id in sorted(missing_rows, key=str):

@@ -148,7 +148,7 @@ class Store:
         except OSError as e:
             msg = f"work dir {work_dir}: cannot create the store: {e}"
             raise TransportError(msg) from e
-        db = MetadataDB.open(work_dir / "metadata.db")
+        db = MetadataDB.open(work_dir / "metadata.db", busy_timeout_s=limits.store_db_busy_timeout_s)
         store = cls(layout, db, limits, durable=durable)
         try:
             report = store.repair()
