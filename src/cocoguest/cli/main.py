@@ -48,6 +48,8 @@ _COMMANDS = {
     "rmi": "cocoguest.cli.store_commands:rmi_command",
     "prune": "cocoguest.cli.store_commands:prune_command",
     "fsck": "cocoguest.cli.fsck_command:fsck_command",
+    "kbs": "cocoguest.cli.kbs_commands:kbs_group",
+    "evidence": "cocoguest.cli.evidence_command:evidence_command",
 }
 
 
