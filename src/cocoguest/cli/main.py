@@ -49,6 +49,8 @@ _COMMANDS = {
     "prune": "cocoguest.cli.store_commands:prune_command",
     "bundle": "cocoguest.cli.bundle_commands:bundle_group",
     "fsck": "cocoguest.cli.fsck_command:fsck_command",
+    "kbs": "cocoguest.cli.kbs_commands:kbs_group",
+    "evidence": "cocoguest.cli.evidence_command:evidence_command",
 }
 
 

@@ -12,12 +12,14 @@ from typing import Any, Literal, TypeVar
 
 import click
 
+from cocoguest.cli.kbc_settings import pull_kbc, resolve_params
 from cocoguest.cli.progress import LayerProgressView
 from cocoguest.cli.settings import default_work_dir, environment, limits_from_env
 from cocoguest.errors import ConfigError
 from cocoguest.image.configured_pull import PolicySettings, PullConfig, pull
 from cocoguest.image.platform import PlatformSpec
-from cocoguest.kbs.offline_fs import DEFAULT_PATHS, OfflineFsKbc
+from cocoguest.kbs.kbc.layer_unwrapper import KbcLayerKeyUnwrapper
+from cocoguest.kbs.provider import ResourceProvider
 from cocoguest.limits import Limits
 from cocoguest.ocicrypt.keyspecs import KeyContext
 from cocoguest.registry.access import RegistryAccess
@@ -75,16 +77,14 @@ _DEFAULT_REGISTRIES_D = Path("/etc/containers/registries.d")
 
 
 def policy_settings(
-    insecure_policy: bool,
-    policy_file: str | None,
-    registries_d: str | None,
-    offline_fs_resources: tuple[str, ...],
-    limits: Limits,
+    insecure_policy: bool, policy_file: str | None, registries_d: str | None, resources: ResourceProvider | None
 ) -> PolicySettings:
     """The policy settings from flags, with the system defaults (``/etc/containers/policy.json``, registries.d).
 
+    ``resources`` (the pull's KBC, see cli/kbc_settings.py) serves ``kbs:///`` locations.
+
     Raises:
-        ConfigError: both or neither of ``--policy`` and ``--insecure-policy``; unreadable offline_fs files.
+        ConfigError: both or neither of ``--policy`` and ``--insecure-policy``.
     """
     if insecure_policy:
         if policy_file is not None:
@@ -100,11 +100,9 @@ def policy_settings(
             "or --insecure-policy to accept images without verification"
         )
         raise ConfigError(msg)
-    resource_files = [p for p in DEFAULT_PATHS if p.exists()] + [Path(f) for f in offline_fs_resources]
-    provider = OfflineFsKbc.load(resource_files, limits=limits) if resource_files else None
     if registries_d is None and _DEFAULT_REGISTRIES_D.is_dir():
         registries_d = str(_DEFAULT_REGISTRIES_D)
-    return PolicySettings(policy_file, registries_d, resources=provider)
+    return PolicySettings(policy_file, registries_d, resources=resources)
 
 
 def _key_context(
@@ -131,6 +129,18 @@ def _key_context(
     type=click.Path(dir_okay=False),
     help="offline_fs_kbc resource file serving kbs:/// URIs (repeatable).",
 )
+@click.option(
+    "--aa-kbc-params",
+    metavar="NAME::URI",
+    help="Key broker for kbs:/// locations and attestation-agent layer keys, e.g. cc_kbc::http://HOST:PORT "
+    "(default: $AA_KBC_PARAMS, then agent.aa_kbc_params= on the kernel command line, then offline_fs_kbc).",
+)
+@click.option(
+    "--allow-sample-attester",
+    is_flag=True,
+    help="cc_kbc: attest with the sample attester when no TEE is found (INSECURE: development only; warns).",
+)
+@click.option("--kbs-cert-file", type=click.Path(dir_okay=False, path_type=Path), help="cc_kbc: CA of an HTTPS KBS.")
 @registry_options
 @click.option("--decryption-key", "decryption_keys", multiple=True, metavar="SPEC", help="Key for encrypted layers.")
 @click.option("--keyprovider-config", type=click.Path(dir_okay=False), help="ocicrypt key provider config.")
@@ -148,6 +158,9 @@ def pull_command(
     policy_file: str | None,
     registries_d: str | None,
     offline_fs_resources: tuple[str, ...],
+    aa_kbc_params: str | None,
+    allow_sample_attester: bool,
+    kbs_cert_file: Path | None,
     registries_conf: str | None,
     auth_file: str | None,
     cert_dir: str | None,
@@ -164,12 +177,21 @@ def pull_command(
     """Pull IMAGE (docker://host/repo:tag, host/repo@digest, oci:PATH[:REF]) into an OCI bundle at BUNDLE_DIR."""
     env = environment()
     limits = limits_from_env(env)
+    kbc = pull_kbc(
+        resolve_params(aa_kbc_params, env),
+        allow_sample_attester=allow_sample_attester,
+        kbs_cert_file=kbs_cert_file,
+        offline_fs_resources=[Path(f) for f in offline_fs_resources],
+        env=env,
+        limits=limits,
+    )
     config = PullConfig(
         work_dir=Path(work_dir) if work_dir else default_work_dir(env),
-        policy=policy_settings(insecure_policy, policy_file, registries_d, offline_fs_resources, limits),
+        policy=policy_settings(insecure_policy, policy_file, registries_d, kbc),
         access=source_settings(registries_conf, auth_file, cert_dir, tls_verify),
         decryption_keys=decryption_keys,
         key_context=_key_context(decryption_keys, keyprovider_config, env, limits),
+        unwrappers=[KbcLayerKeyUnwrapper(kbc, limits)] if kbc is not None else [],
         platform=PlatformSpec.parse(platform_text) if platform_text else PlatformSpec.running(),
         max_concurrent=max_concurrent_downloads,
         snapshotter=snapshotter,

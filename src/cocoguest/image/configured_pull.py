@@ -56,6 +56,8 @@ class PullConfig:
     """Key specs as for ``--decryption-key`` (``FILE[:pass=..]``, ``provider:NAME[:PARAMS]``, ...)."""
     key_context: KeyContext | None = None
     """Key providers, PKCS#11 policy, GnuPG home; ``None`` with no decryption keys loads no key code."""
+    unwrappers: Sequence[KeyUnwrapper] = ()
+    """Ready-made unwrappers (the native attestation-agent provider over a KBC), tried before the key specs'."""
     platform: PlatformSpec = field(default_factory=PlatformSpec.running)
     max_concurrent: int = 3
     snapshotter: Literal["overlay", "copy", "auto"] = "auto"
@@ -111,7 +113,7 @@ def key_unwrappers(decryption_keys: Sequence[str], context: KeyContext | None) -
 
 def pull_options(config: PullConfig) -> PullOptions:
     """The options of :func:`~cocoguest.image.pull.pull_image` for ``config`` (reads the policy and keys)."""
-    unwrappers = key_unwrappers(config.decryption_keys, config.key_context)
+    unwrappers = [*config.unwrappers, *key_unwrappers(config.decryption_keys, config.key_context)]
     return PullOptions(
         work_dir=config.work_dir,
         policy=policy_evaluator(config.policy, config.env, config.limits),

@@ -21,6 +21,8 @@ from cocoguest.errors import ConfigError
 KNOWN_KBCS: Final = ("cc_kbc", "offline_fs_kbc", "sample_kbc")
 CMDLINE_KEY: Final = "agent.aa_kbc_params="
 DEFAULT_TEXT: Final = "offline_fs_kbc::null"
+DEFAULT_SOURCE: Final = "the default"
+"""The ``source`` of the default value (nothing configured it)."""
 _SEPARATOR: Final = "::"
 
 
@@ -93,4 +95,4 @@ def resolve_aa_kbc_params(
     ):
         if value:
             return parse_aa_kbc_params(value, source)
-    return parse_aa_kbc_params(DEFAULT_TEXT, "the default")
+    return parse_aa_kbc_params(DEFAULT_TEXT, DEFAULT_SOURCE)
