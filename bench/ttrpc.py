@@ -8,7 +8,13 @@ In one run it:
 2. for each server and each connection count (``--connections``, default 1 and 64), opens that many
    ``TtrpcClient`` connections and runs one caller per connection, each making sequential unary ``Echo``
    calls with a ``--payload-bytes`` payload until ``--calls`` calls are done in total (after a warm-up);
-3. prints calls/s, p50 and p99 latency per scenario, then the ratios ours / Go.
+3. prints calls/s, p50 and p99 latency per scenario, then the ratios ours / Go;
+4. the same for the AA's ``GetTeeType``: cocoguest's ``attestation-agent`` binary (sample attester, explicitly
+   allowed) against the Go peer's fixed-answer ``GetTeeType`` (the ratio is the whole AA service path, protobuf
+   parsing and the agent call included, against a Go handler doing no work);
+5. ``GetToken("kbs")`` latency through the attestation agent against the test KBS (tests/fixtures/test_kbs.py):
+   with a cached token, and with a full RCAR handshake on every call (a KBS whose tokens live 1 s, inside the
+   refresh margin, so the AA never caches them).
 
 The client is the same for both servers, so the ratios compare the servers (the client's cost is in both).
 Nothing here asserts a timing.
@@ -28,15 +34,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cocoguest.rpc.services.attestation_agent_client import AaClient
 from cocoguest.rpc.ttrpc.client import TtrpcClient
 from cocoguest.rpc.ttrpc.server import CallContext, TtrpcServer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.fixtures import go_ttrpc_peer  # noqa: E402 - the Go peer's build recipe is shared with the tests
+from tests.fixtures import aa_binary, go_ttrpc_peer  # noqa: E402 - recipes shared with the tests
+from tests.fixtures.test_kbs import TestKbs  # noqa: E402
 
 SERVICE = "cocoguest.test.Peer"
+AA_SERVICE = "attestation_agent.AttestationAgentService"
 WARMUP_CALLS = 200
+GET_TEE_TYPE_ANSWER = b"\x0a\x06sample"
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,17 @@ def our_server(sock: Path) -> Iterator[None]:
         process.wait()
 
 
-async def _measure(server: str, sock: Path, connections: int, calls: int, payload: bytes) -> Result:
+async def _measure(
+    server: str,
+    sock: Path,
+    connections: int,
+    calls: int,
+    payload: bytes,
+    *,
+    service: str = SERVICE,
+    method: str = "Echo",
+    expected: bytes | None = None,
+) -> Result:
     clients = [await TtrpcClient.connect(f"unix://{sock}") for _ in range(connections)]
     per_client = max(1, calls // connections)
     latencies: list[float] = []
@@ -90,10 +110,10 @@ async def _measure(server: str, sock: Path, connections: int, calls: int, payloa
     async def caller(client: TtrpcClient, count: int, record: bool) -> None:
         for _ in range(count):
             start = time.perf_counter()
-            answer = await client.call(SERVICE, "Echo", payload)
+            answer = await client.call(service, method, payload)
             if record:
                 latencies.append(time.perf_counter() - start)
-            assert answer == payload
+            assert answer == (payload if expected is None else expected)
 
     try:
         await asyncio.gather(*(caller(c, max(1, WARMUP_CALLS // connections), False) for c in clients))
@@ -113,11 +133,87 @@ def _print(result: Result) -> None:
     )
 
 
+@contextlib.contextmanager
+def our_aa(sock: Path, config: Path | None = None) -> Iterator[None]:
+    """cocoguest's attestation-agent binary on ``sock`` (sample attester explicitly allowed)."""
+    extra = ["-c", str(config)] if config is not None else []
+    with aa_binary.running_aa(f"unix://{sock}", "--allow-sample-attester", *extra):
+        yield
+
+
+def _ratios(results: dict[tuple[str, int], Result], ours_name: str, go_name: str, connections: list[int]) -> None:
+    print(f"\nratios {ours_name} / {go_name} (calls/s: higher is better; latency: lower is better)")
+    for count in connections:
+        ours, go = results[ours_name, count], results[go_name, count]
+        print(
+            f"{count:>5} conn  calls/s {ours.rate / go.rate:5.2f}x"
+            f"  p50 {ours.percentile(0.5) / go.percentile(0.5):5.2f}x"
+            f"  p99 {ours.percentile(0.99) / go.percentile(0.99):5.2f}x"
+            f"  (mean latency {ours_name} {statistics.fmean(ours.latencies) * 1e3:.3f} ms,"
+            f" {go_name} {statistics.fmean(go.latencies) * 1e3:.3f} ms)"
+        )
+
+
+def _get_tee_type(work: Path, binary: Path, args: argparse.Namespace) -> None:
+    results: dict[tuple[str, int], Result] = {}
+    request = b""  # GetTeeTypeRequest{} serializes to no bytes
+    for name in ("ours-aa", "go-aa"):
+        sock = work / f"{name}.sock"
+        server = our_aa(sock) if name == "ours-aa" else go_ttrpc_peer.go_server(binary, sock)
+        with server:
+            for connections in args.connections:
+                result = asyncio.run(
+                    _measure(
+                        name,
+                        sock,
+                        connections,
+                        args.calls,
+                        request,
+                        service=AA_SERVICE,
+                        method="GetTeeType",
+                        expected=GET_TEE_TYPE_ANSWER,
+                    )
+                )
+                results[name, connections] = result
+                _print(result)
+    _ratios(results, "ours-aa", "go-aa", args.connections)
+
+
+async def _token_latencies(sock: Path, calls: int) -> list[float]:
+    latencies: list[float] = []
+    async with await AaClient.connect(f"unix://{sock}") as client:
+        await client.get_token("kbs")  # warm-up (the first handshake)
+        for _ in range(calls):
+            start = time.perf_counter()
+            await client.get_token("kbs")
+            latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def _get_token(work: Path, calls: int) -> None:
+    print("\nGetToken(kbs) through attestation-agent against the test KBS")
+    for label, lifetime in (("cached token", 300), ("full RCAR handshake", 1)):
+        with TestKbs(token_lifetime_s=lifetime).running() as kbs:
+            config = work / f"aa-{lifetime}.toml"
+            config.write_text(f'[token_configs.kbs]\nurl = "{kbs.url}"\n')
+            sock = work / f"aa-token-{lifetime}.sock"
+            with our_aa(sock, config):
+                latencies = sorted(asyncio.run(_token_latencies(sock, calls)))
+            attestations = kbs.attestations
+        p50 = latencies[len(latencies) // 2]
+        p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+        print(
+            f"  {label:<20} {calls} calls  p50 {p50 * 1e3:8.3f} ms  p99 {p99 * 1e3:8.3f} ms"
+            f"  (KBS attestations: {attestations})"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000, help="measured calls per scenario")
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--payload-bytes", type=int, default=16)
+    parser.add_argument("--token-calls", type=int, default=200, help="GetToken calls per token scenario")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -140,16 +236,10 @@ def main() -> int:
                     result = asyncio.run(_measure(name, sock, connections, args.calls, payload))
                     results[name, connections] = result
                     _print(result)
-    print("\nratios ours / go (calls/s: higher is better; latency: lower is better)")
-    for connections in args.connections:
-        ours, go = results["ours", connections], results["go", connections]
-        print(
-            f"{connections:>5} conn  calls/s {ours.rate / go.rate:5.2f}x"
-            f"  p50 {ours.percentile(0.5) / go.percentile(0.5):5.2f}x"
-            f"  p99 {ours.percentile(0.99) / go.percentile(0.99):5.2f}x"
-            f"  (mean latency ours {statistics.fmean(ours.latencies) * 1e3:.3f} ms,"
-            f" go {statistics.fmean(go.latencies) * 1e3:.3f} ms)"
-        )
+        _ratios(results, "ours", "go", args.connections)
+        print("\nGetTeeType through the AA service")
+        _get_tee_type(work, binary, args)
+        _get_token(work, args.token_calls)
     return 0
 
 

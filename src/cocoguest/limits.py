@@ -233,6 +233,14 @@ class Limits:
     """Entries of the init-data ``[data]`` table."""
     tpm_command_timeout_s: float = 30.0
     """One tpm2-tools command (a quote on a slow hardware TPM takes about a second)."""
+    max_aa_config_bytes: int = 1 * MiB
+    """The attestation agent's config file (TOML or JSON; upstream examples are under 1 KiB)."""
+    aa_grpc_max_message_bytes: int = 4 * MiB
+    """One request or answer message of the AA's gRPC service (the same cap as its ttrpc frames)."""
+    aa_coco_as_max_response_bytes: int = 1 * MiB
+    """The attestation service's answer to ``GetToken("coco_as")`` (an EAR token of a few KiB)."""
+    aa_shutdown_grace_s: float = 5.0
+    """On SIGTERM/SIGINT the attestation agent lets calls in flight finish for this long, then stops."""
 
 
 DEFAULT_LIMITS = Limits()

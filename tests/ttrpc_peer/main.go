@@ -8,6 +8,9 @@
 //	          call's deadline, whichever comes first (deadline -> the context error's status)
 //	Fail      returns the status "<code> <message>" given in the payload (decimal code, space, text)
 //
+// It also serves "attestation_agent.AttestationAgentService" GetTeeType, answering a fixed
+// GetTeeTypeResponse{tee: "sample"} (bench/ttrpc.py compares it with cocoguest's attestation-agent).
+//
 // Client mode makes one unary call and prints one JSON line {"code", "message", "payload_hex"}.
 //
 // Payloads are raw bytes: the Raw type below marshals to and from its bytes unchanged, so no
@@ -97,6 +100,16 @@ func serve(addr string) error {
 				return nil, status.Errorf(codes.InvalidArgument, "bad fail %q", req.B)
 			}
 			return nil, status.Error(codes.Code(code), parts[1])
+		},
+	})
+	s.Register("attestation_agent.AttestationAgentService", map[string]ttrpc.Method{
+		"GetTeeType": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+			var req Raw
+			if err := unmarshal(&req); err != nil {
+				return nil, err
+			}
+			// field 1 (tee), wire type 2, length 6, "sample"
+			return &Raw{B: append([]byte{0x0a, 0x06}, []byte("sample")...)}, nil
 		},
 	})
 	l, err := net.Listen("unix", addr)

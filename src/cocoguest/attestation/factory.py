@@ -113,6 +113,7 @@ def select_attester(
     probes: Probes | None = None,
     backends: DeviceBackends = DeviceBackends(),
     *,
+    aael_path: Path = DEFAULT_AAEL_PATH,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Attester:
     """The primary attester for this guest (see the module docstring).
@@ -133,7 +134,7 @@ def select_attester(
             raise TeeNotFoundError(msg)
         _logger.warning("no TEE found: using the SAMPLE attester, as explicitly allowed; evidence proves nothing")
         return SampleAttester()
-    return build_attester(detection.tee, probes, backends, limits=limits)
+    return build_attester(detection.tee, probes, backends, aael_path=aael_path, limits=limits)
 
 
 def select_additional_devices(probes: Probes) -> tuple[Attester, ...]:

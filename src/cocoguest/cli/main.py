@@ -41,6 +41,7 @@ _EXIT_INTERRUPTED = 130
 _DEBUG_ENV_OFF = frozenset({"", "0", "false", "no", "off"})
 
 _COMMANDS = {
+    "aa": "cocoguest.cli.aa:aa_command",
     "copy": "cocoguest.cli.copy:copy_command",
     "pull": "cocoguest.cli.pull:pull_command",
     "inspect": "cocoguest.cli.store_commands:inspect_command",
