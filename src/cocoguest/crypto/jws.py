@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping
 from typing import Final
 
@@ -31,6 +32,7 @@ from cocoguest.jsonutil import load_object
 Ed25519PublicKey = ed25519.Ed25519PublicKey
 Ed25519PrivateKey = ed25519.Ed25519PrivateKey
 _P256_BYTES: Final = 32
+_B64URL: Final = re.compile(r"[A-Za-z0-9_-]*", re.ASCII)
 _ED25519_SIG_BYTES: Final = 64
 _ES256_SIG_BYTES: Final = 64
 
@@ -41,7 +43,7 @@ def b64u(data: bytes) -> str:
 
 
 def _unb64u(text: str, what: str) -> bytes:
-    if len(text) % 4 == 1 or not all(c.isalnum() or c in "-_" for c in text):
+    if len(text) % 4 == 1 or not _B64URL.fullmatch(text):
         msg = f"{what}: not base64url"
         raise SignatureError(msg)
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -16,8 +16,10 @@ Invariants:
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import Final
@@ -154,6 +156,8 @@ class EarBroker:
         self._clock = clock
         self._limits = limits
         self._header = {"alg": "ES256", "typ": "JWT", "jwk": key.public_jwk()}
+        self._verified: OrderedDict[bytes, dict[str, object]] = OrderedDict()
+        self._verified_lock = threading.Lock()
 
     def issue(self, result: AttestationResult, policies: AttestationPolicies) -> str:
         """The token for a verified attestation (appraised by ``policies``)."""
@@ -193,10 +197,19 @@ class EarBroker:
         if len(untrusted_token) > self._limits.kbs_max_token_bytes:
             msg = "Token verifier error: token too large"
             raise KbsApiError("TokenVerifierError", msg)
-        try:
-            _, claims = self._key.verify(untrusted_token, "attestation token")
-        except SignatureError as e:
-            raise KbsApiError("TokenVerifierError", f"Token verifier error: {e}") from e
+        # A token whose signature verified once is remembered by its SHA-256 (bounded); exp is checked every time.
+        digest = hashlib.sha256(untrusted_token.encode("utf-8")).digest()
+        with self._verified_lock:
+            claims = self._verified.get(digest)
+        if claims is None:
+            try:
+                _, claims = self._key.verify(untrusted_token, "attestation token")
+            except SignatureError as e:
+                raise KbsApiError("TokenVerifierError", f"Token verifier error: {e}") from e
+            with self._verified_lock:
+                self._verified[digest] = claims
+                while len(self._verified) > self._limits.devkbs_policy_cache_entries:
+                    self._verified.popitem(last=False)
         exp = claims.get("exp")
         if isinstance(exp, bool) or not isinstance(exp, int | float):
             msg = "Token verifier error: token has no numeric exp"

@@ -9,8 +9,8 @@ Two uses (kbs-protocol.md §11):
 
 Invariants:
     * A policy that does not parse is refused when it is set (``ParsePolicyError``), never at first use.
-    * rego-cpp interpreters are not thread-safe: each is used under its own lock. Interpreters are reused across
-      queries with the same ``data`` (building one costs milliseconds).
+    * rego-cpp interpreters are not thread-safe: each is used under its own lock; up to four per ``data`` are
+      reused across queries with the same ``data`` (building one costs milliseconds).
     * Verdict cache (resource policy only): Rego evaluation is a pure function of (policy, input, data) unless
       the policy calls a non-deterministic builtin (``time.*``, ``rand.*``, ``uuid.*``, ``http.send``, ...);
       such policies are never cached. The cache is bounded (``Limits.devkbs_policy_cache_entries``) and dies
@@ -33,6 +33,7 @@ from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 _NON_DETERMINISTIC: Final = re.compile(r"\b(time\.|rand\.|uuid\.|http\.send|opa\.runtime|net\.|trace\()")
 _MAX_INTERPRETERS: Final = 64
+_POOL: Final = 4
 _MODULE: Final = "policy"
 
 
@@ -54,16 +55,11 @@ class RegoPolicy:
         self._cacheable = _NON_DETERMINISTIC.search(text) is None
         self._cache_max = limits.devkbs_policy_cache_entries
         self._lock = threading.Lock()
-        self._interpreters: OrderedDict[str, tuple[Interpreter, threading.Lock]] = OrderedDict()
+        self._interpreters: OrderedDict[str, list[tuple[Interpreter, threading.Lock]]] = OrderedDict()
         self._verdicts: OrderedDict[bytes, object] = OrderedDict()
-        self._interpreter("{}")  # SECURITY: refuse a broken policy now, not at the first request.
+        self._build("{}")  # SECURITY: refuse a broken policy now, not at the first request.
 
-    def _interpreter(self, data_json: str) -> tuple[Interpreter, threading.Lock]:
-        with self._lock:
-            entry = self._interpreters.get(data_json)
-            if entry is not None:
-                self._interpreters.move_to_end(data_json)
-                return entry
+    def _build(self, data_json: str) -> Interpreter:
         try:
             interpreter = Interpreter()
             interpreter.add_module(_MODULE, self.text)
@@ -72,9 +68,33 @@ class RegoPolicy:
         except RegoError as e:
             msg = f"Parse policy error: {self._what}: {str(e)[:300]}"
             raise KbsApiError("ParsePolicyError", msg) from e
-        entry = (interpreter, threading.Lock())
+        return interpreter
+
+    def _interpreter(self, data_json: str) -> tuple[Interpreter, threading.Lock]:
+        """A free interpreter for ``data_json``, its lock HELD (the caller releases it).
+
+        Up to ``_POOL`` interpreters per ``data`` let concurrent queries run in parallel (rego-cpp runs without
+        the GIL); beyond that, callers wait for one.
+        """
         with self._lock:
-            self._interpreters[data_json] = entry
+            pool = self._interpreters.get(data_json)
+            if pool is not None:
+                self._interpreters.move_to_end(data_json)
+                for entry in pool:
+                    if entry[1].acquire(blocking=False):
+                        return entry
+                grow = len(pool) < _POOL
+            else:
+                grow = True
+        if not grow:
+            assert pool is not None  # noqa: S101  (grow is False only for an existing pool)
+            entry = pool[0]
+            entry[1].acquire()
+            return entry
+        entry = (self._build(data_json), threading.Lock())
+        entry[1].acquire()
+        with self._lock:
+            self._interpreters.setdefault(data_json, []).append(entry)
             while len(self._interpreters) > _MAX_INTERPRETERS:
                 self._interpreters.popitem(last=False)
         return entry
@@ -94,12 +114,13 @@ class RegoPolicy:
                     return self._verdicts[key]
         interpreter, lock = self._interpreter(data_json)
         try:
-            with lock:
-                interpreter.set_input_term(input_json)
-                output = interpreter.query(f"data.policy.{rule}")
+            interpreter.set_input_term(input_json)
+            output = interpreter.query(f"data.policy.{rule}")
         except RegoError as e:
             msg = f"Policy engine error: {self._what}: {str(e)[:300]}"
             raise KbsApiError("PolicyEngineError", msg) from e
+        finally:
+            lock.release()
         if not output.ok():
             msg = f"Policy engine error: {self._what}: {str(output)[:300]}"
             raise KbsApiError("PolicyEngineError", msg)
