@@ -196,3 +196,13 @@ class InitDataError(ConfigError):
 
 class InitDataMismatchError(VerificationError):
     """The init-data digest does not match the value the TEE measured (MRCONFIGID, HOST_DATA)."""
+
+
+class KbsApiError(CocoError):
+    """The dev KBS refuses a request: ``variant`` is Trustee's error name (``PolicyDeny``, ``TokenNotFound``, ...),
+    sent as ``{"type": ".../<variant>", "detail": str(error)}`` with ``status`` (401, or 404 for a path or plugin)."""
+
+    def __init__(self, variant: str, detail: str, *, status: int = 401) -> None:
+        super().__init__(detail)
+        self.variant = variant
+        self.status = status
