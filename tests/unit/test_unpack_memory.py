@@ -117,7 +117,7 @@ def test_more_entries_than_the_limit_is_a_clear_error_and_leaves_no_staging(tmp_
     source = OciLayoutImageSource(LayoutImageName.parse(f"oci:{image.path}:latest"), limits)
     options = PullOptions(work_dir=work, policy=InsecureAcceptAnything(), snapshotter="copy", limits=limits)
     with pytest.raises(ProtocolError, match=r"layer .*more than 50 headers"):
-        pull_image(OpenedSource(source, str(image.path), "oci"), bundle, options)
+        pull_image(OpenedSource(source, LayoutImageName(image.path, "latest")), bundle, options)
     assert list((work / "staging").iterdir()) == []
     assert not any((work / "layers").rglob("*/*"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["img", "work"]  # no bundle, no build directory
