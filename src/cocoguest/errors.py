@@ -196,3 +196,7 @@ class InitDataError(ConfigError):
 
 class InitDataMismatchError(VerificationError):
     """The init-data digest does not match the value the TEE measured (MRCONFIGID, HOST_DATA)."""
+
+
+class SealedSecretError(VerificationError):
+    """A sealed secret is malformed, unsigned where a signature is required, or its signature does not verify."""

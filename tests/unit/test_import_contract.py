@@ -78,6 +78,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("registry",),
     ("signature",),
     ("image",),
+    ("cdh",),
     ("rpc",),
     ("cli", "__main__"),
 )
