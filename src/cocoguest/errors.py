@@ -206,3 +206,7 @@ class KbsApiError(CocoError):
         super().__init__(detail)
         self.variant = variant
         self.status = status
+
+
+class SealedSecretError(VerificationError):
+    """A sealed secret is malformed, unsigned where a signature is required, or its signature does not verify."""

@@ -267,6 +267,14 @@ class Limits:
     """Resource-policy verdicts remembered per policy (keyed by the whole input and data)."""
     devkbs_max_reference_values: int = 10_000
     """Reference values the dev KBS's RVPS holds."""
+    max_sealed_secret_bytes: int = 1 * MiB
+    """A ``sealed.`` secret's text (UnsealSecret input, secret files); upstream secrets are a few KiB."""
+    max_cdh_config_bytes: int = 1 * MiB
+    """The CDH config file (TOML or JSON)."""
+    cdh_grpc_max_message_bytes: int = 4 * MiB
+    """One request or answer of the CDH's gRPC services (the same cap as its ttrpc frames)."""
+    cdh_shutdown_grace_s: float = 5.0
+    """On SIGTERM/SIGINT the CDH lets calls in flight finish for this long (gRPC), then stops."""
 
 
 DEFAULT_LIMITS = Limits()

@@ -79,6 +79,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("registry",),
     ("signature",),
     ("image",),
+    ("cdh",),
     ("rpc",),
     ("cli", "__main__"),
 )
