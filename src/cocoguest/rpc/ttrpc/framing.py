@@ -111,7 +111,7 @@ class FrameDecoder:
         """Offset of the first unconsumed byte: frames are taken by moving it, the buffer is compacted on feed."""
         self._error: FramingError | None = None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes received from the peer. Raises the decoder's earlier error if it is poisoned."""
         if self._error is not None:
             raise self._error
