@@ -8,7 +8,8 @@ In one run it:
 2. for each server and each connection count (``--connections``, default 1 and 64), opens that many
    ``TtrpcClient`` connections and runs one caller per connection, each making sequential unary ``Echo``
    calls with a ``--payload-bytes`` payload until ``--calls`` calls are done in total (after a warm-up);
-3. prints calls/s, p50 and p99 latency per scenario, then the ratios ours / Go;
+3. repeats that ``--rounds`` times (ours and Go back to back in each round, alternating who goes first) and
+   prints the medians of calls/s, p50 and p99 latency, and the median of the per-round ratios ours / Go;
 4. the same for the AA's ``GetTeeType``: cocoguest's ``attestation-agent`` binary (sample attester, explicitly
    allowed) against the Go peer's fixed-answer ``GetTeeType`` (the ratio is the whole AA service path, protobuf
    parsing and the agent call included, against a Go handler doing no work);
@@ -103,6 +104,7 @@ async def _measure(
     method: str = "Echo",
     expected: bytes | None = None,
 ) -> Result:
+    """One scenario: ``connections`` clients, one sequential caller each, ``calls`` measured calls in total."""
     clients = [await TtrpcClient.connect(f"unix://{sock}") for _ in range(connections)]
     per_client = max(1, calls // connections)
     latencies: list[float] = []
@@ -141,42 +143,52 @@ def our_aa(sock: Path, config: Path | None = None) -> Iterator[None]:
         yield
 
 
-def _ratios(results: dict[tuple[str, int], Result], ours_name: str, go_name: str, connections: list[int]) -> None:
-    print(f"\nratios {ours_name} / {go_name} (calls/s: higher is better; latency: lower is better)")
+def _ratios(rounds: list[dict[tuple[str, int], Result]], ours_name: str, go_name: str, connections: list[int]) -> None:
+    """Medians over the rounds; each ratio is taken within a round (ours and Go measured back to back)."""
+    print(f"\nmedians of {len(rounds)} rounds, {ours_name} / {go_name} (calls/s: higher is better)")
     for count in connections:
-        ours, go = results[ours_name, count], results[go_name, count]
+        for name in (ours_name, go_name):
+            runs = [r[name, count] for r in rounds]
+            print(
+                f"{name:>8} {count:>3} conn  {statistics.median(x.rate for x in runs):>8.0f} calls/s"
+                f"  p50 {statistics.median(x.percentile(0.5) for x in runs) * 1e3:7.3f} ms"
+                f"  p99 {statistics.median(x.percentile(0.99) for x in runs) * 1e3:7.3f} ms"
+            )
+        ratios = sorted(r[ours_name, count].rate / r[go_name, count].rate for r in rounds)
+        p50s = [r[ours_name, count].percentile(0.5) / r[go_name, count].percentile(0.5) for r in rounds]
         print(
-            f"{count:>5} conn  calls/s {ours.rate / go.rate:5.2f}x"
-            f"  p50 {ours.percentile(0.5) / go.percentile(0.5):5.2f}x"
-            f"  p99 {ours.percentile(0.99) / go.percentile(0.99):5.2f}x"
-            f"  (mean latency {ours_name} {statistics.fmean(ours.latencies) * 1e3:.3f} ms,"
-            f" {go_name} {statistics.fmean(go.latencies) * 1e3:.3f} ms)"
+            f"{'ratio':>8} {count:>3} conn  calls/s {statistics.median(ratios):5.2f}x"
+            f" (rounds: {', '.join(f'{x:.2f}' for x in ratios)})  p50 {statistics.median(p50s):5.2f}x"
         )
 
 
-def _get_tee_type(work: Path, binary: Path, args: argparse.Namespace) -> None:
-    results: dict[tuple[str, int], Result] = {}
-    request = b""  # GetTeeTypeRequest{} serializes to no bytes
-    for name in ("ours-aa", "go-aa"):
-        sock = work / f"{name}.sock"
-        server = our_aa(sock) if name == "ours-aa" else go_ttrpc_peer.go_server(binary, sock)
-        with server:
-            for connections in args.connections:
-                result = asyncio.run(
-                    _measure(
-                        name,
-                        sock,
-                        connections,
-                        args.calls,
-                        request,
-                        service=AA_SERVICE,
-                        method="GetTeeType",
-                        expected=GET_TEE_TYPE_ANSWER,
-                    )
-                )
+def _compare(
+    servers: dict[str, Path], args: argparse.Namespace, request: bytes, expected: bytes | None, **call: str
+) -> None:
+    """Measure every server at every connection count, ``--rounds`` times, ours and Go interleaved."""
+    rounds: list[dict[tuple[str, int], Result]] = []
+    for index in range(args.rounds):
+        results: dict[tuple[str, int], Result] = {}
+        for connections in args.connections:
+            # Alternate who goes first, so a burst of load from other work does not always hit the same side.
+            order = list(servers) if index % 2 == 0 else list(reversed(servers))
+            for name in order:
+                measure = _measure(name, servers[name], connections, args.calls, request, expected=expected, **call)
+                result = asyncio.run(measure)
                 results[name, connections] = result
-                _print(result)
-    _ratios(results, "ours-aa", "go-aa", args.connections)
+                if args.verbose:
+                    _print(result)
+        rounds.append(results)
+    ours, go = servers
+    _ratios(rounds, ours, go, args.connections)
+
+
+def _get_tee_type(work: Path, binary: Path, args: argparse.Namespace) -> None:
+    print("\nGetTeeType through the AA service")
+    socks = {"ours-aa": work / "ours-aa.sock", "go-aa": work / "go-aa.sock"}
+    with our_aa(socks["ours-aa"]), go_ttrpc_peer.go_server(binary, socks["go-aa"]):
+        # GetTeeTypeRequest{} serializes to no bytes.
+        _compare(socks, args, b"", GET_TEE_TYPE_ANSWER, service=AA_SERVICE, method="GetTeeType")
 
 
 async def _token_latencies(sock: Path, calls: int) -> list[float]:
@@ -214,6 +226,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--payload-bytes", type=int, default=16)
     parser.add_argument("--token-calls", type=int, default=200, help="GetToken calls per token scenario")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per scenario (medians are reported)")
+    parser.add_argument("--only", nargs="+", choices=["echo", "tee", "token"], default=["echo", "tee", "token"])
+    parser.add_argument("--verbose", action="store_true", help="print every round's numbers")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -224,22 +239,18 @@ def main() -> int:
         print(f"Go peer unavailable: {reason}", file=sys.stderr)
         return 1
     payload = bytes(range(256)) * (args.payload_bytes // 256) + bytes(range(args.payload_bytes % 256))
-    results: dict[tuple[str, int], Result] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ttrpc-") as tmp:
         work = Path(tmp)
         binary = go_ttrpc_peer.build(work)
-        for name in ("ours", "go"):
-            sock = work / f"{name}.sock"
-            server = our_server(sock) if name == "ours" else go_ttrpc_peer.go_server(binary, sock)
-            with server:
-                for connections in args.connections:
-                    result = asyncio.run(_measure(name, sock, connections, args.calls, payload))
-                    results[name, connections] = result
-                    _print(result)
-        _ratios(results, "ours", "go", args.connections)
-        print("\nGetTeeType through the AA service")
-        _get_tee_type(work, binary, args)
-        _get_token(work, args.token_calls)
+        if "echo" in args.only:
+            print("Echo through the bare server")
+            socks = {"ours": work / "ours.sock", "go": work / "go.sock"}
+            with our_server(socks["ours"]), go_ttrpc_peer.go_server(binary, socks["go"]):
+                _compare(socks, args, payload, None)
+        if "tee" in args.only:
+            _get_tee_type(work, binary, args)
+        if "token" in args.only:
+            _get_token(work, args.token_calls)
     return 0
 
 

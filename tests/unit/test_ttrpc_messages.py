@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cocoguest.errors import ProtocolError
+from cocoguest.rpc._generated import ttrpc_pb2
 from cocoguest.rpc.ttrpc.codes import Code, code_name
 from cocoguest.rpc.ttrpc.messages import (
     Any,
@@ -17,6 +18,7 @@ from cocoguest.rpc.ttrpc.messages import (
     Status,
     decode_request,
     decode_response,
+    encode_ok_response,
     encode_request,
     encode_response,
 )
@@ -85,3 +87,14 @@ def test_invalid_utf8_service_is_a_protocol_error() -> None:
 def test_code_names() -> None:
     assert code_name(12) == "UNIMPLEMENTED"
     assert code_name(99) == "code 99"
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 16383, 16384, 70_000, 2_100_000])
+def test_ok_response_fast_path_is_byte_identical_to_protobuf(size: int) -> None:
+    payload = bytes(i % 251 for i in range(size))
+    reference = ttrpc_pb2.Response(payload=payload)
+    reference.status.SetInParent()
+    expected = reference.SerializeToString()
+    assert encode_ok_response(payload) == expected
+    assert encode_response(Response(Status(), payload)) == expected
+    assert decode_response(encode_ok_response(payload)) == Response(Status(), payload)

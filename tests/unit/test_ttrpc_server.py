@@ -19,8 +19,8 @@ from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.rpc.ttrpc.client import TtrpcClient
 from cocoguest.rpc.ttrpc.codes import Code
 from cocoguest.rpc.ttrpc.framing import Frame, MessageType, encode_frame
-from cocoguest.rpc.ttrpc.messages import Request, Response, Status
-from cocoguest.rpc.ttrpc.server import CallContext, Handler, TtrpcServer
+from cocoguest.rpc.ttrpc.messages import Request, Response, Status, encode_request
+from cocoguest.rpc.ttrpc.server import CallContext, Handler, Method, TtrpcServer, inline
 from tests.fixtures.ttrpc import SERVICE, RawPeer, peer_service, run, start_server
 
 MAX = DEFAULT_LIMITS.ttrpc_max_message_bytes
@@ -568,3 +568,100 @@ def test_connect_to_missing_socket_is_retryable(tmp_path: Path) -> None:
 
     run(scenario())
     assert not os.path.exists(tmp_path / "absent.sock")
+
+
+# --- inline methods and the protocol's flow control -----------------------------------------------------
+
+
+def _inline_methods() -> dict[str, Method]:
+    def echo(request: bytes, context: CallContext) -> bytes:
+        return request + b"|" + ",".join(context.metadata_values("k")).encode()
+
+    def status(_request: bytes, _context: CallContext) -> bytes:
+        raise RpcStatusError(Code.NOT_FOUND, "no such thing")
+
+    def coco(_request: bytes, _context: CallContext) -> bytes:
+        raise VerificationError("bad signature")
+
+    def bug(_request: bytes, _context: CallContext) -> bytes:
+        raise KeyError("oops")
+
+    def not_bytes(_request: bytes, _context: CallContext) -> bytes:
+        return "text"  # type: ignore[return-value]
+
+    return {
+        "InlineEcho": inline(echo),
+        "InlineStatus": inline(status),
+        "InlineCoco": inline(coco),
+        "InlineBug": inline(bug),
+        "InlineNotBytes": inline(not_bytes),
+    }
+
+
+def test_inline_methods_map_results_and_errors_like_async_ones(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        sock = tmp_path / "s.sock"
+        async with (
+            await start_server(sock, FAST, _inline_methods()),
+            await TtrpcClient.connect(f"unix://{sock}") as client,
+        ):
+            assert await client.call(SERVICE, "InlineEcho", b"hi", metadata=[("k", "v"), ("k", "w")]) == b"hi|v,w"
+            expected = [
+                ("InlineStatus", Code.NOT_FOUND, "no such thing"),
+                ("InlineCoco", Code.UNKNOWN, "bad signature"),
+                ("InlineBug", Code.UNKNOWN, f"/{SERVICE}/InlineBug: internal error"),
+                ("InlineNotBytes", Code.INTERNAL, f"/{SERVICE}/InlineNotBytes: internal error"),
+            ]
+            for method, code, message in expected:
+                with pytest.raises(RpcStatusError) as info:
+                    await client.call(SERVICE, method)
+                assert (info.value.code, info.value.status_message) == (code, message), method
+            # The connection survived every error; a negative timeout is still refused before the call.
+            peer = await RawPeer.connect(sock, FAST)
+            await peer.send_request(1, Request(SERVICE, "InlineEcho", b"x", timeout_nano=-1), limits=FAST)
+            assert await peer.read_response() == (1, Response(Status(Code.DEADLINE_EXCEEDED, "timeout")))
+            peer.close()
+            assert await client.call(SERVICE, "InlineEcho", b"ok") == b"ok|"
+
+    run(scenario())
+
+
+def test_pipelined_requests_in_one_write_are_all_answered_under_back_pressure(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        sock = tmp_path / "s.sock"
+        async with await start_server(sock, limits(ttrpc_max_concurrent_calls=2), _inline_methods()):
+            peer = await RawPeer.connect(sock, FAST)
+            frames = b"".join(
+                encode_frame(
+                    Frame(sid, MessageType.REQUEST, 0, encode_request(Request(SERVICE, method, str(sid).encode()))),
+                    max_data_length=MAX,
+                )
+                for sid, method in ((i, "Sleep" if i % 3 else "InlineEcho") for i in range(1, 80, 2))
+            )
+            await peer.send(frames)  # 40 frames in one write: more than the 2 slots, decoded from one buffer
+            answers = dict([await peer.read_response() for _ in range(40)])
+            for sid in range(1, 80, 2):
+                body = str(sid).encode()
+                assert answers[sid] == Response(Status(), body if sid % 3 else body + b"|"), sid
+            peer.close()
+
+    run(scenario())
+
+
+def test_client_that_never_reads_inline_answers_is_dropped(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        sock = tmp_path / "s.sock"
+        async with (
+            await start_server(sock, limits(ttrpc_write_timeout_s=0.3), _inline_methods()) as server,
+            await TtrpcClient.connect(f"unix://{sock}") as bystander,
+        ):
+            peer = await RawPeer.connect(sock, FAST)
+            big = Request(SERVICE, "InlineEcho", b"y" * (1 << 20))
+            # Inline answers hold no call slot: only the paused-writing back-pressure stops the reading.
+            with pytest.raises(ConnectionError):
+                await flood(peer, big)
+            await wait_until(lambda: server.connection_count == 1, "the non-reading connection to close")
+            assert await bystander.call(SERVICE, "InlineEcho", b"b") == b"b|"
+            peer.close()
+
+    run(scenario())

@@ -13,6 +13,9 @@ Status codes:
 
 Invariants:
     * Agent calls block (device IO, HTTP): they run in worker threads (``asyncio.to_thread``), never on the loop.
+      GetTeeType and GetAdditionalTees only read the attesters' names (no IO): they are plain functions
+      (:func:`aa_inline_handlers`), served by ttrpc as :func:`~cocoguest.rpc.ttrpc.server.inline` methods
+      (no task per call) and by gRPC through a one-line async wrapper.
     * Requests are untrusted: only the generated protobuf parser reads them, under the transport's size cap
       (ttrpc frames ``Limits.ttrpc_max_message_bytes``, gRPC ``Limits.aa_grpc_max_message_bytes``).
 """
@@ -33,7 +36,7 @@ from cocoguest.errors import CocoError, RpcStatusError, TransportError
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.rpc._generated import attestation_agent_pb2 as pb
 from cocoguest.rpc.ttrpc.codes import Code
-from cocoguest.rpc.ttrpc.server import CallContext, TtrpcServer
+from cocoguest.rpc.ttrpc.server import CallContext, InlineHandler, Method, TtrpcServer, inline
 
 _logger = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ _M = TypeVar("_M", bound=Message)
 
 RawHandler = Callable[[bytes], Awaitable[bytes]]
 """A transport-neutral unary method: serialized request in, serialized answer out."""
+SyncHandler = Callable[[bytes], bytes]
+"""A method that does no IO, as a plain function (same contract as :data:`RawHandler`)."""
 
 
 class ServiceFailure(Exception):  # noqa: N818  (a status to send, not an error of cocoguest)
@@ -106,23 +111,36 @@ def aa_handlers(agent: AttestationAgent) -> dict[str, RawHandler]:
             raise _failure("AA bind init data", e) from e
         return pb.BindInitDataResponse().SerializeToString()
 
-    async def get_tee_type(untrusted: bytes) -> bytes:
-        _decode(pb.GetTeeTypeRequest, untrusted, "GetTeeType")
-        return pb.GetTeeTypeResponse(tee=agent.get_tee_type()).SerializeToString()
-
-    async def get_additional_tees(untrusted: bytes) -> bytes:
-        _decode(pb.GetAdditionalTeesRequest, untrusted, "GetAdditionalTees")
-        return pb.GetAdditionalTeesResponse(additional_tees=agent.get_additional_tees()).SerializeToString()
-
-    return {
+    handlers: dict[str, RawHandler] = {
         "GetEvidence": get_evidence,
         "GetAdditionalEvidence": get_additional_evidence,
         "GetToken": get_token,
         "ExtendRuntimeMeasurement": extend_runtime_measurement,
         "BindInitData": bind_init_data,
-        "GetTeeType": get_tee_type,
-        "GetAdditionalTees": get_additional_tees,
     }
+    handlers.update({name: _as_async(function) for name, function in aa_inline_handlers(agent).items()})
+    return handlers
+
+
+def aa_inline_handlers(agent: AttestationAgent) -> dict[str, SyncHandler]:
+    """The AA methods that do no IO (GetTeeType, GetAdditionalTees), as plain functions."""
+
+    def get_tee_type(untrusted: bytes) -> bytes:
+        _decode(pb.GetTeeTypeRequest, untrusted, "GetTeeType")
+        return pb.GetTeeTypeResponse(tee=agent.get_tee_type()).SerializeToString()
+
+    def get_additional_tees(untrusted: bytes) -> bytes:
+        _decode(pb.GetAdditionalTeesRequest, untrusted, "GetAdditionalTees")
+        return pb.GetAdditionalTeesResponse(additional_tees=agent.get_additional_tees()).SerializeToString()
+
+    return {"GetTeeType": get_tee_type, "GetAdditionalTees": get_additional_tees}
+
+
+def _as_async(function: SyncHandler) -> RawHandler:
+    async def method(untrusted: bytes) -> bytes:
+        return function(untrusted)
+
+    return method
 
 
 def _decode(message_type: type[_M], untrusted: bytes, method: str) -> _M:
@@ -140,7 +158,19 @@ def _decode(message_type: type[_M], untrusted: bytes, method: str) -> _M:
 
 def register_ttrpc(server: TtrpcServer, agent: AttestationAgent) -> None:
     """Serve the AA service on ``server`` (ttrpc service ``attestation_agent.AttestationAgentService``)."""
-    server.register(SERVICE, {name: _ttrpc_method(handler) for name, handler in aa_handlers(agent).items()})
+    methods: dict[str, Method] = {name: _ttrpc_method(handler) for name, handler in aa_handlers(agent).items()}
+    methods.update({name: _ttrpc_inline(function) for name, function in aa_inline_handlers(agent).items()})
+    server.register(SERVICE, methods)
+
+
+def _ttrpc_inline(function: SyncHandler) -> InlineHandler:
+    def method(untrusted: bytes, _context: CallContext) -> bytes:
+        try:
+            return function(untrusted)
+        except ServiceFailure as e:
+            raise RpcStatusError(e.code, e.message) from e
+
+    return inline(method)
 
 
 def _ttrpc_method(handler: RawHandler) -> Callable[[bytes, CallContext], Awaitable[bytes]]:

@@ -70,10 +70,20 @@ def encode_frame(frame: Frame, *, max_data_length: int) -> bytes:
     Raises:
         FrameTooLargeError: the payload is longer than ``max_data_length`` (a peer would reject it).
     """
-    length = len(frame.payload)
+    return frame_bytes(frame.stream_id, frame.message_type, frame.flags, frame.payload, max_data_length=max_data_length)
+
+
+def frame_bytes(stream_id: int, message_type: int, flags: int, payload: bytes, *, max_data_length: int) -> bytes:
+    """Return one frame's header and payload, without building a :class:`Frame` (the server's hot path).
+
+    Raises:
+        FrameTooLargeError: the payload is longer than ``max_data_length``.
+        struct.error: a header field does not fit its u32/u8 (a programming error).
+    """
+    length = len(payload)
     if length > max_data_length:
-        raise FrameTooLargeError(_too_large_message(length, max_data_length), stream_id=frame.stream_id, length=length)
-    return _HEADER.pack(length, frame.stream_id, frame.message_type, frame.flags) + frame.payload
+        raise FrameTooLargeError(_too_large_message(length, max_data_length), stream_id=stream_id, length=length)
+    return _HEADER.pack(length, stream_id, message_type, flags) + payload
 
 
 def _too_large_message(length: int, max_data_length: int) -> str:
@@ -97,18 +107,23 @@ class FrameDecoder:
         """Decode frames whose payload is at most ``max_data_length`` bytes."""
         self._max = max_data_length
         self._buffer = bytearray()
+        self._start = 0
+        """Offset of the first unconsumed byte: frames are taken by moving it, the buffer is compacted on feed."""
         self._error: FramingError | None = None
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes received from the peer. Raises the decoder's earlier error if it is poisoned."""
         if self._error is not None:
             raise self._error
+        if self._start:
+            del self._buffer[: self._start]
+            self._start = 0
         self._buffer += data
 
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned as frames (non-zero while a frame is partly received)."""
-        return len(self._buffer)
+        return len(self._buffer) - self._start
 
     def next_frame(self) -> Frame | None:
         """Return the next complete frame, or ``None`` if more bytes are needed.
@@ -119,19 +134,29 @@ class FrameDecoder:
         """
         if self._error is not None:
             raise self._error
-        if len(self._buffer) < HEADER_SIZE:
+        start = self._start
+        have = len(self._buffer) - start
+        if have < HEADER_SIZE:
+            if not have and start:
+                self._buffer.clear()  # everything consumed: drop it now rather than on the next feed
+                self._start = 0
             return None
-        length, stream_id, message_type, flags = _HEADER.unpack_from(self._buffer)
+        length, stream_id, message_type, flags = _HEADER.unpack_from(self._buffer, start)
         if length > self._max:
             # SECURITY: rejected on the header alone; the announced body is never buffered.
             self._error = FrameTooLargeError(_too_large_message(length, self._max), stream_id=stream_id, length=length)
             self._buffer.clear()
+            self._start = 0
             raise self._error
-        end = HEADER_SIZE + length
+        end = start + HEADER_SIZE + length
         if len(self._buffer) < end:
             return None
-        payload = bytes(self._buffer[HEADER_SIZE:end])
-        del self._buffer[:end]
+        with memoryview(self._buffer) as view:
+            payload = bytes(view[start + HEADER_SIZE : end])  # the one copy of the payload
+        self._start = end
+        if end == len(self._buffer):
+            self._buffer.clear()
+            self._start = 0
         return Frame(stream_id=stream_id, message_type=message_type, flags=flags, payload=payload)
 
     def end(self) -> None:
@@ -143,12 +168,12 @@ class FrameDecoder:
         """
         if self._error is not None:
             raise self._error
-        if self._buffer:
-            have = len(self._buffer)
+        have = self.buffered
+        if have:
             if have < HEADER_SIZE:
                 msg = f"ttrpc stream ended inside a frame header ({have} of {HEADER_SIZE} bytes)"
             else:
-                length = _HEADER.unpack_from(self._buffer)[0]
+                length = _HEADER.unpack_from(self._buffer, self._start)[0]
                 msg = f"ttrpc stream ended inside a frame ({have - HEADER_SIZE} of {length} payload bytes)"
             self._error = TruncatedFrameError(msg)
             raise self._error
