@@ -36,7 +36,6 @@ from cocoguest.errors import (
     ConfigError,
     InitDataMismatchError,
     RpcStatusError,
-    UnsupportedError,
 )
 from cocoguest.rpc.services.attestation_agent import register_ttrpc
 from cocoguest.rpc.services.attestation_agent_client import AaClient
@@ -186,7 +185,7 @@ def test_get_token_errors() -> None:
     agent = AttestationAgent(SampleAttester())
     with pytest.raises(ConfigError, match=r"no \[token_configs.kbs\]"):
         agent.get_token("kbs")
-    with pytest.raises(UnsupportedError, match="coco_as"):
+    with pytest.raises(ConfigError, match=r"no \[token_configs.coco_as\]"):
         agent.get_token("coco_as")
     with pytest.raises(ConfigError, match="unknown token type 'x'"):
         agent.get_token("x")

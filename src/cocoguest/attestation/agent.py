@@ -9,7 +9,8 @@ Semantics follow guest-components.md §4.1:
     * ``get_token("kbs")``: ``{"token": JWT, "tee_keypair": PEM}`` from an RCAR handshake with
       ``[token_configs.kbs]`` (the init-data TOML is sent when the AA was started with one). Beyond upstream,
       the token is cached (:mod:`cocoguest.kbs.token_cache`): one attestation per token lifetime, and the TEE
-      key pair is the one that token was issued for. ``get_token("coco_as")`` is an :class:`UnsupportedError`.
+      key pair is the one that token was issued for. ``get_token("coco_as")`` posts the evidence for empty
+      runtime data to ``[token_configs.coco_as]`` and returns the attestation service's answer verbatim.
     * ``extend_runtime_measurement``: ``NOT_ENABLED`` unless ``eventlog_config.enable_eventlog``;
       ``NOT_SUPPORTED`` when the attester has no runtime register; else the event is logged (AAEL, crash-safe,
       :mod:`cocoguest.attestation.eventlog`) and the register extended: ``OK``.
@@ -45,12 +46,13 @@ from cocoguest.attestation.attester import (
     encode_evidence,
 )
 from cocoguest.attestation.ccel import DEFAULT_AAEL_PATH
+from cocoguest.attestation.coco_as import request_token
 from cocoguest.attestation.config import MAX_PCR, AaConfig
 from cocoguest.attestation.detect import Probes
 from cocoguest.attestation.eventlog import DEFAULT_WAL_PATH, AaelEvent, EventLog
 from cocoguest.attestation.factory import DeviceBackends, select_additional_devices, select_attester
 from cocoguest.attestation.initdata import InitData, bind_init_data, decode_digest, parse_initdata
-from cocoguest.errors import AttestationRequestError, ConfigError, UnsupportedError
+from cocoguest.errors import AttestationRequestError, ConfigError
 from cocoguest.kbs.client import KbsClient, credentials_to_aa_json
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 
@@ -165,14 +167,20 @@ class AttestationAgent:
 
         Raises:
             ConfigError: no ``[token_configs.kbs]``, or an unknown token type.
-            UnsupportedError: ``coco_as``.
+            AttestationError: the attestation service refused (``coco_as``).
             KbsDeniedError, KbsProtocolError, TransportError, AttestationError: the attestation failed.
         """
         if token_type == TOKEN_TYPE_KBS:
             return credentials_to_aa_json(self._kbs_client().get_token())
         if token_type == TOKEN_TYPE_COCO_AS:
-            msg = "GetToken(coco_as): the CoCo attestation-service token is not supported by cocoguest; use kbs"
-            raise UnsupportedError(msg)
+            coco_as = self._config.coco_as
+            if coco_as is None:
+                msg = f"GetToken(coco_as): no [token_configs.coco_as] in the AA configuration ({self._config.source})"
+                raise ConfigError(msg)
+            evidence = encode_evidence(self._attester.evidence(b""))  # upstream: EMPTY runtime data
+            return request_token(
+                coco_as.url, str(self._attester.tee), evidence, limits=self._limits, transport=self._kbs_transport
+            )
         msg = f"GetToken: unknown token type {token_type[:64]!r} (known: {TOKEN_TYPE_KBS}, {TOKEN_TYPE_COCO_AS})"
         raise ConfigError(msg)
 
