@@ -78,7 +78,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("registry",),
     ("signature",),
     ("image",),
-    ("rpc",),
+    ("cdh",),
+    ("rpc", "rest"),  # rest calls the AA and CDH through their rpc clients
     ("cli", "__main__"),
 )
 
