@@ -10,6 +10,7 @@ Requires root (losetup) and cryptsetup (scripts/install-peers.sh installs crypts
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from cocoguest.cdh.storage.block_device import check_header, prepare, secure_mou
 from cocoguest.cdh.storage.cryptsetup import Cryptsetup, Pbkdf
 from cocoguest.cdh.storage.devmapper import device_mapper_missing
 from cocoguest.cdh.storage.request import SecureMountRequest
+from cocoguest.cli.main import main as cocoguest_main
 from cocoguest.errors import SecureMountError
 
 pytestmark = pytest.mark.interop
@@ -190,3 +192,37 @@ def test_open_and_mount_where_device_mapper_exists(loop_device: str, tmp_path: P
     finally:
         subprocess.run(["umount", str(mount_point)], check=False)
         subprocess.run(["cryptsetup", "close", "cg-test"], check=False)
+
+
+def test_cli_check_only_formats_and_checks(
+    loop_device: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"cli key")
+    storage = tmp_path / "storage.json"
+    options = {"devicePath": loop_device, "sourceType": "empty", "key": f"file://{key_file}"}
+    storage.write_text(json.dumps({"volume_type": "block-device", "options": options, "mount_point": "/mnt/x"}))
+    assert cocoguest_main(["secure-mount", "-s", str(storage), "--check-only"]) == 0
+    assert capsys.readouterr().out == f"{loop_device}: LUKS2 header and key checked\n"
+    assert Cryptsetup().test_key(loop_device, b"cli key")
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"sourceType": "empty", "key": "kbs:///default/disk/key"}, "needs the confidential data hub"),
+        ({"sourceType": "empty", "cipher": "null"}, "option 'cipher': unknown option"),
+        ({"sourceType": "encrypted"}, "does not hold a LUKS2 volume"),
+    ],
+)
+def test_cli_refusals_are_one_error_line(
+    loop_device: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], options: dict[str, str], expected: str
+) -> None:
+    storage = tmp_path / "storage.json"
+    document = {"volume_type": "block-device", "options": {"devicePath": loop_device, **options}, "mount_point": "/m"}
+    storage.write_text(json.dumps(document))
+    assert cocoguest_main(["secure-mount", "-s", str(storage)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert expected in err
+    assert err.count("\n") == 1

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Final
@@ -164,13 +165,14 @@ def _target(spec: BlockDeviceSpec, mapped: str, limits: Limits) -> None:
         mkfs = [f"mkfs.{spec.filesystem}", *spec.mkfs_options]
         if spec.filesystem == "ext4" and spec.integrity:
             mkfs += ["-E", "lazy_itable_init=0"]
-        _command("mkfs", [*mkfs, mapped], limits)
+        with tempfile.TemporaryDirectory(prefix="cocoguest-mkfs-") as empty:
+            _command("mkfs", [*mkfs, mapped], limits, cwd=empty)  # SECURITY: relative names find nothing
     mount_point.mkdir(parents=True, exist_ok=True)
     options = ["-o", ",".join(spec.mount_flags)] if spec.mount_flags else []
     _command("mount", ["mount", "-t", spec.filesystem, *options, mapped, str(mount_point)], limits)
 
 
-def _command(what: str, args: list[str], limits: Limits) -> None:
+def _command(what: str, args: list[str], limits: Limits, cwd: str | None = None) -> None:
     try:
         result = subprocess.run(args, capture_output=True, timeout=limits.secure_mount_command_timeout_s, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:

@@ -62,10 +62,11 @@ def _read_file_key(uri: str, limits: Limits) -> bytes:
     except OSError as e:
         msg = f"secure mount key {uri}: cannot open: {e.strerror}"
         raise SecureMountError(msg) from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        msg = f"secure mount key {uri}: not a regular file"
+        raise SecureMountError(msg)
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            msg = f"secure mount key {uri}: not a regular file"
-            raise SecureMountError(msg)
         data = f.read(limits.secure_mount_max_key_bytes + 1)
     if len(data) > limits.secure_mount_max_key_bytes:
         msg = f"secure mount key {uri}: over {limits.secure_mount_max_key_bytes} bytes"

@@ -9,7 +9,8 @@ Invariants:
     * Pure: no IO. Every option is checked before anything touches a device; an unknown option, a missing
       required one or a bad value is a :class:`SecureMountOptionError` naming the option.
     * SECURITY: values that reach a command line (device path, mapper name, filesystem type, mkfs options,
-      mount flags) are restricted to safe characters and never start with ``-`` (no option injection), and
+      mount flags) are restricted to safe characters; device path components and mount flags never start with
+      ``-`` (no option injection); mkfs options hold no ``/`` (they cannot name another device); and
       ``mount_point`` is an absolute normalised path.
 """
 
@@ -44,7 +45,9 @@ _KNOWN: Final = frozenset(
 _DEVICE_ID: Final = re.compile(r"(0|[1-9][0-9]{0,9}):(0|[1-9][0-9]{0,9})")
 _MAPPER_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,126}")
 _FILESYSTEMS: Final = ("ext4", "xfs")
-_WORD: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_=,.:+/-]*")
+_WORD: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_=,.:+-]*")
+_MKFS_WORD: Final = re.compile(r"[A-Za-z0-9_^-][A-Za-z0-9_=,.:+^-]*")
+_DEV_COMPONENT: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:+-]*")
 _KEY_SCHEMES: Final = ("sealed.", "kbs://", "file://")
 
 
@@ -102,10 +105,10 @@ def _choice(options: Mapping[str, str], name: str, allowed: Sequence[str], defau
     return value
 
 
-def _words(option: str, values: Sequence[str]) -> tuple[str, ...]:
+def _words(option: str, values: Sequence[str], pattern: re.Pattern[str], allowed: str) -> tuple[str, ...]:
     for value in values:
-        if not _WORD.fullmatch(value):
-            raise _fail(option, f"{value[:40]!r} has characters outside [A-Za-z0-9_=,.:+/-] or starts with '-'")
+        if not pattern.fullmatch(value):
+            raise _fail(option, f"{value[:40]!r} has characters outside {allowed}")
     return tuple(values)
 
 
@@ -145,8 +148,10 @@ def parse_block_device(request: SecureMountRequest) -> BlockDeviceSpec:
         raise _fail(name, "only meaningful with targetType fileSystem")
     if filesystem not in _FILESYSTEMS:
         raise _fail("filesystemType", f"{filesystem[:40]!r} is not one of {', '.join(_FILESYSTEMS)}")
-    mkfs_options = _words("mkfsOpts", mkfs_text.split())
-    mount_flags = _words("flags", list(request.flags))
+    # SECURITY: no '/' in mkfs words, so no other device or directory can be named (mkfs also runs in an
+    # empty directory, so a bare relative name finds nothing); mount flags cannot start with '-'.
+    mkfs_options = _words("mkfsOpts", mkfs_text.split(), _MKFS_WORD, "[A-Za-z0-9_=,.:+^-] (no paths)")
+    mount_flags = _words("flags", list(request.flags), _WORD, "[A-Za-z0-9_=,.:+-] or starts with '-'")
     mount_point = request.mount_point
     if not mount_point.startswith("/") or os.path.normpath(mount_point) != mount_point or "\x00" in mount_point:
         raise _fail("mount_point", f"{mount_point[:80]!r} is not an absolute normalised path")
@@ -170,7 +175,12 @@ def _device(options: Mapping[str, str]) -> tuple[str | None, tuple[int, int] | N
     if (path is None) == (device_id is None):
         raise _fail("devicePath", "exactly one of devicePath and deviceId is required")
     if path is not None:
-        if not path.startswith("/dev/") or os.path.normpath(path) != path or not _WORD.fullmatch(path[1:]):
+        components = path.split("/")[2:]
+        if (
+            not path.startswith("/dev/")
+            or os.path.normpath(path) != path
+            or not all(_DEV_COMPONENT.fullmatch(c) for c in components)
+        ):
             raise _fail("devicePath", f"{path[:80]!r} is not a normalised path under /dev/")
         return path, None
     assert device_id is not None  # noqa: S101  (exactly one is set)
