@@ -174,7 +174,9 @@ def _target(spec: BlockDeviceSpec, mapped: str, limits: Limits) -> None:
 
 def _command(what: str, args: list[str], limits: Limits, cwd: str | None = None) -> None:
     try:
-        result = subprocess.run(args, capture_output=True, timeout=limits.secure_mount_command_timeout_s, check=False)
+        result = subprocess.run(
+            args, capture_output=True, timeout=limits.secure_mount_command_timeout_s, check=False, cwd=cwd
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         msg = f"secure mount: {what} ({args[0]}) failed: {e}"
         raise SecureMountError(msg) from e
