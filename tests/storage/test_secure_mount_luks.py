@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,33 +28,6 @@ pytestmark = pytest.mark.interop
 
 FAST = Cryptsetup(pbkdf=Pbkdf("pbkdf2", 1000))  # high-entropy test keys: the minimum PBKDF cost is fine
 KBS_KEY = b"k" * 64
-
-
-def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root for losetup"
-    for tool in ("cryptsetup", "losetup"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed (run scripts/install-peers.sh)"
-    return None
-
-
-@pytest.fixture
-def loop_device(tmp_path: Path) -> Iterator[str]:
-    reason = _missing()
-    if reason is not None:
-        pytest.skip(reason)
-    image = tmp_path / "disk.img"
-    with image.open("wb") as f:
-        f.truncate(32 * 1024 * 1024)
-    attach = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True, check=False)
-    if attach.returncode != 0:
-        pytest.skip(f"no loop device available: {attach.stderr.strip()}")
-    device = attach.stdout.strip()
-    try:
-        yield device
-    finally:
-        subprocess.run(["losetup", "-d", device], check=False)
 
 
 def _fetch(uri: str) -> bytes:
@@ -194,17 +165,20 @@ def test_open_and_mount_where_device_mapper_exists(loop_device: str, tmp_path: P
         subprocess.run(["cryptsetup", "close", "cg-test"], check=False)
 
 
-def test_cli_check_only_formats_and_checks(
+def test_cli_check_only_checks_an_encrypted_volume(
     loop_device: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     key_file = tmp_path / "key"
     key_file.write_bytes(b"cli key")
+    FAST.format(loop_device, b"cli key", integrity=False)  # the volume a previous boot made
     storage = tmp_path / "storage.json"
-    options = {"devicePath": loop_device, "sourceType": "empty", "key": f"file://{key_file}"}
+    options = {"devicePath": loop_device, "sourceType": "encrypted", "key": f"file://{key_file}"}
     storage.write_text(json.dumps({"volume_type": "block-device", "options": options, "mount_point": "/mnt/x"}))
     assert cocoguest_main(["secure-mount", "-s", str(storage), "--check-only"]) == 0
     assert capsys.readouterr().out == f"{loop_device}: LUKS2 header and key checked\n"
-    assert Cryptsetup().test_key(loop_device, b"cli key")
+    key_file.write_bytes(b"wrong key")
+    assert cocoguest_main(["secure-mount", "-s", str(storage), "--check-only"]) == 1
+    assert "the key does not open" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
