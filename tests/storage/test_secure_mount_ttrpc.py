@@ -11,7 +11,7 @@ from cocoguest.cdh.storage.cryptsetup import Cryptsetup, Pbkdf
 from cocoguest.cdh.storage.devmapper import device_mapper_missing
 from cocoguest.errors import RpcStatusError
 from cocoguest.rpc._generated import api_pb2
-from cocoguest.rpc.services.secure_mount import SECURE_MOUNT_SERVICE, secure_mount_handler
+from cocoguest.rpc.services.secure_mount import SECURE_MOUNT_SERVICE, hub_key_fetcher, secure_mount_handler
 from cocoguest.rpc.ttrpc.client import TtrpcClient
 from cocoguest.rpc.ttrpc.codes import Code
 from cocoguest.rpc.ttrpc.server import TtrpcServer
@@ -64,3 +64,9 @@ def test_secure_mount_formats_with_the_fetched_key(loop_device: str, tmp_path: p
         assert info.value.code == Code.INTERNAL
         assert "device-mapper not available" in info.value.status_message
     assert Cryptsetup().test_key(loop_device, KEY)  # formatted for real with the key the CDH fetched
+
+
+def test_hub_key_fetcher_routes_sealed_and_kbs_keys() -> None:
+    fetch = hub_key_fetcher(lambda uri: b"resource:" + uri.encode(), lambda secret: b"unsealed:" + secret)
+    assert fetch("kbs:///a/b/c") == b"resource:kbs:///a/b/c"
+    assert fetch("sealed.h.p.s") == b"unsealed:sealed.h.p.s"

@@ -1,1 +1,4 @@
-"""The confidential data hub core (resources, sealed secrets, KMS plugins, secure mounts, image pull service)."""
+"""The confidential data hub core (guest-components.md §8): resources, sealed secrets, KMS plugins, image pulls.
+
+Domain code only: no RPC or CLI imports; the services in :mod:`cocoguest.rpc.services.cdh` adapt it.
+"""
