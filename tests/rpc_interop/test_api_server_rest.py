@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.fixtures.aa_binary import running_aa
-from tests.fixtures.asr_binary import RunningAsr, running_asr, running_cdh_resource_service
+from tests.fixtures.asr_binary import RunningAsr, running_asr, running_cdh_for_asr
 from tests.fixtures.test_kbs import TestKbs, sample_evidence
 
 pytestmark = pytest.mark.interop
@@ -33,19 +33,18 @@ def kbs() -> Iterator[TestKbs]:
 
 
 @pytest.fixture(scope="module")
-def stack(kbs: TestKbs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningAsr, object]]:
-    """AA process + CDH GetResource service + api-server-rest process (``-f all``)."""
+def stack(kbs: TestKbs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAsr]:
+    """AA process + CDH (the real binary when present) + api-server-rest process (``-f all``)."""
     tmp = tmp_path_factory.mktemp("asr")
     config = tmp / "aa.toml"
     config.write_text(f'[token_configs.kbs]\nurl = "{kbs.url}"\n\n[eventlog_config]\nenable_eventlog = false\n')
     aa_address = f"unix://{tmp}/aa.sock"
-    cdh_address = f"unix://{tmp}/cdh.sock"
     with (
         running_aa(aa_address, "-c", str(config), "--allow-sample-attester", env={"ENABLE_SAMPLE_DEVICE": "1"}),
-        running_cdh_resource_service(cdh_address, kbs.url, aa_address) as cdh,
+        running_cdh_for_asr(tmp, kbs.url, aa_address) as cdh_address,
         running_asr("-b", "127.0.0.1:0", "-f", "all", "-a", aa_address, "-c", cdh_address) as asr,
     ):
-        yield asr, cdh
+        yield asr
 
 
 def _request(
@@ -61,8 +60,8 @@ def _request(
         connection.close()
 
 
-def test_info_lists_version_tees_and_feature(stack: tuple[RunningAsr, object]) -> None:
-    asr, _ = stack
+def test_info_lists_version_tees_and_feature(stack: RunningAsr) -> None:
+    asr = stack
     status, content_type, body = _request(asr.url, "GET", "/info")
     assert (status, content_type) == (200, "application/json")
     assert json.loads(body) == {
@@ -73,8 +72,8 @@ def test_info_lists_version_tees_and_feature(stack: tuple[RunningAsr, object]) -
     }
 
 
-def test_token_is_the_aa_token_json(stack: tuple[RunningAsr, object], kbs: TestKbs) -> None:
-    asr, _ = stack
+def test_token_is_the_aa_token_json(stack: RunningAsr, kbs: TestKbs) -> None:
+    asr = stack
     status, content_type, body = _request(asr.url, "GET", "/aa/token?token_type=kbs")
     assert (status, content_type) == (200, "application/octet-stream")
     document = json.loads(body)
@@ -82,8 +81,8 @@ def test_token_is_the_aa_token_json(stack: tuple[RunningAsr, object], kbs: TestK
     assert kbs.attestations >= 1
 
 
-def test_evidence_raw_and_base64(stack: tuple[RunningAsr, object]) -> None:
-    asr, _ = stack
+def test_evidence_raw_and_base64(stack: RunningAsr) -> None:
+    asr = stack
     status, content_type, body = _request(asr.url, "GET", "/aa/evidence?runtime_data=hello%20world")
     assert (status, content_type) == (200, "application/octet-stream")
     assert body == sample_evidence(b"hello world")
@@ -93,15 +92,15 @@ def test_evidence_raw_and_base64(stack: tuple[RunningAsr, object]) -> None:
     assert (status, body) == (200, sample_evidence(data))
 
 
-def test_additional_evidence(stack: tuple[RunningAsr, object]) -> None:
-    asr, _ = stack
+def test_additional_evidence(stack: RunningAsr) -> None:
+    asr = stack
     status, _, body = _request(asr.url, "GET", "/aa/additional-evidence?runtime_data=abc")
     assert status == 200
     assert json.loads(body) == {"sampledevice": {"svn": "2", "report_data": base64.b64encode(b"abc").decode()}}
 
 
-def test_aael_answers_as_upstream(stack: tuple[RunningAsr, object]) -> None:
-    asr, _ = stack
+def test_aael_answers_as_upstream(stack: RunningAsr) -> None:
+    asr = stack
     event = json.dumps({"domain": "github.com/test", "operation": "Op", "content": "c d"}).encode()
     status, content_type, body = _request(asr.url, "POST", "/aa/aael", event, {"Content-Type": "application/json"})
     assert (status, content_type) == (200, "application/json")
@@ -109,15 +108,16 @@ def test_aael_answers_as_upstream(stack: tuple[RunningAsr, object]) -> None:
     assert body == b'{"success":"false","message": "Attestation Agent does not enable eventlog recording"}'
 
 
-def test_cdh_resource_through_the_aa_token_and_the_kbs(stack: tuple[RunningAsr, object]) -> None:
-    asr, cdh = stack
+def test_cdh_resource_through_the_aa_token_and_the_kbs(stack: RunningAsr, kbs: TestKbs) -> None:
+    asr = stack
+    before = kbs.resource_gets
     status, content_type, body = _request(asr.url, "GET", "/cdh/resource/default/key/one")
     assert (status, content_type, body) == (200, "application/octet-stream", SECRET)
-    assert "kbs:///default/key/one" in cdh.calls  # type: ignore[attr-defined]
+    assert kbs.resource_gets == before + 1
 
 
-def test_cdh_error_is_500_with_the_backend_text(stack: tuple[RunningAsr, object]) -> None:
-    asr, _ = stack
+def test_cdh_error_is_500_with_the_backend_text(stack: RunningAsr) -> None:
+    asr = stack
     status, _, body = _request(asr.url, "GET", "/cdh/resource/default/key/absent")
     assert status == 500
     assert b"[CDH] [ERROR]" in body
@@ -144,8 +144,8 @@ def test_cdh_error_is_500_with_the_backend_text(stack: tuple[RunningAsr, object]
         ("DELETE", "/cdh/resource/default/key/one", 405),
     ],
 )
-def test_status_codes_for_bad_input(stack: tuple[RunningAsr, object], method: str, path: str, expected: int) -> None:
-    asr, _ = stack
+def test_status_codes_for_bad_input(stack: RunningAsr, method: str, path: str, expected: int) -> None:
+    asr = stack
     status, _, _ = _request(asr.url, method, path)
     assert status == expected
 
@@ -153,29 +153,29 @@ def test_status_codes_for_bad_input(stack: tuple[RunningAsr, object], method: st
 @pytest.mark.parametrize(
     "body", [b"not json", b"[]", b'{"domain":"d","operation":"o"}', b'{"domain":1,"operation":"o","content":"c"}']
 )
-def test_malformed_aael_body_is_400(stack: tuple[RunningAsr, object], body: bytes) -> None:
-    asr, _ = stack
+def test_malformed_aael_body_is_400(stack: RunningAsr, body: bytes) -> None:
+    asr = stack
     status, _, text = _request(asr.url, "POST", "/aa/aael", body)
     assert status == 400
     assert text.startswith(b"Illegal AAEL entry format")
 
 
-def test_spoofed_forwarded_headers_are_ignored(stack: tuple[RunningAsr, object]) -> None:
-    asr, _ = stack
+def test_spoofed_forwarded_headers_are_ignored(stack: RunningAsr) -> None:
+    asr = stack
     headers = {"X-Forwarded-For": "203.0.113.9", "Forwarded": "for=203.0.113.9", "X-Real-IP": "203.0.113.9"}
     status, _, _ = _request(asr.url, "GET", "/info", headers=headers)
     assert status == 200  # the socket peer is loopback; headers neither grant nor deny
 
 
-def test_openapi_document_is_served(stack: tuple[RunningAsr, object]) -> None:
-    asr, _ = stack
+def test_openapi_document_is_served(stack: RunningAsr) -> None:
+    asr = stack
     status, content_type, body = _request(asr.url, "GET", "/openapi.json")
     assert (status, content_type) == (200, "application/json")
     assert json.loads(body)["info"]["title"] == "api-server-rest"
 
 
-def test_oversized_and_malformed_requests(stack: tuple[RunningAsr, object]) -> None:
-    asr, _ = stack
+def test_oversized_and_malformed_requests(stack: RunningAsr) -> None:
+    asr = stack
     status, _, _ = _request(asr.url, "POST", "/aa/aael", b"x" * (64 * 1024 + 1))
     assert status == 413
     parts = urlsplit(asr.url)
@@ -208,9 +208,8 @@ def test_features_select_the_backends(tmp_path: Path, kbs: TestKbs) -> None:
 
 
 def test_resource_feature_without_aa(tmp_path: Path, kbs: TestKbs) -> None:
-    cdh_address = f"unix://{tmp_path}/cdh.sock"
     with (
-        running_cdh_resource_service(cdh_address, kbs.url, f"unix://{tmp_path}/no-aa.sock"),
+        running_cdh_for_asr(tmp_path, kbs.url, f"unix://{tmp_path}/no-aa.sock") as cdh_address,
         running_asr("-b", "127.0.0.1:0", "-a", f"unix://{tmp_path}/no-aa.sock", "-c", cdh_address) as asr,
     ):
         assert _request(asr.url, "GET", "/aa/token?token_type=kbs")[::2] == (404, b"Attestation Feature Not Enabled")
