@@ -13,6 +13,8 @@ command -v go >/dev/null 2>&1 || need="$need golang-go"
 [ -d /usr/share/gocode/src/github.com/containerd/ttrpc ] || need="$need golang-github-containerd-ttrpc-dev"
 command -v swtpm >/dev/null 2>&1 || need="$need swtpm swtpm-tools"
 command -v tpm2_quote >/dev/null 2>&1 || need="$need tpm2-tools"
+# SecureMount: LUKS2 formatting and header checks on loop devices (tests/interop/test_secure_mount_luks.py).
+command -v cryptsetup >/dev/null 2>&1 || need="$need cryptsetup-bin"
 [ -z "$need" ] && exit 0
 echo "installing test peers:$need"
 SUDO=""

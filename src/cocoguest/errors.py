@@ -210,3 +210,19 @@ class KbsApiError(CocoError):
 
 class SealedSecretError(VerificationError):
     """A sealed secret is malformed, unsigned where a signature is required, or its signature does not verify."""
+
+
+class SecureMountError(CocoError):
+    """A secure mount (CDH SecureMount) could not be set up; names the device, option or command at fault."""
+
+
+class SecureMountOptionError(SecureMountError, ConfigError):
+    """A SecureMount request's volume type, options or flags are invalid; names the option."""
+
+
+class HttpRequestError(ProtocolError):
+    """An HTTP client sent a request api-server-rest will not read; ``status`` is the answer (400, 413, 431, 501)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status

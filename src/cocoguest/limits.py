@@ -275,6 +275,22 @@ class Limits:
     """One request or answer of the CDH's gRPC services (the same cap as its ttrpc frames)."""
     cdh_shutdown_grace_s: float = 5.0
     """On SIGTERM/SIGINT the CDH lets calls in flight finish for this long (gRPC), then stops."""
+    rest_max_head_bytes: int = 16 * KiB
+    """Request line plus headers of one api-server-rest request (longer heads get 431 and the connection closes)."""
+    rest_max_body_bytes: int = 64 * KiB
+    """Body of one api-server-rest request (only ``POST /aa/aael`` has one; an event is a few hundred bytes)."""
+    rest_read_timeout_s: float = 30.0
+    """From an api-server-rest connection's first byte to the end of its request (a slow client is cut off)."""
+    rest_write_timeout_s: float = 30.0
+    """Flushing one api-server-rest answer to a client that does not read."""
+    rest_backend_timeout_s: float = 50.0
+    """One AA or CDH call made for an api-server-rest request (upstream's TTRPC_TIMEOUT is 50 s)."""
+    rest_max_connections: int = 64
+    """Open api-server-rest connections; further connections are closed at once."""
+    secure_mount_command_timeout_s: float = 300.0
+    """One cryptsetup, mkfs or mount command of a secure mount (luksFormat with integrity wipes nothing: no-wipe)."""
+    secure_mount_max_key_bytes: int = 8 * KiB
+    """A secure-mount LUKS key fetched from ``file://``, ``kbs://`` or a sealed secret (the random key is 4 KiB)."""
 
 
 DEFAULT_LIMITS = Limits()

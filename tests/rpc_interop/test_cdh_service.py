@@ -200,8 +200,8 @@ def test_unwrap_key_of_an_annotation_packet_whose_kek_is_in_the_kbs(guest: Path,
     assert message.startswith("[CDH] [ERROR]: UnWrapKey")
 
 
-def test_secure_mount_is_a_hook_until_set(guest: Path, go_peer: Path) -> None:
+def test_secure_mount_is_served_and_validates_before_touching_a_device(guest: Path, go_peer: Path) -> None:
     request = pb.SecureMountRequest(volume_type="block-device", mount_point="/mnt").SerializeToString()
     code, message, _ = _go_call(go_peer, guest, "api.SecureMountService", "SecureMount", request)
-    assert code == 12  # UNIMPLEMENTED
-    assert "SecureMount" in message
+    assert code == 13  # INTERNAL, with the validation error: the CDH binary wires the secure-mount hook
+    assert message.startswith("[CDH] [ERROR]: SecureMount")

@@ -80,7 +80,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("signature",),
     ("image",),
     ("cdh",),
-    ("rpc",),
+    ("rpc", "rest"),  # rest calls the AA and CDH through their rpc clients
     ("cli", "__main__"),
 )
 

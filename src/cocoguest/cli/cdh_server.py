@@ -34,6 +34,7 @@ from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.rpc.services.attestation_agent_client import is_ttrpc_address
 from cocoguest.rpc.services.cdh import CdhServices, register_ttrpc, start_grpc_server
 from cocoguest.rpc.services.cdh_agent_port import AaAgentPort
+from cocoguest.rpc.services.secure_mount import hub_key_fetcher, secure_mount_hook
 from cocoguest.rpc.ttrpc.address import UnixAddress
 from cocoguest.rpc.ttrpc.server import TtrpcServer
 
@@ -109,7 +110,8 @@ def command(config_file: Path | None) -> None:
     hub = build_hub(config, limits)
     for path in hub.fetch_credentials():
         _logger.info("confidential-data-hub: wrote credential %s", path)
-    asyncio.run(_run(CdhServices(hub), config.socket, limits))
+    services = CdhServices(hub, secure_mount=secure_mount_hook(hub_key_fetcher(hub.get_resource, hub.unseal_secret)))
+    asyncio.run(_run(services, config.socket, limits))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

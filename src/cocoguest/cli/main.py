@@ -52,6 +52,7 @@ _COMMANDS = {
     "fsck": "cocoguest.cli.fsck_command:fsck_command",
     "kbs": "cocoguest.cli.kbs_commands:kbs_group",
     "evidence": "cocoguest.cli.evidence_command:evidence_command",
+    "secure-mount": "cocoguest.cli.secure_mount_command:secure_mount_command",
 }
 
 
