@@ -206,3 +206,7 @@ class KbsApiError(CocoError):
         super().__init__(detail)
         self.variant = variant
         self.status = status
+
+
+class KeyProviderParamsError(ConfigError):
+    """coco-keyprovider parameters (``keyid=...::keypath=...::algorithm=...::sample=...``) are malformed."""
