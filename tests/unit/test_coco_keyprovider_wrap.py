@@ -181,3 +181,27 @@ def test_keyunwrap_is_refused() -> None:
 def test_garbage_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError):
         KeyWrapper(MemoryStore()).handle(b"\xff not json")
+
+
+def test_one_random_kek_per_kid_across_layers() -> None:
+    # ocicrypt calls WrapKey once per layer with the same keyid: every layer must open with the one KEK in the KBS.
+    store = MemoryStore()
+    wrapper = KeyWrapper(store)
+    packets = [packet_of(wrapper.handle(request("keyid=/default/image-kek/same"))) for _ in range(3)]
+    kek = store.keks["default/image-kek/same"]
+    for packet in packets:
+        iv, data = base64.b64decode(packet["iv"]), base64.b64decode(packet["wrapped_data"])
+        assert AESGCM(kek).decrypt(iv, data, None) == OPTIONS
+    assert len({p["iv"] for p in packets}) == 3
+
+
+def test_remembered_keks_are_bounded() -> None:
+    from cocoguest.limits import Limits  # noqa: PLC0415
+
+    store = MemoryStore()
+    wrapper = KeyWrapper(store, Limits(keyprovider_max_remembered_keks=2))
+    for name in ("a", "b", "c", "a"):
+        wrapper.handle(request(f"keyid=/default/image-kek/{name}"))
+    first_a = store.keks["default/image-kek/a"]
+    wrapper.handle(request("keyid=/default/image-kek/c"))
+    assert store.keks["default/image-kek/a"] == first_a  # "a" was re-made once after eviction, then remembered

@@ -139,7 +139,7 @@ def command(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stop.set())
     try:
-        serve(address, KeyWrapper(store), limits, stop)
+        serve(address, KeyWrapper(store, limits), limits, stop)
     finally:
         if store is not None:
             store.close()

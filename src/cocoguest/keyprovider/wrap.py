@@ -9,7 +9,11 @@ For one ``keywrap`` request of the key provider protocol (ocicrypt.md §5.5):
 3. The kid: ``keyid`` or ``kbs:///default/image-kek/<uuid4>``.
 4. Unless in sample mode, the KEK is stored in the KBS (:class:`~cocoguest.keyprovider.kek_store.KekStore`)
    BEFORE the packet is returned, so an image is never encrypted to a key the KBS does not hold.
-5. The answer is ``{"keywrapresults":{"annotation":[...bytes...]}}`` (the byte-array form upstream's Rust sends).
+5. A random KEK is remembered per kid: ocicrypt calls WrapKey once per LAYER with the same parameters, and a
+   new KEK per call would overwrite the KBS resource so that only the last layer could be decrypted. The
+   first call for a kid makes and registers the KEK; later calls reuse it (at most
+   ``Limits.keyprovider_max_remembered_keks`` kids, oldest forgotten first).
+6. The answer is ``{"keywrapresults":{"annotation":[...bytes...]}}`` (the byte-array form upstream's Rust sends).
 
 Invariants:
     * SECURITY: a random KEK with no KBS configured is refused (it would exist nowhere once this call returns,
@@ -21,7 +25,9 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Final
 
@@ -32,6 +38,7 @@ from cocoguest.kbs.kbc.sample_kbc import SAMPLE_KEY
 from cocoguest.kbs.resource_uri import ResourceUri
 from cocoguest.keyprovider.kek_store import KekStore
 from cocoguest.keyprovider.params import WrapParams, parse_wrap_params
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.ocicrypt.keyprovider.protocol import build_wrap_response, parse_request
 
 _logger = logging.getLogger(__name__)
@@ -69,9 +76,24 @@ def _read_kek(path: Path) -> bytes:
 class KeyWrapper:
     """Answers ``keywrap`` requests; thread-safe when its :class:`KekStore` is."""
 
-    def __init__(self, store: KekStore | None) -> None:
+    def __init__(self, store: KekStore | None, limits: Limits = DEFAULT_LIMITS) -> None:
         """Register KEKs in ``store``; with ``None`` only ``sample=true`` and ``keypath=`` wraps work."""
         self._store = store
+        self._limits = limits
+        self._random_keks: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _random_kek(self, kid: ResourceUri, store: KekStore) -> bytes:
+        key = str(kid)
+        with self._lock:  # one KEK per kid even when layers are wrapped concurrently
+            kek = self._random_keks.get(key)
+            if kek is None:
+                kek = kek_wrap.random_kek()
+                store.store(kid, kek)
+                self._random_keks[key] = kek
+                while len(self._random_keks) > self._limits.keyprovider_max_remembered_keks:
+                    self._random_keks.popitem(last=False)
+            return kek
 
     def wrap_params(self, params: WrapParams, private_options: bytes) -> bytes:
         """The AnnotationPacket v1 JSON for ``private_options`` under ``params``.
@@ -87,13 +109,13 @@ class KeyWrapper:
         kid = params.keyid or ResourceUri.parse(f"kbs:///{DEFAULT_KEK_REPOSITORY}/{uuid.uuid4()}")
         if params.keypath is not None:
             kek = _read_kek(params.keypath)
+            if self._store is not None:
+                self._store.store(kid, kek)
         elif self._store is None:
             msg = f"coco-keyprovider: no keypath for {kid} and no --kbs to register a random KEK in"
             raise ConfigError(msg)
         else:
-            kek = kek_wrap.random_kek()
-        if self._store is not None:
-            self._store.store(kid, kek)
+            kek = self._random_kek(kid, self._store)
         _logger.info("coco-keyprovider: wrapped layer key options under %s (%s)", kid, params.algorithm)
         return wrap_to_packet(kid, kek, private_options, params.algorithm)
 
