@@ -226,3 +226,7 @@ class HttpRequestError(ProtocolError):
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class KeyProviderParamsError(ConfigError):
+    """coco-keyprovider parameters (``keyid=...::keypath=...::algorithm=...::sample=...``) are malformed."""

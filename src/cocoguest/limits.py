@@ -162,6 +162,14 @@ class Limits:
     """One key provider call (Go has none; we do)."""
     keyprovider_max_response_bytes: int = 1 * MiB
     """A key provider's JSON answer."""
+    keyprovider_server_max_request_bytes: int = 1 * MiB
+    """One WrapKey request coco-keyprovider accepts (private options of a few hundred bytes, plus parameters)."""
+    keyprovider_server_workers: int = 8
+    """Concurrent WrapKey calls coco-keyprovider serves (each may wait on one KBS admin request)."""
+    keyprovider_max_remembered_keks: int = 10_000
+    """Key ids whose random KEK coco-keyprovider remembers (reused for every layer wrapped under that kid)."""
+    keyprovider_server_grace_s: float = 5.0
+    """On SIGTERM/SIGINT coco-keyprovider lets calls in flight finish for this long, then stops."""
     max_json_depth: int = 64
     """Nesting of any JSON document we parse (real manifests, policies and tokens nest under 10)."""
     max_json_number_chars: int = 64
