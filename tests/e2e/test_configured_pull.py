@@ -21,8 +21,9 @@ def _policy(tmp_path: Path, requirement: str) -> str:
 
 
 def test_pull_from_a_config_honours_the_policy_file(image: WrittenImage, tmp_path: Path, work_dir: Path) -> None:
-    rejecting = PullConfig(work_dir, PolicySettings(_policy(tmp_path, "reject")), snapshotter="copy")
-    with pytest.raises(PolicyRejectedError, match="rejected by the signature policy"):
+    reject = _policy(tmp_path, "reject")
+    rejecting = PullConfig(work_dir, PolicySettings(reject), snapshotter="copy")
+    with pytest.raises(PolicyRejectedError, match=f"rejected by the signature policy {reject}: default"):
         pull(rejecting, f"oci:{image.path}:latest", tmp_path / "rejected")
     assert not (tmp_path / "rejected").exists()
 

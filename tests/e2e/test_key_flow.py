@@ -121,7 +121,7 @@ def test_a_reject_policy_from_the_kbs_stops_the_pull_naming_it(world: World) -> 
     bundle = world.tmp / "guest" / "bundle"
     bundle.parent.mkdir()
     line = error_line(world.guest_pull("enc/app:v1", bundle))
-    assert "rejected by the signature policy: default[0] (reject)" in line
+    assert f"rejected by the signature policy kbs:///{POLICY_ID}: default[0] (reject)" in line
     assert not bundle.exists()
 
 

@@ -102,7 +102,8 @@ def approve(source: ImageSource, fetched: FetchedManifest, decision: PolicyDecis
     """
     if not decision.accepted:
         reasons = "; ".join(decision.reasons) or "no reason given"
-        msg = f"{source.describe()}: rejected by the signature policy: {reasons}"
+        policy = f" {decision.policy_source}" if decision.policy_source else ""
+        msg = f"{source.describe()}: rejected by the signature policy{policy}: {reasons}"
         raise PolicyRejectedError(msg)
     return ApprovedImage(source, fetched, decision, _APPROVAL)
 

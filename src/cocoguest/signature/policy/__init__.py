@@ -17,6 +17,8 @@ class PolicyDecision:
     reasons: tuple[str, ...] = ()
     insecure: bool = False
     policy_digest: str | None = None
+    policy_source: str | None = None
+    """Where the policy that decided was read from (a path, ``file://`` or ``kbs:///`` location)."""
     details: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:

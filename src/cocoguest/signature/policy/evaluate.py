@@ -131,12 +131,19 @@ class ContainersPolicyEvaluator:
                 self._policy.default, self._policy.transports, image.transport, image.reference, limits=self._limits
             )
         except ValueError as e:  # ReferenceFormatError included
-            return PolicyDecision(False, (f"image {image.reference}: {e}",), policy_digest=policy_digest)
+            return PolicyDecision(
+                False,
+                (f"image {image.reference}: {e}",),
+                policy_digest=policy_digest,
+                policy_source=self._policy.source,
+            )
         details = {"scope": match.label}
         if not match.requirements:
             # SECURITY: containers/image rejects an empty list; never treat "no requirement" as "accept".
             reason = f"{match.label}: empty requirement list"
-            return PolicyDecision(False, (reason,), policy_digest=policy_digest, details=details)
+            return PolicyDecision(
+                False, (reason,), policy_digest=policy_digest, policy_source=self._policy.source, details=details
+            )
         docker_ref = self._docker_reference(image)
         accepted: list[str] = []
         for index, requirement in enumerate(match.requirements):
@@ -144,9 +151,13 @@ class ContainersPolicyEvaluator:
             outcome = self._evaluate(requirement, where, image, docker_ref, signatures)
             if not outcome.satisfied:
                 reason = f"{where}: {outcome.detail}"
-                return PolicyDecision(False, (reason,), policy_digest=policy_digest, details=details)
+                return PolicyDecision(
+                    False, (reason,), policy_digest=policy_digest, policy_source=self._policy.source, details=details
+                )
             accepted.append(f"{where}: {outcome.detail}")
-        return PolicyDecision(True, tuple(accepted), policy_digest=policy_digest, details=details)
+        return PolicyDecision(
+            True, tuple(accepted), policy_digest=policy_digest, policy_source=self._policy.source, details=details
+        )
 
     def _docker_reference(self, image: ImageUnderReview) -> DockerReference | None:
         if image.transport != "docker":
