@@ -200,3 +200,13 @@ class InitDataMismatchError(VerificationError):
 
 class SealedSecretError(VerificationError):
     """A sealed secret is malformed, unsigned where a signature is required, or its signature does not verify."""
+
+
+class KbsApiError(CocoError):
+    """The dev KBS refuses a request: ``variant`` is Trustee's error name (``PolicyDeny``, ``TokenNotFound``, ...),
+    sent as ``{"type": ".../<variant>", "detail": str(error)}`` with ``status`` (401, or 404 for a path or plugin)."""
+
+    def __init__(self, variant: str, detail: str, *, status: int = 401) -> None:
+        super().__init__(detail)
+        self.variant = variant
+        self.status = status

@@ -249,6 +249,32 @@ class Limits:
     """One request or answer of the CDH's gRPC services (the same cap as its ttrpc frames)."""
     cdh_shutdown_grace_s: float = 5.0
     """On SIGTERM/SIGINT the CDH lets calls in flight finish for this long (gRPC), then stops."""
+    devkbs_max_request_bytes: int = 2 * MiB
+    """A request body the dev KBS accepts (Trustee's ``payload_request_size`` default, 2 MiB; config overrides)."""
+    devkbs_max_header_bytes: int = 16 * KiB
+    """Request line plus headers of one dev KBS request."""
+    devkbs_max_connections: int = 256
+    """Open connections of the dev KBS; further ones are closed at once."""
+    devkbs_socket_timeout_s: float = 30.0
+    """A dev KBS connection idle, or trickling a request, for this long is closed."""
+    devkbs_session_lifetime_s: float = 300.0
+    """A ``kbs-session-id`` session (Trustee ``[attestation_service] timeout``, 5 minutes)."""
+    devkbs_max_sessions: int = 100_000
+    """Live sessions; the oldest is dropped when a new one would exceed this."""
+    devkbs_token_lifetime_s: int = 300
+    """An EAR attestation token (Trustee's default, 5 minutes)."""
+    devkbs_token_leeway_s: int = 60
+    """Clock leeway when the dev KBS checks a token's ``exp`` (jsonwebtoken's default)."""
+    devkbs_admin_token_leeway_s: int = 60
+    """Clock leeway for admin tokens' ``exp`` and ``nbf``."""
+    devkbs_max_resource_bytes: int = 4 * MiB
+    """One stored resource (it is answered as a JWE of ~4/3 its size, under the client's 8 MiB cap)."""
+    devkbs_max_policy_bytes: int = 1 * MiB
+    """An uploaded Rego policy."""
+    devkbs_policy_cache_entries: int = 4096
+    """Resource-policy verdicts remembered per policy (keyed by the whole input and data)."""
+    devkbs_max_reference_values: int = 10_000
+    """Reference values the dev KBS's RVPS holds."""
 
 
 DEFAULT_LIMITS = Limits()

@@ -75,6 +75,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "errors", "limits", "digest", "jsonutil"),
     ("oci", "crypto"),
     ("ocicrypt", "kbs", "attestation"),
+    ("devkbs",),
     ("registry",),
     ("signature",),
     ("image",),

@@ -17,7 +17,7 @@ from cocoguest.image.layout import OciLayoutImageSource
 from cocoguest.image.pull import OpenedSource, PullOptions, pull_image
 from cocoguest.limits import Limits
 from cocoguest.oci.image_name import LayoutImageName
-from cocoguest.signature.policy import InsecureAcceptAnything
+from cocoguest.signature.request import InsecureAcceptAnything
 from tests.fixtures.layers import TarBuilder
 from tests.fixtures.oci_images import write_image_layout
 

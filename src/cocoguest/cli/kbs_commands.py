@@ -35,7 +35,10 @@ from cocoguest.kbs.resource_uri import ResourceUri
 from cocoguest.kbs.tee_key import TeeKeyAlgorithm
 from cocoguest.limits import Limits
 
-KBS_COMMANDS: Final[dict[str, str]] = {}
+KBS_COMMANDS: Final[dict[str, str]] = {
+    "serve": "cocoguest.cli.kbs_admin_commands:serve_command",
+    "config": "cocoguest.cli.kbs_admin_commands:config_group",
+}
 """Subcommands of ``cocoguest kbs`` defined elsewhere: name -> ``module:attribute`` (imported lazily)."""
 
 TEE_KEY_ALGORITHMS: Final = {

@@ -1,0 +1,145 @@
+"""Encrypting a KBS resource to a TEE public key, exactly as Trustee emits it (kbs-protocol.md §5).
+
+The decrypting side is :mod:`cocoguest.crypto.tee_crypto`; this is the dev KBS's sending side:
+
+* content: AES-256-GCM, a fresh 32-byte CEK and 12-byte IV per response, AAD = the ASCII bytes of the
+  ``protected`` string, a detached 16-byte tag;
+* ``ECDH-ES+A256KW`` (P-256, P-521): a fresh ephemeral key on the recipient's curve, Concat KDF SHA-256 with
+  AlgorithmID ``"ECDH-ES+A256KW"`` and empty PartyU/VInfo, AES-256-KW of the CEK (40 bytes);
+* ``RSA-OAEP-256`` (SHA-256, MGF1-SHA-256, empty label) and ``RSA1_5`` (deprecated, interop only).
+
+Invariants:
+    * The protected header is compact JSON with keys in the order ``alg``, ``enc``, ``epk{crv,kty,x,y}``: the
+      Rust client re-serializes the header to build its AAD (kbs-protocol.md §5 "header key-ordering trap").
+    * The body has the members ``protected, encrypted_key, iv, ciphertext, tag`` in that order, all base64url
+      without padding; no ``aad``, no ``unprotected``.
+    * The recipient key comes from a verified token; it is still re-parsed here and checked (curve point, RSA
+      size) because a token's claims are only as good as the verifier that issued it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import struct
+from collections.abc import Mapping
+from typing import Final
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+from cocoguest.crypto.tee_crypto import CURVES
+from cocoguest.errors import ProtocolError
+
+_ECDH_ALG: Final = "ECDH-ES+A256KW"
+_CEK_BYTES: Final = 32
+_IV_BYTES: Final = 12
+_TAG_BYTES: Final = 16
+_MIN_RSA_BITS: Final = 2048
+_MAX_RSA_BITS: Final = 8192
+SUPPORTED_ALGS: Final = frozenset({_ECDH_ALG, "RSA-OAEP-256", "RSA1_5"})
+
+
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64u(value: object, member: str) -> bytes:
+    if not isinstance(value, str) or len(value) % 4 == 1:
+        msg = f"tee-pubkey member {member!r} is not base64url"
+        raise ProtocolError(msg)
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except ValueError as e:
+        msg = f"tee-pubkey member {member!r} is not base64url"
+        raise ProtocolError(msg) from e
+
+
+def _concat_kdf(shared: bytes) -> bytes:
+    alg_id = _ECDH_ALG.encode("ascii")
+    other_info = struct.pack(">I", len(alg_id)) + alg_id + struct.pack(">III", 0, 0, _CEK_BYTES * 8)
+    return ConcatKDFHash(hashes.SHA256(), length=_CEK_BYTES, otherinfo=other_info).derive(shared)
+
+
+def _ec_recipient(untrusted_jwk: Mapping[str, object]) -> tuple[str, ec.EllipticCurvePublicKey]:
+    crv = untrusted_jwk.get("crv")
+    curve = CURVES.get(crv) if isinstance(crv, str) else None
+    if curve is None or not isinstance(crv, str):
+        msg = f"tee-pubkey curve {str(crv)[:16]!r} is not P-256 or P-521"
+        raise ProtocolError(msg)
+    size = (curve.key_size + 7) // 8
+    x, y = _unb64u(untrusted_jwk.get("x"), "x"), _unb64u(untrusted_jwk.get("y"), "y")
+    if len(x) != size or len(y) != size:
+        msg = f"tee-pubkey {crv} coordinates must be {size} bytes each"
+        raise ProtocolError(msg)
+    try:
+        # SECURITY: from_encoded_point checks the point is on the curve.
+        return crv, ec.EllipticCurvePublicKey.from_encoded_point(curve, b"\x04" + x + y)
+    except ValueError as e:
+        msg = f"tee-pubkey is not a point on {crv}"
+        raise ProtocolError(msg) from e
+
+
+def _rsa_recipient(untrusted_jwk: Mapping[str, object]) -> rsa.RSAPublicKey:
+    n = int.from_bytes(_unb64u(untrusted_jwk.get("n"), "n"), "big")
+    e = int.from_bytes(_unb64u(untrusted_jwk.get("e"), "e"), "big")
+    if not _MIN_RSA_BITS <= n.bit_length() <= _MAX_RSA_BITS or e < 3 or e % 2 == 0:
+        msg = f"tee-pubkey RSA key of {n.bit_length()} bits (or exponent) is not usable"
+        raise ProtocolError(msg)
+    try:
+        return rsa.RSAPublicNumbers(e, n).public_key()
+    except ValueError as err:
+        msg = "tee-pubkey is not a valid RSA public key"
+        raise ProtocolError(msg) from err
+
+
+def encrypt_to_tee_key(plaintext: bytes, untrusted_jwk: Mapping[str, object]) -> bytes:
+    """The Trustee response body (flattened JWE JSON) of ``plaintext`` encrypted to ``untrusted_jwk``.
+
+    Raises:
+        ProtocolError: the key's ``kty``/``alg``/``crv`` is not one the KBS supports (Trustee: ``JweError``),
+            or its members are malformed.
+    """
+    kty, alg = untrusted_jwk.get("kty"), untrusted_jwk.get("alg")
+    cek = os.urandom(_CEK_BYTES)
+    if kty == "EC" and alg == _ECDH_ALG:
+        crv, recipient = _ec_recipient(untrusted_jwk)
+        ephemeral = ec.generate_private_key(recipient.curve)
+        kek = _concat_kdf(ephemeral.exchange(ec.ECDH(), recipient))
+        size = (recipient.curve.key_size + 7) // 8
+        point = ephemeral.public_key().public_numbers()
+        epk = {
+            "crv": crv,
+            "kty": "EC",
+            "x": _b64u(point.x.to_bytes(size, "big")),
+            "y": _b64u(point.y.to_bytes(size, "big")),
+        }
+        header: dict[str, object] = {"alg": alg, "enc": "A256GCM", "epk": epk}
+        encrypted_key = aes_key_wrap(kek, cek)
+    elif kty == "RSA" and alg in ("RSA-OAEP-256", "RSA1_5"):
+        recipient_rsa = _rsa_recipient(untrusted_jwk)
+        header = {"alg": alg, "enc": "A256GCM"}
+        if alg == "RSA-OAEP-256":
+            sha256 = hashes.SHA256()
+            pad: padding.AsymmetricPadding = padding.OAEP(mgf=padding.MGF1(sha256), algorithm=sha256, label=None)
+        else:
+            pad = padding.PKCS1v15()
+        encrypted_key = recipient_rsa.encrypt(cek, pad)
+    else:
+        msg = f"tee-pubkey kty {str(kty)[:16]!r} with alg {str(alg)[:32]!r} is not supported"
+        raise ProtocolError(msg)
+    protected = _b64u(json.dumps(header, separators=(",", ":")).encode("utf-8"))
+    iv = os.urandom(_IV_BYTES)
+    sealed = AESGCM(cek).encrypt(iv, plaintext, protected.encode("ascii"))
+    body = {
+        "protected": protected,
+        "encrypted_key": _b64u(encrypted_key),
+        "iv": _b64u(iv),
+        "ciphertext": _b64u(sealed[:-_TAG_BYTES]),
+        "tag": _b64u(sealed[-_TAG_BYTES:]),
+    }
+    return json.dumps(body, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,125 @@
+"""Resources on disk, Trustee's legacy LocalFs layout: ``<dir_path>/<repo>/<type>/<tag>`` (kbs-protocol.md §13).
+
+Names (trustee:kbs/src/plugins/implementations/resource/backend.rs): exactly three segments, each matching
+``[a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*`` in full. A segment therefore starts with a letter, digit, ``_`` or ``-`` (never
+``.``, so never ``.`` or ``..``) and contains no ``/``.
+
+Invariants:
+    * SECURITY: every path is checked by :func:`parse_resource_path` before it touches the file system; the
+      result is always inside ``dir_path``.
+    * Writes are atomic: the bytes go to a temporary file in the target directory, are fsynced and renamed over
+      the target; a reader sees the old or the new resource, never a torn one.
+    * Reads are capped at ``Limits.devkbs_max_resource_bytes``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Final
+
+from cocoguest.errors import KbsApiError
+from cocoguest.limits import DEFAULT_LIMITS, Limits
+
+_SEGMENT: Final = re.compile(r"[a-zA-Z0-9_\-]+[a-zA-Z0-9_\-.]*", re.ASCII)
+_SEGMENTS: Final = 3
+
+
+def parse_resource_path(untrusted_path: str) -> tuple[str, str, str]:
+    """``(repo, type, tag)`` of ``repo/type/tag``.
+
+    Raises:
+        KbsApiError: not three valid segments (Trustee: ``PluginInternalError``, 401).
+    """
+    parts = untrusted_path.split("/")
+    if len(parts) != _SEGMENTS or not all(_SEGMENT.fullmatch(p) for p in parts):
+        shown = untrusted_path[:120]
+        msg = f"Plugin internal error: invalid resource path {shown!r} (need repo/type/tag)"
+        raise KbsApiError("PluginInternalError", msg)
+    return parts[0], parts[1], parts[2]
+
+
+class ResourceStore:
+    """The LocalFs resource repository under ``root``."""
+
+    def __init__(self, root: Path, limits: Limits = DEFAULT_LIMITS) -> None:
+        """Use (and create) the directory ``root``."""
+        self._root = root
+        self._limits = limits
+        root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def root(self) -> Path:
+        """The repository directory."""
+        return self._root
+
+    def _file(self, untrusted_path: str) -> Path:
+        repo, kind, tag = parse_resource_path(untrusted_path)
+        return self._root / repo / kind / tag
+
+    def read(self, untrusted_path: str) -> bytes:
+        """The bytes of resource ``repo/type/tag``.
+
+        Raises:
+            KbsApiError: invalid name, missing, or larger than the limit (``PluginInternalError``).
+        """
+        path = self._file(untrusted_path)
+        cap = self._limits.devkbs_max_resource_bytes
+        try:
+            with path.open("rb") as f:
+                data = f.read(cap + 1)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
+            msg = f"Plugin internal error: resource {untrusted_path} not found"
+            raise KbsApiError("PluginInternalError", msg) from e
+        except OSError as e:
+            msg = f"Plugin internal error: resource {untrusted_path}: {e.strerror}"
+            raise KbsApiError("PluginInternalError", msg) from e
+        if len(data) > cap:
+            msg = f"Plugin internal error: resource {untrusted_path} is larger than {cap} bytes"
+            raise KbsApiError("PluginInternalError", msg)
+        return data
+
+    def write(self, untrusted_path: str, data: bytes) -> None:
+        """Store ``data`` as resource ``repo/type/tag``, atomically.
+
+        Raises:
+            KbsApiError: invalid name, too large, or the write failed (``PluginInternalError``).
+        """
+        path = self._file(untrusted_path)
+        cap = self._limits.devkbs_max_resource_bytes
+        if len(data) > cap:
+            msg = f"Plugin internal error: resource {untrusted_path} is larger than {cap} bytes"
+            raise KbsApiError("PluginInternalError", msg)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as e:
+            msg = f"Plugin internal error: writing resource {untrusted_path}: {e.strerror}"
+            raise KbsApiError("PluginInternalError", msg) from e
+
+    def delete(self, untrusted_path: str) -> None:
+        """Remove resource ``repo/type/tag``.
+
+        Raises:
+            KbsApiError: invalid name or missing (Trustee: 401 ``PluginInternalError``).
+        """
+        path = self._file(untrusted_path)
+        try:
+            path.unlink()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
+            msg = f"Plugin internal error: resource {untrusted_path} not found"
+            raise KbsApiError("PluginInternalError", msg) from e
+        except OSError as e:
+            msg = f"Plugin internal error: deleting resource {untrusted_path}: {e.strerror}"
+            raise KbsApiError("PluginInternalError", msg) from e
