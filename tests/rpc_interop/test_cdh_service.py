@@ -26,6 +26,7 @@ from cocoguest.rpc._generated import api_pb2 as pb
 from cocoguest.rpc._generated import keyprovider_pb2 as kp
 from tests.fixtures.aa_binary import running_aa
 from tests.fixtures.cdh_binary import running_cdh
+from tests.fixtures.cli import run_cocoguest
 from tests.fixtures.test_kbs import TestKbs
 
 pytestmark = pytest.mark.interop
@@ -205,3 +206,96 @@ def test_secure_mount_is_a_hook_until_set(guest: Path, go_peer: Path) -> None:
     code, message, _ = _go_call(go_peer, guest, "api.SecureMountService", "SecureMount", request)
     assert code == 12  # UNIMPLEMENTED
     assert "SecureMount" in message
+
+
+# --- cocoguest cdh / cocoguest secret against the running CDH --------------------------------------------
+
+
+def _tool(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cocoguest("cdh", "-s", f"unix://{sock}", *args)
+
+
+def _assert_one_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def test_cdh_tool_get_resource(guest: Path) -> None:
+    result = _tool(guest, "get-resource", "--resource-uri", "kbs:///default/key/one")
+    assert result.returncode == 0, result.stderr
+    assert base64.b64decode(result.stdout.strip()) == b"resource one"
+    _assert_one_error(_tool(guest, "get-resource", "-r", "kbs:///default/key/missing"), "default/key/missing")
+    _assert_one_error(_tool(guest, "get-resource", "-r", "not-a-uri"), "GetResource")
+
+
+def test_cdh_tool_unseal_secret(guest: Path, tmp_path: Path, signing: tuple[ec.EllipticCurvePrivateKey, bytes]) -> None:
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text(_seal(signing[0], "kbs:///default/sealed-key/pub", VAULT) + "\n")
+    result = _tool(guest, "unseal-secret", "--secret-file", str(secret_file))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == SECRET.decode() + "\n"
+    secret_file.write_text(_seal(signing[0], "no-such-kid", VAULT))
+    _assert_one_error(_tool(guest, "unseal-secret", "--secret-file", str(secret_file)), "no-such-kid")
+    _assert_one_error(_tool(guest, "unseal-secret", "--secret-file", str(tmp_path / "absent")), "absent")
+
+
+def test_cdh_tool_unwrap_key(guest: Path) -> None:
+    iv = os.urandom(12)
+    packet = {
+        "kid": "kbs:///default/key/kek",
+        "wrapped_data": base64.b64encode(AESGCM(KEK).encrypt(iv, OPTIONS, None)).decode(),
+        "iv": base64.b64encode(iv).decode(),
+        "wrap_type": "A256GCM",
+    }
+    annotation = base64.b64encode(json.dumps(packet).encode()).decode()
+    result = _tool(guest, "unwrap-key", "--annotation", annotation)
+    assert result.returncode == 0, result.stderr
+    assert bytes(json.loads(result.stdout)["keyunwrapresults"]["optsdata"]) == OPTIONS
+    packet["kid"] = "kbs:///default/key/one"
+    wrong = base64.b64encode(json.dumps(packet).encode()).decode()
+    _assert_one_error(_tool(guest, "unwrap-key", "--annotation", wrong), "UnWrapKey")
+    _assert_one_error(_tool(guest, "unwrap-key", "--annotation", "%%%"), "--annotation")
+
+
+def test_cdh_tool_pull_image_refused_without_a_policy(guest: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    result = _tool(guest, "pull-image", "--image-url", "127.0.0.1:1/x:latest", "--bundle-path", str(bundle))
+    _assert_one_error(result, "PullImage", "no signature policy configured")
+    assert not bundle.exists()
+
+
+def test_cdh_tool_with_no_cdh_listening_is_one_error(tmp_path: Path) -> None:
+    _assert_one_error(_tool(tmp_path / "none.sock", "get-resource", "-r", "kbs:///a/b/c"), "none.sock")
+
+
+def test_secret_tool_keygen_seal_then_the_cdh_unseals(guest: Path, tmp_path: Path) -> None:
+    """keygen + seal (the cocoguest secret tool) and the CDH's local key directory verify each other."""
+    keys = tmp_path / "keys"
+    result = run_cocoguest("secret", "keygen", "--kid", "tool-key", "--output-dir", str(keys))
+    assert result.returncode == 0, result.stderr
+    private = keys / "tool-key-private.json"
+    assert private.stat().st_mode & 0o077 == 0
+    key_dir = guest.parent / "sealed-keys"
+    (key_dir / "tool-key").write_bytes((keys / "tool-key-public.json").read_bytes())
+    sealed = run_cocoguest("secret", "seal", "--signing-kid", "tool-key", "--signing-jwk-path", str(private),
+                           "vault", "--resource-uri", "kbs:///default/secret/plain")  # fmt: skip
+    assert sealed.returncode == 0, sealed.stderr
+    secret_file = tmp_path / "sealed.txt"
+    secret_file.write_text(sealed.stdout)
+    result = _tool(guest, "unseal-secret", "--secret-file", str(secret_file))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == SECRET.decode() + "\n"
+    # Signed by another key under the same kid: refused.
+    other = run_cocoguest("secret", "keygen", "--kid", "tool-key", "--output-dir", str(tmp_path / "other"))
+    assert other.returncode == 0, other.stderr
+    forged = run_cocoguest("secret", "seal", "--signing-kid", "tool-key", "--signing-jwk-path",
+                           str(tmp_path / "other" / "tool-key-private.json"), "vault", "--resource-uri",
+                           "kbs:///default/secret/plain")  # fmt: skip
+    secret_file.write_text(forged.stdout)
+    _assert_one_error(_tool(guest, "unseal-secret", "--secret-file", str(secret_file)), "does not verify")

@@ -52,6 +52,8 @@ _COMMANDS = {
     "fsck": "cocoguest.cli.fsck_command:fsck_command",
     "kbs": "cocoguest.cli.kbs_commands:kbs_group",
     "evidence": "cocoguest.cli.evidence_command:evidence_command",
+    "cdh": "cocoguest.cli.cdh_tool:cdh_command",
+    "secret": "cocoguest.cli.secret_tool:secret_group",
 }
 
 
