@@ -246,6 +246,7 @@ class Hub:
         except CocoError as e:
             msg = f"image {image_url}: pulled ({digest}) but the runtime measurement through the AA failed: {e}"
             raise type(e)(msg) from e
+        _logger.info("PullImage %s (%s): runtime measurement through the AA: %s", image_url, digest, answer)
         return PulledImage(digest, answer)
 
     def fetch_credentials(self) -> list[Path]:
