@@ -24,8 +24,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cocoguest.rpc._generated import api_pb2 as pb
 from cocoguest.rpc._generated import keyprovider_pb2 as kp
+from tests.e2e.conftest import base_layer, top_layer
 from tests.fixtures.aa_binary import running_aa
-from tests.fixtures.cdh_binary import running_cdh
+from tests.fixtures.cdh_binary import RunningCdh, running_cdh
+from tests.fixtures.cli import run_cocoguest
+from tests.fixtures.oci_images import write_image_layout
+from tests.fixtures.registry import push_layout, start_registry
 from tests.fixtures.test_kbs import TestKbs
 
 pytestmark = pytest.mark.interop
@@ -205,3 +209,192 @@ def test_secure_mount_is_served_and_validates_before_touching_a_device(guest: Pa
     code, message, _ = _go_call(go_peer, guest, "api.SecureMountService", "SecureMount", request)
     assert code == 13  # INTERNAL, with the validation error: the CDH binary wires the secure-mount hook
     assert message.startswith("[CDH] [ERROR]: SecureMount")
+
+
+# --- cocoguest cdh / cocoguest secret against the running CDH --------------------------------------------
+
+
+def _tool(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cocoguest("cdh", "-s", f"unix://{sock}", *args)
+
+
+def _assert_one_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def test_cdh_tool_get_resource(guest: Path) -> None:
+    result = _tool(guest, "get-resource", "--resource-uri", "kbs:///default/key/one")
+    assert result.returncode == 0, result.stderr
+    assert base64.b64decode(result.stdout.strip()) == b"resource one"
+    _assert_one_error(_tool(guest, "get-resource", "-r", "kbs:///default/key/missing"), "default/key/missing")
+    _assert_one_error(_tool(guest, "get-resource", "-r", "not-a-uri"), "GetResource")
+
+
+def test_cdh_tool_unseal_secret(guest: Path, tmp_path: Path, signing: tuple[ec.EllipticCurvePrivateKey, bytes]) -> None:
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text(_seal(signing[0], "kbs:///default/sealed-key/pub", VAULT) + "\n")
+    result = _tool(guest, "unseal-secret", "--secret-file", str(secret_file))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == SECRET.decode() + "\n"
+    secret_file.write_text(_seal(signing[0], "no-such-kid", VAULT))
+    _assert_one_error(_tool(guest, "unseal-secret", "--secret-file", str(secret_file)), "no-such-kid")
+    _assert_one_error(_tool(guest, "unseal-secret", "--secret-file", str(tmp_path / "absent")), "absent")
+
+
+def test_cdh_tool_unwrap_key(guest: Path) -> None:
+    iv = os.urandom(12)
+    packet = {
+        "kid": "kbs:///default/key/kek",
+        "wrapped_data": base64.b64encode(AESGCM(KEK).encrypt(iv, OPTIONS, None)).decode(),
+        "iv": base64.b64encode(iv).decode(),
+        "wrap_type": "A256GCM",
+    }
+    annotation = base64.b64encode(json.dumps(packet).encode()).decode()
+    result = _tool(guest, "unwrap-key", "--annotation", annotation)
+    assert result.returncode == 0, result.stderr
+    assert bytes(json.loads(result.stdout)["keyunwrapresults"]["optsdata"]) == OPTIONS
+    packet["kid"] = "kbs:///default/key/one"
+    wrong = base64.b64encode(json.dumps(packet).encode()).decode()
+    _assert_one_error(_tool(guest, "unwrap-key", "--annotation", wrong), "UnWrapKey")
+    _assert_one_error(_tool(guest, "unwrap-key", "--annotation", "%%%"), "--annotation")
+
+
+def test_cdh_tool_pull_image_refused_without_a_policy(guest: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    result = _tool(guest, "pull-image", "--image-url", "127.0.0.1:1/x:latest", "--bundle-path", str(bundle))
+    _assert_one_error(result, "PullImage", "no signature policy configured")
+    assert not bundle.exists()
+
+
+def test_cdh_tool_with_no_cdh_listening_is_one_error(tmp_path: Path) -> None:
+    _assert_one_error(_tool(tmp_path / "none.sock", "get-resource", "-r", "kbs:///a/b/c"), "none.sock")
+
+
+def test_secret_tool_keygen_seal_then_the_cdh_unseals(guest: Path, tmp_path: Path) -> None:
+    """keygen + seal (the cocoguest secret tool) and the CDH's local key directory verify each other."""
+    keys = tmp_path / "keys"
+    result = run_cocoguest("secret", "keygen", "--kid", "tool-key", "--output-dir", str(keys))
+    assert result.returncode == 0, result.stderr
+    private = keys / "tool-key-private.json"
+    assert private.stat().st_mode & 0o077 == 0
+    key_dir = guest.parent / "sealed-keys"
+    (key_dir / "tool-key").write_bytes((keys / "tool-key-public.json").read_bytes())
+    sealed = run_cocoguest("secret", "seal", "--signing-kid", "tool-key", "--signing-jwk-path", str(private),
+                           "vault", "--resource-uri", "kbs:///default/secret/plain")  # fmt: skip
+    assert sealed.returncode == 0, sealed.stderr
+    secret_file = tmp_path / "sealed.txt"
+    secret_file.write_text(sealed.stdout)
+    result = _tool(guest, "unseal-secret", "--secret-file", str(secret_file))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == SECRET.decode() + "\n"
+    # Signed by another key under the same kid: refused.
+    other = run_cocoguest("secret", "keygen", "--kid", "tool-key", "--output-dir", str(tmp_path / "other"))
+    assert other.returncode == 0, other.stderr
+    forged = run_cocoguest("secret", "seal", "--signing-kid", "tool-key", "--signing-jwk-path",
+                           str(tmp_path / "other" / "tool-key-private.json"), "vault", "--resource-uri",
+                           "kbs:///default/secret/plain")  # fmt: skip
+    secret_file.write_text(forged.stdout)
+    _assert_one_error(_tool(guest, "unseal-secret", "--secret-file", str(secret_file)), "does not verify")
+
+
+# --- PullImage from a real registry, policy and registries.conf from the KBS ------------------------------
+
+POLICY_ID = "default/security-policy/test"
+REGISTRIES_ID = "default/registry-configuration/conf"
+ACCEPT = b'{"default":[{"type":"insecureAcceptAnything"}]}'
+REJECT = b'{"default":[{"type":"reject"}]}'
+
+
+@pytest.fixture(scope="module")
+def registry_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A plain-HTTP docker-registry holding a two-layer image; yields its reference."""
+    layout = tmp_path_factory.mktemp("layout") / "image"
+    write_image_layout(layout, [base_layer(), top_layer()], config_extra={"Cmd": ["/bin/tool"]})
+    with start_registry(tmp_path_factory.mktemp("registry")) as registry:
+        push_layout(layout, f"{registry.host}/app:v1")
+        yield f"{registry.host}/app:v1"
+
+
+@pytest.fixture
+def pull_guest(tmp_path: Path, kbs: TestKbs, registry_image: str) -> Iterator[tuple[Path, Path, RunningCdh]]:
+    """An AA with its event log on and a CDH whose [image] takes the policy and registries.conf from the KBS;
+    yields (CDH socket, AAEL path, CDH process)."""
+    host = registry_image.split("/", maxsplit=1)[0]
+    kbs.resources[REGISTRIES_ID] = f'[[registry]]\nlocation = "{host}"\ninsecure = true\n'.encode()
+    aa_sock, cdh_sock, aael = tmp_path / "aa.sock", tmp_path / "cdh.sock", tmp_path / "aa" / "eventlog"
+    (tmp_path / "aa.toml").write_text(
+        f'[token_configs.kbs]\nurl = "{kbs.url}"\n\n[eventlog_config]\nenable_eventlog = true\n'
+    )
+    (tmp_path / "cdh.toml").write_text(
+        f'socket = "unix://{cdh_sock}"\n\n[kbc]\nname = "cc_kbc"\nurl = "{kbs.url}"\n\n'
+        f'[aa]\naa_socket = "unix://{aa_sock}"\n\n[image]\nwork_dir = "{tmp_path / "work"}"\n'
+        f'image_security_policy_uri = "kbs:///{POLICY_ID}"\n'
+        f'registry_configuration_uri = "kbs:///{REGISTRIES_ID}"\n'
+    )
+    aa_args = ("-c", str(tmp_path / "aa.toml"), "--allow-sample-attester")
+    with (
+        running_aa(f"unix://{aa_sock}", *aa_args, env={"AAEL_PATH": str(aael)}),
+        running_cdh(tmp_path / "cdh.toml", cdh_sock) as cdh,
+    ):
+        yield cdh_sock, aael, cdh
+
+
+def _unmount(path: Path) -> None:
+    if os.path.ismount(path):
+        subprocess.run(["umount", str(path)], check=True, timeout=60)
+
+
+def test_pull_image_from_a_registry_with_the_policy_from_the_kbs(
+    pull_guest: tuple[Path, Path, RunningCdh],
+    kbs: TestKbs,
+    registry_image: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    sock, aael, _ = pull_guest
+    kbs.resources[POLICY_ID] = ACCEPT
+    bundle = tmp_path / "bundle"
+    result = _tool(sock, "pull-image", "--image-url", registry_image, "--bundle-path", str(bundle))
+    # The rootfs may be an overlay mount (root, overlay snapshotter): the container runtime's to unmount.
+    request.addfinalizer(lambda: _unmount(bundle / "rootfs"))
+    assert result.returncode == 0, result.stderr
+    digest = result.stdout.strip()
+    assert digest.startswith("sha256:")
+    assert len(digest) == 71
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["process"]["args"] == ["/bin/tool"]
+    rootfs = bundle / "rootfs"
+    assert (rootfs / "etc" / "passwd").read_bytes().startswith(b"root:x:0:0")
+    assert (rootfs / "data" / "new.txt").read_bytes() == b"new\n"
+    assert (rootfs / "opaque" / "upper.txt").exists()
+    assert not (rootfs / "data" / "old.txt").exists(), "the whiteout was applied"
+    assert not (rootfs / "opaque" / "lower.txt").exists(), "the opaque directory was applied"
+    # The CDH measured the pull through the AA after it succeeded: the AA's answer comes from its config
+    # (event log enabled) and attester (the sample one has no register): NOT_SUPPORTED, not NOT_ENABLED. With a
+    # TEE that has a register, the AA writes the event to its AAEL (tests/unit/test_attest_eventlog.py).
+    status, err = pull_guest[2].stop()
+    assert status == 0, err
+    assert f"PullImage {registry_image} ({digest}): runtime measurement through the AA: NOT_SUPPORTED" in err
+    assert not aael.exists()
+
+
+def test_pull_image_with_a_reject_policy_is_refused_and_leaves_no_bundle(
+    pull_guest: tuple[Path, Path, RunningCdh], kbs: TestKbs, registry_image: str, tmp_path: Path
+) -> None:
+    sock, _aael, _ = pull_guest
+    kbs.resources[POLICY_ID] = REJECT
+    bundle = tmp_path / "bundle"
+    result = _tool(sock, "pull-image", "--image-url", registry_image, "--bundle-path", str(bundle))
+    line = _assert_one_error(result, "PullImage", registry_image, "rejected")
+    assert "polic" in line
+    assert not bundle.exists()
+    status, err = pull_guest[2].stop()
+    assert status == 0, err
+    assert "runtime measurement through the AA" not in err, "a refused pull is not measured"

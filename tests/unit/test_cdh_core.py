@@ -97,3 +97,43 @@ def test_aws_without_boto3_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
         new_decryptor("AWS", {"region": "eu-west-1"}, KmsContext())
     with pytest.raises(ConfigError, match="no decrypter"):
         new_decryptor("kbs", {}, KmsContext())
+
+
+def test_registry_access_from_image_settings(tmp_path: Path) -> None:
+    """registries.conf from a kbs:/// resource (an offline_fs KBC), the auth file from a file, proxies as env."""
+    from cocoguest.cdh.hub import Hub  # noqa: PLC0415
+    from cocoguest.kbs.kbc.factory import build_kbc  # noqa: PLC0415
+
+    conf = b'[[registry]]\nlocation = "mirror.example:5000"\ninsecure = true\n'
+    resources = tmp_path / "resources.json"
+    resources.write_text(json.dumps({"default/registry/conf": base64.b64encode(conf).decode()}))
+    auth = tmp_path / "auth.json"
+    auth.write_text('{"auths":{"mirror.example:5000":{"auth":"dTpw"}}}')
+    work = tmp_path / "work"
+    config = parse_cdh_config(
+        (
+            '[kbc]\nname = "offline_fs_kbc"\n[image]\n'
+            f'work_dir = "{work}"\nregistry_configuration_uri = "kbs:///default/registry/conf"\n'
+            f'authenticated_registry_credentials_uri = "{auth}"\n'
+            '[image.image_pull_proxy]\nhttps_proxy = "http://proxy:3128"\nno_proxy = "localhost"\n'
+        ).encode(),
+        "test",
+        json_format=False,
+    )
+    kbc = build_kbc(config.kbc, offline_fs_paths=[resources])
+    access = Hub(config, kbc, agent=None).registry_access()  # type: ignore[arg-type]  # no AA needed here
+    assert access.registries.source == "registry configuration kbs:///default/registry/conf"
+    assert len(access.registries.rules) == 1
+    written = work / ".cdh-auth.json"
+    assert access.auth_files == (written,)
+    assert written.read_bytes() == auth.read_bytes()
+    assert written.stat().st_mode & 0o077 == 0
+    assert access.env == {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "localhost"}
+
+    bad = parse_cdh_config(
+        b'[kbc]\nname = "offline_fs_kbc"\n[image]\nregistry_configuration_uri = "kbs:///default/registry/none"\n',
+        "test",
+        json_format=False,
+    )
+    with pytest.raises(ResourceNotFoundError, match="default/registry/none"):
+        Hub(bad, kbc, agent=None).registry_access()  # type: ignore[arg-type]

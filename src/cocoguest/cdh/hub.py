@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
@@ -35,12 +36,14 @@ from cocoguest.kbs.kbc.cc_kbc import CcKbc
 from cocoguest.kbs.kbc.factory import build_kbc
 from cocoguest.kbs.kbc.layer_unwrapper import KbcLayerKeyUnwrapper
 from cocoguest.kbs.key_unwrap import unwrap_key
+from cocoguest.kbs.locations import LocationReader
 from cocoguest.kbs.offline_fs import DEFAULT_PATHS
 from cocoguest.kbs.resource_uri import ResourceUri
 from cocoguest.kbs.token_cache import Credentials
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.ocicrypt.keyprovider.protocol import build_unwrap_response, parse_request
 from cocoguest.registry.access import RegistryAccess
+from cocoguest.registry.config.registries_conf import RegistriesConfig
 
 _logger = logging.getLogger(__name__)
 
@@ -102,6 +105,18 @@ def build_hub_kbc(
         cert = config.kbs_cert.encode("utf-8") if config.kbs_cert else None
         return CcKbc(PassportKbsClient(config.kbc.kbs_uri, provider, ca_cert_pem=cert, limits=limits)), provider
     return build_kbc(config.kbc, offline_fs_paths=offline_fs_paths, limits=limits), None
+
+
+def _write_private(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` owner-only, via a temporary file renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    # SECURITY: registry credentials are never readable by others, not even while being written.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    tmp.replace(path)
+    return path
 
 
 class Hub:
@@ -174,11 +189,47 @@ class Hub:
                 insecure_accept_anything=image.insecure_accept_anything,
                 resources=self._kbc,
             ),
-            access=RegistryAccess(limits=self._limits),
+            access=self.registry_access(),
             unwrappers=(KbcLayerKeyUnwrapper(self._kbc, self._limits),),
             max_concurrent=image.max_concurrent_layer_downloads_per_image,
             limits=self._limits,
         )
+
+    def registry_access(self) -> RegistryAccess:
+        """How pulls reach registries, from ``[image]``: registries.conf at ``registry_configuration_uri``, the
+        auth file at ``authenticated_registry_credentials_uri`` (both ``kbs:///`` resources or files, read anew
+        for each pull), and ``image_pull_proxy`` as proxy variables.
+
+        The auth file is written to ``<work_dir>/.cdh-auth.json`` (mode 0600, replaced atomically), because the
+        registry layer reads auth files by path.
+
+        Raises:
+            ConfigError: a malformed registries.conf. ResourceNotFoundError, CocoError: a location cannot be read.
+        """
+        image = self._config.image
+        reader = LocationReader(Path("/"), self._kbc, limits=self._limits)
+        registries = RegistriesConfig.from_toml("", "<defaults>")
+        if image.registry_configuration_uri:
+            uri = image.registry_configuration_uri
+            try:
+                text = reader.read(uri).decode("utf-8")
+            except UnicodeDecodeError as e:
+                msg = f"image.registry_configuration_uri {uri[:200]!r}: not UTF-8 text"
+                raise ConfigError(msg) from e
+            registries = RegistriesConfig.from_toml(text, f"registry configuration {uri[:200]}")
+        auth_files: tuple[Path, ...] = ()
+        if image.authenticated_registry_credentials_uri:
+            data = reader.read(image.authenticated_registry_credentials_uri)
+            auth_files = (_write_private(image.work_dir / ".cdh-auth.json", data),)
+        env: dict[str, str] = {}
+        proxy = image.image_pull_proxy
+        if proxy is not None:
+            for name, value in (("HTTPS_PROXY", proxy.https_proxy), ("HTTP_PROXY", proxy.http_proxy)):
+                if value:
+                    env[name] = value
+            if proxy.no_proxy:
+                env["NO_PROXY"] = proxy.no_proxy
+        return RegistryAccess(registries=registries, auth_files=auth_files, env=env, limits=self._limits)
 
     def pull_image(self, image_url: str, bundle_path: Path) -> PulledImage:
         """Pull ``image_url`` into ``bundle_path`` (rootfs + config.json), then measure it through the AA.
@@ -195,6 +246,7 @@ class Hub:
         except CocoError as e:
             msg = f"image {image_url}: pulled ({digest}) but the runtime measurement through the AA failed: {e}"
             raise type(e)(msg) from e
+        _logger.info("PullImage %s (%s): runtime measurement through the AA: %s", image_url, digest, answer)
         return PulledImage(digest, answer)
 
     def fetch_credentials(self) -> list[Path]:

@@ -53,6 +53,8 @@ _COMMANDS = {
     "kbs": "cocoguest.cli.kbs_commands:kbs_group",
     "evidence": "cocoguest.cli.evidence_command:evidence_command",
     "secure-mount": "cocoguest.cli.secure_mount_command:secure_mount_command",
+    "cdh": "cocoguest.cli.cdh_tool:cdh_command",
+    "secret": "cocoguest.cli.secret_tool:secret_group",
 }
 
 
