@@ -15,6 +15,8 @@ Invariants:
       the policy calls a non-deterministic builtin (``time.*``, ``rand.*``, ``uuid.*``, ``http.send``, ...);
       such policies are never cached. The cache is bounded (``Limits.devkbs_policy_cache_entries``) and dies
       with the policy.
+    * A policy whose text is exactly a shipped attestation policy answers its ``trust_claims`` natively
+      (:mod:`cocoguest.devkbs.native_policy`, proven equal to regopy); outside the proven domain it asks regopy.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Final
 
 from regopy import Interpreter, RegoError
 
+from cocoguest.devkbs.native_policy import Unsupported, native_rules
 from cocoguest.errors import KbsApiError
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 
@@ -57,6 +60,7 @@ class RegoPolicy:
         self._lock = threading.Lock()
         self._interpreters: OrderedDict[str, list[tuple[Interpreter, threading.Lock]]] = OrderedDict()
         self._verdicts: OrderedDict[bytes, object] = OrderedDict()
+        self._native = native_rules(text)
         self._build("{}")  # SECURITY: refuse a broken policy now, not at the first request.
 
     def _build(self, data_json: str) -> Interpreter:
@@ -105,6 +109,12 @@ class RegoPolicy:
         Raises:
             KbsApiError: the engine failed (``PolicyEngineError``).
         """
+        native = self._native.get(rule)
+        if native is not None and isinstance(data, dict):
+            try:
+                return native(input_value, data)
+            except Unsupported:
+                pass  # outside the domain proven equal to regopy: regopy decides
         input_json, data_json = _dump(input_value), _dump(data)
         key = hashlib.sha256(f"{rule}\0{data_json}\0{input_json}".encode()).digest()
         if self._cacheable:
