@@ -103,8 +103,11 @@ class RegoPolicy:
                 self._interpreters.popitem(last=False)
         return entry
 
-    def query(self, rule: str, input_value: object, data: object) -> object:
+    def query(self, rule: str, input_value: object, data: object, *, input_key: bytes | None = None) -> object:
         """The value of ``data.policy.<rule>`` for ``input_value`` and ``data``; ``None`` when undefined.
+
+        ``input_key``, if given, must identify ``input_value`` exactly (e.g. the SHA-256 of the signed token whose
+        verified claims it is); the verdict cache then uses it instead of serializing ``input_value``.
 
         Raises:
             KbsApiError: the engine failed (``PolicyEngineError``).
@@ -115,13 +118,21 @@ class RegoPolicy:
                 return native(input_value, data)
             except Unsupported:
                 pass  # outside the domain proven equal to regopy: regopy decides
-        input_json, data_json = _dump(input_value), _dump(data)
-        key = hashlib.sha256(f"{rule}\0{data_json}\0{input_json}".encode()).digest()
+        data_json = _dump(data)
+        input_json: str | None = None
+        if input_key is None:
+            input_json = _dump(input_value)
+            identity = b"j" + input_json.encode("utf-8")
+        else:
+            identity = b"k" + input_key  # domain-separated from serialized inputs
+        key = hashlib.sha256(rule.encode() + b"\0" + data_json.encode() + b"\0" + identity).digest()
         if self._cacheable:
             with self._lock:
                 if key in self._verdicts:
                     self._verdicts.move_to_end(key)
                     return self._verdicts[key]
+        if input_json is None:
+            input_json = _dump(input_value)
         interpreter, lock = self._interpreter(data_json)
         try:
             interpreter.set_input_term(input_json)
@@ -144,6 +155,6 @@ class RegoPolicy:
                     self._verdicts.popitem(last=False)
         return value
 
-    def allows(self, claims: object, data: object) -> bool:
-        """Resource policy: whether ``data.policy.allow`` is exactly ``true``."""
-        return self.query("allow", claims, data) is True
+    def allows(self, claims: object, data: object, *, claims_key: bytes | None = None) -> bool:
+        """Resource policy: whether ``data.policy.allow`` is exactly ``true`` (``claims_key``: see :meth:`query`)."""
+        return self.query("allow", claims, data, input_key=claims_key) is True
