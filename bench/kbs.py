@@ -1,12 +1,16 @@
 """Dev KBS throughput: RCAR handshakes/s and resource GETs/s (cached token), 1 and 16 concurrent clients.
 
 Prints, asserts nothing. The server runs in its own process (as ``cocoguest kbs serve`` would; clients in the
-same process would fight it for the GIL); clients are threads of this process, each with its own keep-alive
-``http.client`` connection, the sample TEE and an EC P-256 TEE key. A GET counts when it answers 200 (the JWE is
-not decrypted by the client, so the number measures the server). Targets (issue 10): >= 200 handshakes/s and
->= 1,000 GETs/s on the 2-core test machine.
+same process would fight it for the GIL); the clients are threads spread over ``--procs`` client processes
+(default 2), each with its own keep-alive ``http.client`` connection, the sample TEE and an EC P-256 TEE key. A
+handshake does the real RCAR steps (auth, evidence bound to the nonce and key, attest, token); a GET counts when it
+answers 200 with a whole JWE (parsed, not decrypted: the number measures the server). Each scenario is measured
+``--repeat`` times with a fresh server process and the median is printed, with the server's CPU time per
+operation (from /proc), so client-bound runs show as such. ``--baseline-src DIR`` also measures the server of
+another source tree (e.g. ``git archive <commit> src | tar -x -C DIR``), interleaved, for before/after numbers.
+Targets (issue 10): >= 200 handshakes/s and >= 1,000 GETs/s on the 2-core test machine.
 
-    PYTHONPATH=src python bench/kbs.py [--seconds 5]
+    PYTHONPATH=src python bench/kbs.py [--seconds 3] [--repeat 3] [--procs 2] [--baseline-src DIR/src]
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import base64
 import hashlib
 import http.client
 import json
+import multiprocessing
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,32 +76,58 @@ def handshake(http: http.client.HTTPConnection, key: dict[str, str]) -> str:
     return str(json.loads(answer)["token"])
 
 
-def run(port: int, clients: int, seconds: float, mode: str) -> float:
-    done = [0] * clients
-    stop = time.perf_counter() + seconds
+def _worker(port: int, mode: str, stop: float, done: list[int], i: int) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    key = _jwk()
+    token = handshake(conn, key) if mode == "get" else ""
+    while time.perf_counter() < stop:
+        if mode == "handshake":
+            handshake(conn, key)
+        else:
+            status, answer, _ = _call(
+                conn, "GET", "/kbs/v0/resource/default/key/k1", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert status == 200, answer
+            assert json.loads(answer)["ciphertext"]  # the whole JWE arrived
+        done[i] += 1
+    conn.close()
 
-    def worker(i: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        key = _jwk()
-        token = handshake(conn, key) if mode == "get" else ""
-        while time.perf_counter() < stop:
-            if mode == "handshake":
-                handshake(conn, key)
-            else:
-                status, answer, _ = _call(
-                    conn, "GET", "/kbs/v0/resource/default/key/k1", headers={"Authorization": f"Bearer {token}"}
-                )
-                assert status == 200, answer
-            done[i] += 1
-        conn.close()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
+def _client_process(port: int, mode: str, stop: float, threads: int, out: multiprocessing.SimpleQueue[int]) -> None:
+    done = [0] * threads
+    workers = [threading.Thread(target=_worker, args=(port, mode, stop, done, i)) for i in range(threads)]
+    for t in workers:
         t.start()
-    for t in threads:
+    for t in workers:
         t.join()
-    return sum(done) / (time.perf_counter() - start)
+    out.put(sum(done))
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (from /proc; Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(port: int, server_pid: int, clients: int, seconds: float, mode: str, procs: int) -> tuple[float, float]:
+    """(operations/s, server CPU ms per operation) of ``clients`` connections spread over ``procs`` processes."""
+    procs = max(1, min(procs, clients))
+    context = multiprocessing.get_context("fork")
+    out: multiprocessing.SimpleQueue[int] = context.SimpleQueue()
+    start = time.perf_counter()
+    cpu0 = _cpu_s(server_pid)
+    stop = start + seconds
+    share = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    children = [context.Process(target=_client_process, args=(port, mode, stop, n, out)) for n in share]
+    for child in children:
+        child.start()
+    total = sum(out.get() for _ in children)
+    elapsed = time.perf_counter() - start
+    cpu = _cpu_s(server_pid) - cpu0
+    for child in children:
+        child.join()
+        assert child.exitcode == 0, f"client process failed ({child.exitcode})"
+    return total / elapsed, 1000 * cpu / max(total, 1)
 
 
 _SERVER = """
@@ -111,26 +144,65 @@ server.serve_forever()
 """
 
 
+class _Server:
+    """A dev KBS in its own process, from the source tree ``src`` (``None``: this interpreter's path)."""
+
+    def __init__(self, root: Path, src: str | None) -> None:
+        env = dict(os.environ)
+        if src is not None:
+            env["PYTHONPATH"] = src
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVER, str(root)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+        setup = http.client.HTTPConnection("127.0.0.1", self.port)
+        assert _call(setup, "POST", "/kbs/v0/resource/default/key/k1", b"k" * 32)[0] == 200
+        setup.close()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one measurement")
+    parser.add_argument("--repeat", type=int, default=3, help="measurements per scenario (the median is printed)")
+    parser.add_argument("--procs", type=int, default=2, help="client processes the connections are spread over")
+    parser.add_argument("--baseline-src", help="also measure the server of this source tree (interleaved)")
     args = parser.parse_args()
+    servers: dict[str, str | None] = {"current": None}
+    if args.baseline_src:
+        servers = {"baseline": args.baseline_src, **servers}
+    results: dict[tuple[str, int, str], list[tuple[float, float]]] = {}
+    print(f"load average at start: {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "policy.rego").write_text('package policy\nimport rego.v1\nallow if data.plugin == "resource"\n')
-        server = subprocess.Popen([sys.executable, "-c", _SERVER, tmp], stdout=subprocess.PIPE, text=True)
-        try:
-            assert server.stdout is not None
-            port = int(server.stdout.readline())
-            setup = http.client.HTTPConnection("127.0.0.1", port)
-            assert _call(setup, "POST", "/kbs/v0/resource/default/key/k1", b"k" * 32)[0] == 200
-            for clients in (1, 16):
-                hs = run(port, clients, args.seconds, "handshake")
-                gets = run(port, clients, args.seconds, "get")
-                print(f"dev KBS, {clients:2d} client(s): {hs:7.0f} RCAR handshakes/s   {gets:7.0f} resource GETs/s")
-        finally:
-            server.terminate()
-            server.wait()
+        for name in servers:
+            root = Path(tmp) / name
+            root.mkdir()
+            (root / "policy.rego").write_text('package policy\nimport rego.v1\nallow if data.plugin == "resource"\n')
+        for _ in range(args.repeat):
+            for name, src in servers.items():
+                server = _Server(Path(tmp) / name, src)
+                try:
+                    for clients in (1, 16):
+                        for mode in ("handshake", "get"):
+                            result = run(server.port, server.proc.pid, clients, args.seconds, mode, args.procs)
+                            results.setdefault((name, clients, mode), []).append(result)
+                finally:
+                    server.close()
+    print(f"load average at end: {os.getloadavg()[0]:.1f}; median of {args.repeat} x {args.seconds:g} s")
+    for (name, clients, mode), values in results.items():
+        rate = statistics.median(v[0] for v in values)
+        cpu = statistics.median(v[1] for v in values)
+        what = "RCAR handshakes/s" if mode == "handshake" else "resource GETs/s  "
+        runs = " ".join(f"{v[0]:.0f}" for v in values)
+        print(f"{name:8s} {clients:2d} client(s): {rate:7.0f} {what}  server CPU {cpu:5.2f} ms/op   (runs: {runs})")
 
 
 if __name__ == "__main__":

@@ -76,3 +76,13 @@ def test_non_deterministic_policies_are_not_cached() -> None:
     rego = RegoPolicy("package policy\nimport rego.v1\nallow if time.now_ns() > 0\n", "time")
     assert rego.allows({}, DATA) is True
     assert not rego._verdicts
+
+
+def test_an_input_key_stands_for_the_input_in_the_verdict_cache() -> None:
+    rego = RegoPolicy("package policy\nimport rego.v1\nallow if input.x == 1\n", "x")
+    assert rego.allows({"x": 1}, DATA, claims_key=b"token-1") is True
+    assert rego.allows({"x": 2}, DATA, claims_key=b"token-2") is False
+    # The key is trusted to identify the input (a verified token's digest): a known key answers from the cache.
+    assert rego.allows({"x": 2}, DATA, claims_key=b"token-1") is True
+    assert rego.allows({"x": 2}, DATA) is False  # without a key the input itself is the cache key
+    assert len(rego._verdicts) == 3

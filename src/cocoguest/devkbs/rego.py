@@ -15,6 +15,8 @@ Invariants:
       the policy calls a non-deterministic builtin (``time.*``, ``rand.*``, ``uuid.*``, ``http.send``, ...);
       such policies are never cached. The cache is bounded (``Limits.devkbs_policy_cache_entries``) and dies
       with the policy.
+    * A policy whose text is exactly a shipped attestation policy answers its ``trust_claims`` natively
+      (:mod:`cocoguest.devkbs.native_policy`, proven equal to regopy); outside the proven domain it asks regopy.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Final
 
 from regopy import Interpreter, RegoError
 
+from cocoguest.devkbs.native_policy import Unsupported, native_rules
 from cocoguest.errors import KbsApiError
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 
@@ -57,6 +60,7 @@ class RegoPolicy:
         self._lock = threading.Lock()
         self._interpreters: OrderedDict[str, list[tuple[Interpreter, threading.Lock]]] = OrderedDict()
         self._verdicts: OrderedDict[bytes, object] = OrderedDict()
+        self._native = native_rules(text)
         self._build("{}")  # SECURITY: refuse a broken policy now, not at the first request.
 
     def _build(self, data_json: str) -> Interpreter:
@@ -99,19 +103,36 @@ class RegoPolicy:
                 self._interpreters.popitem(last=False)
         return entry
 
-    def query(self, rule: str, input_value: object, data: object) -> object:
+    def query(self, rule: str, input_value: object, data: object, *, input_key: bytes | None = None) -> object:
         """The value of ``data.policy.<rule>`` for ``input_value`` and ``data``; ``None`` when undefined.
+
+        ``input_key``, if given, must identify ``input_value`` exactly (e.g. the SHA-256 of the signed token whose
+        verified claims it is); the verdict cache then uses it instead of serializing ``input_value``.
 
         Raises:
             KbsApiError: the engine failed (``PolicyEngineError``).
         """
-        input_json, data_json = _dump(input_value), _dump(data)
-        key = hashlib.sha256(f"{rule}\0{data_json}\0{input_json}".encode()).digest()
+        native = self._native.get(rule)
+        if native is not None and isinstance(data, dict):
+            try:
+                return native(input_value, data)
+            except Unsupported:
+                pass  # outside the domain proven equal to regopy: regopy decides
+        data_json = _dump(data)
+        input_json: str | None = None
+        if input_key is None:
+            input_json = _dump(input_value)
+            identity = b"j" + input_json.encode("utf-8")
+        else:
+            identity = b"k" + input_key  # domain-separated from serialized inputs
+        key = hashlib.sha256(rule.encode() + b"\0" + data_json.encode() + b"\0" + identity).digest()
         if self._cacheable:
             with self._lock:
                 if key in self._verdicts:
                     self._verdicts.move_to_end(key)
                     return self._verdicts[key]
+        if input_json is None:
+            input_json = _dump(input_value)
         interpreter, lock = self._interpreter(data_json)
         try:
             interpreter.set_input_term(input_json)
@@ -134,6 +155,6 @@ class RegoPolicy:
                     self._verdicts.popitem(last=False)
         return value
 
-    def allows(self, claims: object, data: object) -> bool:
-        """Resource policy: whether ``data.policy.allow`` is exactly ``true``."""
-        return self.query("allow", claims, data) is True
+    def allows(self, claims: object, data: object, *, claims_key: bytes | None = None) -> bool:
+        """Resource policy: whether ``data.policy.allow`` is exactly ``true`` (``claims_key``: see :meth:`query`)."""
+        return self.query("allow", claims, data, input_key=claims_key) is True

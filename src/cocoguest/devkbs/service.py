@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import os
@@ -302,11 +303,14 @@ class KbsService:
             return Response(200, b"", "text/xml")
         if method != "GET":
             raise KbsApiError("InvalidRequestPath", f"Invalid request path {method} resource", status=404)
-        claims = self.broker.verify(self._token(headers))
+        token = self._token(headers)
+        claims = self.broker.verify(token)
         repo, kind, tag = parse_resource_path(rest)
         data = {"plugin": "resource", "resource-path": [repo, kind, tag], "query": dict(parse_qsl(query))}
         # SECURITY: the policy decides on verified claims only.
-        if not self._resource_policy.allows(claims, data):
+        # The claims are a function of the verified token: its digest keys the verdict cache.
+        claims_key = hashlib.sha256(token.encode("utf-8")).digest()
+        if not self._resource_policy.allows(claims, data, claims_key=claims_key):
             raise KbsApiError("PolicyDeny", "Access denied by policy")
         plaintext = self._resources.read(rest)
         tee_pubkey = tee_pubkey_of(claims, self._extra_teekey_paths)
