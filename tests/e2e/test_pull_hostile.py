@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import subprocess
 import zlib
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -242,6 +243,30 @@ def test_hostile_answer_is_one_error_line_and_nothing_written(
     digests = {"config": sha256(image.config), "layer": sha256(image.layer)}
     registry = HostileRegistry(image, token_auth=token_auth).route(route, answer(image))
     _refused(registry, tmp_path, *(text.format(**digests) for text in expected), limits=limits)
+
+
+# The head is dripped one byte every 0.2 s for 600 s: only the request deadline inside the connection stops it
+# (httpx's read timeout restarts with every byte); the subprocess timeout only bounds a regression.
+HEAD_DRIP_CASES = [
+    pytest.param(MANIFEST, ("manifest", f"/v2/{REPO}/manifests/v1"), False, id="manifest"),
+    pytest.param(TOKEN, ("token request", "/token"), True, id="token"),
+    pytest.param(CONFIG, ("blob {config}", "/v2/test/app/blobs/{config}"), False, id="config"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "expected", "token_auth"), HEAD_DRIP_CASES)
+def test_a_registry_dripping_its_headers_is_cut_off_at_the_request_deadline(
+    tmp_path: Path, pattern: str, expected: tuple[str, ...], token_auth: bool
+) -> None:
+    image = TinyImage()
+    digests = {"config": sha256(image.config)}
+    answer = Answer(200, {}, b"{}", drip_head_s=0.2, max_seconds=600)
+    registry = HostileRegistry(image, token_auth=token_auth).route(pattern.format(**digests), answer)
+    with registry.running():
+        args = [*cocoguest_command(), *_pull_args(registry, tmp_path)]
+        result = subprocess.run(args, env=_env(SLOW_LIMITS), capture_output=True, text=True, check=False, timeout=60)
+    wanted = (*(text.format(**digests) for text in expected), "within 2 s (registry_request_deadline_s)")
+    _assert_refused(tmp_path, result.returncode, result.stderr, *wanted)
 
 
 def test_huge_integer_in_config(tmp_path: Path) -> None:

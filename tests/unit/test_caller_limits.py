@@ -57,6 +57,25 @@ def test_a_callers_registry_deadline_of_1_s_cuts_off_a_registry_that_never_answe
     assert "registry_request_deadline_s" in message
 
 
+@pytest.mark.timeout(60)
+def test_a_callers_registry_deadline_cuts_off_a_registry_dripping_its_headers() -> None:
+    # httpx's read timeout restarts with every byte: a head dripped one byte every 0.2 s for 600 s never trips
+    # it; only the deadline inside the connection does (the test timeout only bounds a regression).
+    limits = dataclasses.replace(_FAST, registry_request_deadline_s=1, registry_retry_attempts=1)
+    answer = Answer(200, {}, b"{}", drip_head_s=0.2, max_seconds=600)
+    registry = HostileRegistry().route(r"GET /v2/.*/manifests/", answer)
+    with registry.running():
+        endpoint = RegistryEndpoint(host=registry.host, insecure=True)
+        with (
+            DockerSource(_reference(registry), endpoint, None, limits=limits) as source,
+            pytest.raises(TransportError) as caught,
+        ):
+            source.get_manifest()
+    message = str(caught.value)
+    assert "within 1 s (registry_request_deadline_s)" in message
+    assert f"http://{registry.host}/v2/{REPO}/manifests/{TAG}" in message
+
+
 def test_sigstore_attachments_retry_as_the_callers_limits_say() -> None:
     # Before: the attachment reader used the default retry policy (5 tries) whatever limits it was given.
     limits = dataclasses.replace(_FAST, registry_retry_attempts=1)

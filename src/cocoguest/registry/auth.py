@@ -45,6 +45,7 @@ from cocoguest.registry.http import (
     retry_call,
 )
 from cocoguest.registry.http_body import Deadline, read_body
+from cocoguest.registry.http_deadline import DEADLINE_EXTENSION
 from cocoguest.registry.types import Credentials
 
 _logger = logging.getLogger(__name__)
@@ -294,6 +295,8 @@ class TokenAuthenticator:
         what = f"registry {self._host}: token request to {realm[:200]}"
         deadline = Deadline(self._limits.registry_request_deadline_s)
         request.extensions["timeout"] = deadline.timeout(self._client.timeout).as_dict()
+        # SECURITY: also bounds a token server dripping its headers (registry.http_deadline).
+        request.extensions[DEADLINE_EXTENSION] = deadline
         try:
             response = self._client.send(request, stream=True)
         except httpx.HTTPError as e:

@@ -55,6 +55,7 @@ from cocoguest.registry.http import (
     retry_call,
 )
 from cocoguest.registry.http_body import Deadline, read_body
+from cocoguest.registry.http_deadline import DEADLINE_EXTENSION
 from cocoguest.registry.types import Credentials, RegistryEndpoint
 
 if TYPE_CHECKING:
@@ -177,12 +178,16 @@ class _RegistrySession:
         deadline = self.deadline()
         # SECURITY: streamed and closed unread: the probe's body is never needed, so never buffered.
         request = self.client.build_request(
-            "GET", url, headers={"User-Agent": self._user_agent}, timeout=deadline.timeout(self.client.timeout)
+            "GET",
+            url,
+            headers={"User-Agent": self._user_agent},
+            timeout=deadline.timeout(self.client.timeout),
+            extensions={DEADLINE_EXTENSION: deadline},
         )
         try:
             response = self.client.send(request, stream=True)
         except httpx.HTTPError as e:
-            deadline.check(f"{self.what}: /v2/ probe of {self.host}")
+            deadline.check(f"{self.what}: /v2/ probe {url}")
             raise map_http_error(e, what=self.what, host=self.host) from e
         response.close()
         status = response.status_code
@@ -236,6 +241,10 @@ class _RegistrySession:
         """
         what = what or self.what
         registry_origin = _origin(self.base())
+        # SECURITY: the answer's head (status line and headers) always arrives within the request deadline, also
+        # for a blob (whose body is bounded by a minimum rate instead); a request with a body (an upload) is
+        # bounded by the caller's deadline only, as sending it may rightly take longer.
+        head_deadline = deadline if deadline is not None else (self.deadline() if body is None else None)
         refreshed = False
         hops = 0
         while True:
@@ -250,14 +259,15 @@ class _RegistrySession:
             if deadline is not None:
                 deadline.check(what)
                 hop_timeout = deadline.timeout(hop_timeout)
+            extensions = {DEADLINE_EXTENSION: head_deadline} if head_deadline is not None else None
             request = self.client.build_request(
-                method, url, headers=request_headers, content=content, timeout=hop_timeout
+                method, url, headers=request_headers, content=content, timeout=hop_timeout, extensions=extensions
             )
             try:
                 response = self.client.send(request, stream=True)
             except httpx.HTTPError as e:
-                if deadline is not None:
-                    deadline.check(what)
+                if head_deadline is not None:
+                    head_deadline.check(f"{what}: {method} {url}")
                 raise map_http_error(e, what=what, host=url.host) from e
             status = response.status_code
             if status in _REDIRECTS and "Location" in response.headers and method in ("GET", "HEAD"):

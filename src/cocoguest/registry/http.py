@@ -6,6 +6,8 @@ Invariants:
       ``NO_PROXY`` in ``env`` only.
     * TLS verification is on unless the endpoint is ``insecure``; an insecure endpoint logs a warning every
       time a client is made for it (SECURITY).
+    * Every transport of a client (direct and proxied) is a :class:`DeadlineTransport`: a request carrying a
+      ``Deadline`` (``http_deadline.DEADLINE_EXTENSION``) cannot be held past it while its headers drip in.
     * Clients never follow redirects by themselves: the registry client follows them so that it can drop
       credentials on cross-origin hops.
     * :func:`retry_call` retries only what is safe to retry (connection failures, 5xx except 501, 429) and
@@ -30,6 +32,7 @@ import httpx
 
 from cocoguest.errors import HttpStatusError, TransportError
 from cocoguest.limits import DEFAULT_LIMITS, Limits
+from cocoguest.registry.http_deadline import DeadlineTransport
 from cocoguest.registry.types import RegistryEndpoint, TlsSettings
 
 _logger = logging.getLogger(__name__)
@@ -205,7 +208,7 @@ def proxy_mounts(env: Mapping[str, str], verify: ssl.SSLContext) -> dict[str, ht
     if bypass is None:
         return {}
     mounts: dict[str, httpx.BaseTransport | None] = {
-        f"{scheme}://": httpx.HTTPTransport(verify=verify, proxy=url) for scheme, url in by_scheme.items()
+        f"{scheme}://": DeadlineTransport(verify=verify, proxy=url) for scheme, url in by_scheme.items()
     }
     for pattern in bypass:
         # None = "use the client's default (direct) transport" for matching hosts.
@@ -237,6 +240,8 @@ def make_client(endpoint: RegistryEndpoint, *, limits: Limits, env: Mapping[str,
         headers={"Accept-Encoding": "identity"},
         follow_redirects=False,
         trust_env=False,
+        # SECURITY: a request's Deadline also bounds its connect, TLS and dripped headers (http_deadline).
+        transport=DeadlineTransport(verify=verify),
         mounts=proxy_mounts(env or {}, verify),
     )
 

@@ -12,7 +12,8 @@ Invariants:
       and stops at the same cap: a compression bomb costs at most ``cap`` bytes of memory. Unknown or stacked
       encodings are refused.
     * The :class:`Deadline` is checked between chunks; the per-read timeout of the request is clipped to the
-      deadline by the caller (:meth:`Deadline.timeout`).
+      deadline by the caller (:meth:`Deadline.timeout`). While the status line and headers arrive, the
+      deadline is enforced inside the connection (``registry.http_deadline``).
 """
 
 from __future__ import annotations
@@ -39,10 +40,16 @@ class Deadline:
     seconds: float
     limit: str = "registry_request_deadline_s"
     started: float = field(default_factory=time.monotonic)
+    expired: bool = False
+    """Set by :meth:`expire` when a wait was cut short by this deadline (``check`` then fails for sure)."""
 
     def remaining(self) -> float:
         """Seconds left (may be negative)."""
         return self.started + self.seconds - time.monotonic()
+
+    def expire(self) -> None:
+        """Mark the deadline as passed (a network wait clipped to it ran out; see ``registry.http_deadline``)."""
+        self.expired = True
 
     def check(self, what: str) -> None:
         """Raise if the deadline passed.
@@ -50,7 +57,7 @@ class Deadline:
         Raises:
             TransportError: not retryable (a slow registry stays slow).
         """
-        if self.remaining() <= 0:
+        if self.expired or self.remaining() <= 0:
             msg = f"{what}: no complete answer within {self.seconds:g} s ({self.limit})"
             raise TransportError(msg, retryable=False)
 
