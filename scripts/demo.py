@@ -281,4 +281,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ndemo interrupted; every process stopped, temporary files removed", file=sys.stderr)
+        sys.exit(130)
