@@ -9,9 +9,14 @@ Run by ``make demo``. Steps (each a small function, so more processes can be add
    provider:attestation-agent:...``): the KEK goes into the KBS, never to the registry;
 5. sign it with a generated cosign-style key (sigstore attachments);
 6. store the signature policy, the public key and the sigstore config in the KBS;
-7. pull it as the guest: sample attestation, policy and keys from the KBS; show the bundle.
+7. pull it as the guest: sample attestation, policy and keys from the KBS; show the bundle;
+8. store a workload secret in the KBS;
+9. start the three guest services as separate processes (scripts/demo_guest.py): attestation-agent,
+   confidential-data-hub and api-server-rest, each waited for until it answers;
+10. the workload: ``curl`` the secret through api-server-rest (CDH -> AA token -> KBS) and its KBS token.
 
-Everything lives in a temporary directory that is removed at the end, and every process started is stopped.
+Everything lives in a temporary directory that is removed at the end, and every process started is stopped,
+also on failure, Ctrl-C or SIGTERM (turned into ``SystemExit`` so every ``finally`` runs).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,9 +34,11 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from demo_guest import api_server_rest, attestation_agent, confidential_data_hub
 
 from cocoguest.devkbs.admin_client import KbsAdminClient
 from cocoguest.devkbs.config import DevKbsConfig
@@ -41,6 +50,8 @@ KEK_ID = "default/image-kek/demo"
 POLICY_ID = "default/security-policy/demo"
 COSIGN_KEY_ID = "default/cosign-public-key/demo"
 SIGSTORE_CONFIG_ID = "default/sigstore-config/demo"
+WORKLOAD_RESOURCE_ID = "default/workload-secret/demo"
+SECRET = b"correct horse battery staple (from the dev KBS)"
 ALLOW_ALL = (ROOT / "src/cocoguest/devkbs/policies/allow_all.rego").read_text()
 
 
@@ -195,8 +206,64 @@ def show_bundle(bundle: Path) -> bool:
     return motd == (ROOT / "demo/layers/0-base/etc/motd").read_text()
 
 
+def store_secret(admin: KbsAdminClient) -> None:
+    """Step 8: the workload's secret, as a KBS resource (admin API)."""
+    step("8. a workload secret into the KBS")
+    admin.set_resource(WORKLOAD_RESOURCE_ID, SECRET)
+    print(f"   kbs:///{WORKLOAD_RESOURCE_ID} ({len(SECRET)} bytes)")
+
+
+def http_get(url: str) -> bytes:
+    """``curl -s --fail-with-body URL`` (Debian curl); urllib only when curl is not installed, saying so."""
+    curl = shutil.which("curl")
+    if curl is None:
+        print(f"   (curl is not installed: fetching with Python's urllib instead)\n   GET {url}")
+        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (our loopback http:// URL)
+            return bytes(response.read())
+    print(f"   $ curl -s --fail-with-body {url}")
+    result = subprocess.run([curl, "-s", "--fail-with-body", url], capture_output=True, check=False, timeout=60)
+    if result.returncode != 0:
+        msg = f"curl {url} failed (status {result.returncode}): {result.stdout[:300]!r}"
+        raise RuntimeError(msg)
+    return result.stdout
+
+
+def shorten(text: str, keep: int = 24) -> str:
+    return text if len(text) <= 2 * keep + 3 else f"{text[:keep]}...{text[-keep:]} ({len(text)} chars)"
+
+
+def workload(asr_url: str) -> bool:
+    """Step 10: what a workload does: fetch its secret and the AA's KBS token over loopback HTTP."""
+    step("10. the workload: curl through api-server-rest (CDH -> AA token -> KBS)")
+    secret = http_get(f"{asr_url}/cdh/resource/{WORKLOAD_RESOURCE_ID}")
+    print(f"   secret: {secret.decode(errors='replace')}")
+    document = json.loads(http_get(f"{asr_url}/aa/token?token_type=kbs"))
+    print(f"   token: {shorten(document['token'])}")
+    print(f"   tee_keypair: a PEM private key ({len(document['tee_keypair'])} chars, not shown)")
+    return secret == SECRET
+
+
+def guest_services_and_workload(kbs_url: str, work: Path) -> bool:
+    """Step 9 (the three services, stopped when this returns or raises) and step 10."""
+    step("9. guest services as separate processes: attestation-agent, confidential-data-hub, api-server-rest")
+    with (
+        attestation_agent(work, kbs_url) as aa,
+        confidential_data_hub(work, kbs_url, aa.address) as cdh,
+        api_server_rest(work, free_port(), aa.address, cdh.address) as asr,
+    ):
+        print("   (the AA uses the SAMPLE attester, explicitly allowed: no TEE here, its evidence proves nothing)")
+        ok = workload(asr.address)
+    print("   attestation-agent, confidential-data-hub and api-server-rest stopped")
+    return ok
+
+
+def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    sys.exit(128 + signum)  # SystemExit: every finally runs, every process is stopped
+
+
 def main() -> int:
     """Run every step; clean up whatever happens."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with tempfile.TemporaryDirectory(prefix="cocoguest-demo-") as tmp:
         work = Path(tmp)
         with start_kbs(work) as (kbs, admin, admin_key), start_registry(work) as registry:
@@ -205,10 +272,17 @@ def main() -> int:
             with start_keyprovider(kbs.url, admin_key, work) as config:
                 public_key = encrypt_and_sign(plain, ref, config, work)
             store_policy(admin, registry, public_key)
-            ok = show_bundle(guest_pull(kbs.url, ref, work))
+            pulled = show_bundle(guest_pull(kbs.url, ref, work))
+            store_secret(admin)
+            fetched = guest_services_and_workload(kbs.url, work)
+    ok = pulled and fetched
     print("\ndemo " + ("succeeded" if ok else "FAILED") + "; every process stopped, temporary files removed")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ndemo interrupted; every process stopped, temporary files removed", file=sys.stderr)
+        sys.exit(130)

@@ -8,6 +8,8 @@ command -v softhsm2-util >/dev/null 2>&1 || need="$need softhsm2"
 command -v umoci >/dev/null 2>&1 || need="$need umoci"
 command -v docker-registry >/dev/null 2>&1 || need="$need docker-registry"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
+# make demo: the workload fetches its secret through api-server-rest with curl.
+command -v curl >/dev/null 2>&1 || need="$need curl"
 # Go containerd/ttrpc peer (tests/ttrpc_peer, built offline with GO111MODULE=off GOPATH=/usr/share/gocode).
 command -v go >/dev/null 2>&1 || need="$need golang-go"
 [ -d /usr/share/gocode/src/github.com/containerd/ttrpc ] || need="$need golang-github-containerd-ttrpc-dev"
