@@ -107,7 +107,8 @@ _LEAVES = st.one_of(
     st.booleans(),
     st.integers(min_value=-6, max_value=6),
     st.integers(min_value=-(10**16), max_value=10**16),
-    st.floats(min_value=-6, max_value=6, allow_nan=False),
+    # No subnormals: rego-cpp prints them as text its own JSON reader refuses (a regopy quirk, not a verdict).
+    st.floats(min_value=-6, max_value=6, allow_nan=False, allow_subnormal=False),
     _STRINGS,
     st.text(max_size=4),
 )
