@@ -273,6 +273,16 @@ def test_cdh_tool_pull_image_refused_without_a_policy(guest: Path, tmp_path: Pat
     assert not bundle.exists()
 
 
+def test_cdh_tool_secure_mount_invalid_request_is_one_error(guest: Path, tmp_path: Path) -> None:
+    mount_point = tmp_path / "mnt"
+    args = ("secure-mount", "--volume-type", "block-device", "--mount-point", str(mount_point))
+    _assert_one_error(_tool(guest, *args), "SecureMount", "block-device")
+    # Options and flags are sent; the CDH still refuses (no device options), nothing is mounted.
+    _assert_one_error(_tool(guest, *args, "--option", "no-such-option=1", "--flag", "ro"), "SecureMount")
+    assert not mount_point.exists()
+    _assert_one_error(_tool(guest, *args, "--option", "missing-equals"), "--option", "missing-equals")
+
+
 def test_cdh_tool_with_no_cdh_listening_is_one_error(tmp_path: Path) -> None:
     _assert_one_error(_tool(tmp_path / "none.sock", "get-resource", "-r", "kbs:///a/b/c"), "none.sock")
 

@@ -5,10 +5,11 @@
     cocoguest cdh [-s ADDR] [-t S] get-resource --resource-uri kbs:///repo/type/tag
         | unseal-secret --secret-file F | unwrap-key --annotation B64
         | pull-image --image-url REF --bundle-path DIR
+        | secure-mount --volume-type T --mount-point P [--option K=V]... [--flag F]...
 
 ``ADDR``: ``unix://...``/``vsock://...`` (ttrpc; default the CDH socket) or ``HOST:PORT`` (gRPC). Answers on
 stdout: a resource as base64 (standard, binary-safe), a plaintext as UTF-8 text (bytes that are not UTF-8 as
-``\\x`` escapes), the key provider's answer JSON, the manifest digest.
+``\\x`` escapes), the key provider's answer JSON, the manifest digest; nothing for a secure mount.
 
 Invariant: a CDH error ends with status 1 and one ``error:`` line with the CDH's status and message; stdout is
 empty then.
@@ -107,3 +108,33 @@ def unwrap_key(ctx: click.Context, annotation: str) -> None:
 def pull_image(ctx: click.Context, image_url: str, bundle_path: str) -> None:
     """Pull an image into a bundle (rootfs + config.json) through the CDH; print the manifest digest."""
     click.echo(_call(ctx, lambda c: c.pull_image(image_url, bundle_path)))
+
+
+def _parse_options(untrusted_pairs: tuple[str, ...]) -> dict[str, str]:
+    """``K=V`` pairs as a dict (split at the first ``=``); a pair with no ``=``, an empty key or a key given twice
+    is a :class:`ConfigError` naming it."""
+    options: dict[str, str] = {}
+    for pair in untrusted_pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            msg = f"--option {pair!r}: expected KEY=VALUE"
+            raise ConfigError(msg)
+        if key in options:
+            msg = f"--option {key!r}: given twice"
+            raise ConfigError(msg)
+        options[key] = value
+    return options
+
+
+@cdh_command.command("secure-mount")
+@click.option("--volume-type", required=True, help="The storage type, e.g. block-device.")
+@click.option("--mount-point", required=True, help="Where the CDH mounts the volume.")
+@click.option("--option", "option_pairs", multiple=True, metavar="K=V", help="A driver option (repeatable).")
+@click.option("--flag", "flags", multiple=True, metavar="F", help="A mount flag (repeatable).")
+@click.pass_context
+def secure_mount(
+    ctx: click.Context, volume_type: str, mount_point: str, option_pairs: tuple[str, ...], flags: tuple[str, ...]
+) -> None:
+    """Ask the CDH to mount a secure volume; prints nothing on success."""
+    options = _parse_options(option_pairs)
+    _call(ctx, lambda c: c.secure_mount(volume_type, options, list(flags), mount_point))
