@@ -137,3 +137,48 @@ def test_registry_access_from_image_settings(tmp_path: Path) -> None:
     )
     with pytest.raises(ResourceNotFoundError, match="default/registry/none"):
         Hub(bad, kbc, agent=None).registry_access()  # type: ignore[arg-type]
+
+
+def test_extra_root_certificates_become_the_flat_cert_dir(tmp_path: Path) -> None:
+    """[image] extra_root_certificates: a 0700 directory holding exactly those PEMs, used for every registry."""
+    from cocoguest.cdh.hub import EXTRA_ROOTS_DIR_NAME, Hub  # noqa: PLC0415
+    from cocoguest.kbs.kbc.factory import build_kbc  # noqa: PLC0415
+    from tests.fixtures.registry import make_ca  # noqa: PLC0415
+
+    pems = [make_ca(tmp_path / name, name).ca_cert.read_text() for name in ("ca-one", "ca-two")]
+    work = tmp_path / "work"
+
+    def config_with(roots: list[str]) -> bytes:
+        return json.dumps(
+            {"kbc": {"name": "offline_fs_kbc"}, "image": {"work_dir": str(work), "extra_root_certificates": roots}}
+        ).encode()
+
+    config = parse_cdh_config(config_with(pems), "test", json_format=True)
+    kbc = build_kbc(config.kbc, offline_fs_paths=[])
+    cert_dir = work / EXTRA_ROOTS_DIR_NAME
+    cert_dir.mkdir(parents=True)
+    (cert_dir / "stale.crt").write_text(pems[0])  # left by an earlier configuration: removed
+    access = Hub(config, kbc, agent=None).registry_access()  # type: ignore[arg-type]  # no AA needed here
+    assert access.flat_cert_dir == cert_dir
+    assert cert_dir.stat().st_mode & 0o777 == 0o700
+    files = sorted(cert_dir.iterdir())
+    assert sorted(f.read_text() for f in files) == sorted(pems)
+    assert all(f.suffix == ".crt" for f in files)
+    tls = access.tls_for("registry.example:5000")
+    assert tls.verify
+    assert sorted(tls.ca_files) == files
+
+    # A configuration without extra roots keeps the default (certs.d) lookup.
+    plain = parse_cdh_config(config_with([]), "test", json_format=True)
+    assert Hub(plain, kbc, agent=None).registry_access().flat_cert_dir is None  # type: ignore[arg-type]
+
+    # SECURITY: a symlink in place of the directory is refused, not followed.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for f in files:
+        f.unlink()
+    cert_dir.rmdir()
+    cert_dir.symlink_to(elsewhere)
+    with pytest.raises(ConfigError, match=EXTRA_ROOTS_DIR_NAME):
+        Hub(config, kbc, agent=None).registry_access()  # type: ignore[arg-type]
+    assert list(elsewhere.iterdir()) == []

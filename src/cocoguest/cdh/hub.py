@@ -17,9 +17,12 @@ Invariants:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
@@ -119,6 +122,46 @@ def _write_private(path: Path, data: bytes) -> Path:
     return path
 
 
+EXTRA_ROOTS_DIR_NAME: Final = ".cdh-extra-roots"
+_TMP_PREFIX: Final = ".tmp-"
+
+
+def write_root_certificates(directory: Path, pems: tuple[str, ...]) -> Path:
+    """Make ``directory`` (mode 0700) hold exactly ``pems``, one ``<sha256 of the PEM>.crt`` file each.
+
+    File names derive from the content, and each file is written to a unique temporary name and renamed, so
+    concurrent pulls writing the same configuration do not disturb each other. Other files (left by an earlier
+    configuration) are removed; so are stale temporary files older than this call's own.
+
+    Raises:
+        ConfigError: ``directory`` exists but is not a directory (e.g. a symlink), or cannot be written.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = os.lstat(directory)
+        if not stat.S_ISDIR(info.st_mode):
+            msg = f"image.extra_root_certificates: {directory} is not a directory"
+            raise ConfigError(msg)
+        # SECURITY: only the CDH may change the roots its pulls trust.
+        os.chmod(directory, 0o700)
+        wanted: set[str] = set()
+        for pem in pems:
+            data = pem.encode("utf-8")
+            name = hashlib.sha256(data).hexdigest() + ".crt"
+            wanted.add(name)
+            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=directory)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, directory / name)
+        for entry in os.listdir(directory):
+            if entry not in wanted and not entry.startswith(_TMP_PREFIX):
+                (directory / entry).unlink(missing_ok=True)
+    except OSError as e:
+        msg = f"image.extra_root_certificates: cannot write {directory}: {e.strerror or e}"
+        raise ConfigError(msg) from e
+    return directory
+
+
 class Hub:
     """The data hub over one KBC and one AA port (see the module docstring)."""
 
@@ -198,7 +241,9 @@ class Hub:
     def registry_access(self) -> RegistryAccess:
         """How pulls reach registries, from ``[image]``: registries.conf at ``registry_configuration_uri``, the
         auth file at ``authenticated_registry_credentials_uri`` (both ``kbs:///`` resources or files, read anew
-        for each pull), and ``image_pull_proxy`` as proxy variables.
+        for each pull), ``image_pull_proxy`` as proxy variables, and ``extra_root_certificates`` as the flat
+        certificate directory ``<work_dir>/.cdh-extra-roots`` (see :func:`write_root_certificates`): its
+        ``*.crt`` files are CAs added to the system roots for every registry.
 
         The auth file is written to ``<work_dir>/.cdh-auth.json`` (mode 0600, replaced atomically), because the
         registry layer reads auth files by path.
@@ -229,7 +274,12 @@ class Hub:
                     env[name] = value
             if proxy.no_proxy:
                 env["NO_PROXY"] = proxy.no_proxy
-        return RegistryAccess(registries=registries, auth_files=auth_files, env=env, limits=self._limits)
+        cert_dir = None
+        if image.extra_root_certificates:
+            cert_dir = write_root_certificates(image.work_dir / EXTRA_ROOTS_DIR_NAME, image.extra_root_certificates)
+        return RegistryAccess(
+            registries=registries, auth_files=auth_files, flat_cert_dir=cert_dir, env=env, limits=self._limits
+        )
 
     def pull_image(self, image_url: str, bundle_path: Path) -> PulledImage:
         """Pull ``image_url`` into ``bundle_path`` (rootfs + config.json), then measure it through the AA.
