@@ -122,3 +122,22 @@ def test_debug_cause_lines_are_bounded(boom: list[BaseException], capsys: pytest
         boom.append(e)
     assert main(["--debug", "boom"]) == 1
     assert all(len(line) <= DEFAULT_LIMITS.max_error_line_chars for line in capsys.readouterr().err.splitlines())
+
+
+@pytest.mark.parametrize("module", ["attestation_agent", "cdh_server", "api_server_rest", "coco_keyprovider"])
+def test_service_binaries_share_the_last_resort_handler(
+    module: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each guest/host service binary ends an unforeseen failure with one error line, never a traceback."""
+    import importlib  # noqa: PLC0415
+
+    binary = importlib.import_module(f"cocoguest.cli.{module}")
+
+    def explode(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("socket vanished")
+
+    monkeypatch.setattr(binary.command, "main", explode)
+    assert binary.main([]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == "error: internal error: RuntimeError: socket vanished (rerun with --debug for a traceback)"
+    assert not any("Traceback" in line for line in lines)

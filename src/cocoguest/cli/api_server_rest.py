@@ -23,9 +23,9 @@ from collections.abc import Sequence
 
 import click
 
+from cocoguest.cli.main import run_command
 from cocoguest.cli.settings import environment, limits_from_env
-from cocoguest.errors import CocoError
-from cocoguest.limits import DEFAULT_LIMITS, Limits
+from cocoguest.limits import Limits
 from cocoguest.rest.router import Feature, Router
 from cocoguest.rest.server import RestServer
 from cocoguest.rpc.services.attestation_agent_client import DEFAULT_AA_TTRPC_ADDRESS, AaClient
@@ -84,18 +84,7 @@ def command(bind: str, features: str, aa_addr: str, cdh_addr: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the binary; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        command.main(args=list(argv) if argv is not None else None, prog_name="api-server-rest", standalone_mode=False)
-    except CocoError as e:
-        line = " ".join(str(e).split())
-        click.echo(f"error: {line[: DEFAULT_LIMITS.max_error_line_chars - 7]}", err=True)
-        return 1
-    except click.ClickException as e:
-        click.echo(f"error: {e.format_message()}", err=True)
-        return e.exit_code or 1
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    return 0
+    return run_command(command, argv, "api-server-rest")
 
 
 def entry_point() -> None:

@@ -40,10 +40,11 @@ from cocoguest.attestation.agent import AttestationAgent, InitDataInput, start_a
 from cocoguest.attestation.ccel import DEFAULT_AAEL_PATH
 from cocoguest.attestation.config import AaConfig, default_aa_config, load_aa_config
 from cocoguest.attestation.detect import Probes
+from cocoguest.cli.main import run_command
 from cocoguest.cli.settings import environment, limits_from_env
-from cocoguest.errors import CocoError, ConfigError
+from cocoguest.errors import ConfigError
 from cocoguest.kbs.kbc.params import AaKbcParams, resolve_aa_kbc_params
-from cocoguest.limits import DEFAULT_LIMITS, Limits
+from cocoguest.limits import Limits
 from cocoguest.rpc.services.attestation_agent import register_ttrpc, start_grpc_server
 from cocoguest.rpc.services.attestation_agent_client import DEFAULT_AA_TTRPC_ADDRESS, is_ttrpc_address
 from cocoguest.rpc.ttrpc.address import UnixAddress
@@ -184,20 +185,7 @@ def command(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the binary; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        command.main(
-            args=list(argv) if argv is not None else None, prog_name="attestation-agent", standalone_mode=False
-        )
-    except CocoError as e:
-        line = " ".join(str(e).split())
-        click.echo(f"error: {line[: DEFAULT_LIMITS.max_error_line_chars - 7]}", err=True)
-        return 1
-    except click.ClickException as e:
-        click.echo(f"error: {e.format_message()}", err=True)
-        return e.exit_code or 1
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    return 0
+    return run_command(command, argv, "attestation-agent")
 
 
 def entry_point() -> None:

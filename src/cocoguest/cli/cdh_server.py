@@ -27,10 +27,10 @@ import click
 
 from cocoguest.cdh.config import CdhConfig, default_cdh_config, load_cdh_config
 from cocoguest.cdh.hub import Hub, build_hub_kbc
+from cocoguest.cli.main import run_command
 from cocoguest.cli.settings import environment, limits_from_env
-from cocoguest.errors import CocoError
 from cocoguest.kbs.kbc.params import resolve_aa_kbc_params
-from cocoguest.limits import DEFAULT_LIMITS, Limits
+from cocoguest.limits import Limits
 from cocoguest.rpc.services.attestation_agent_client import is_ttrpc_address
 from cocoguest.rpc.services.cdh import CdhServices, register_ttrpc, start_grpc_server
 from cocoguest.rpc.services.cdh_agent_port import AaAgentPort
@@ -117,20 +117,7 @@ def command(config_file: Path | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the binary; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        command.main(
-            args=list(argv) if argv is not None else None, prog_name="confidential-data-hub", standalone_mode=False
-        )
-    except CocoError as e:
-        line = " ".join(str(e).split())
-        click.echo(f"error: {line[: DEFAULT_LIMITS.max_error_line_chars - 7]}", err=True)
-        return 1
-    except click.ClickException as e:
-        click.echo(f"error: {e.format_message()}", err=True)
-        return e.exit_code or 1
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    return 0
+    return run_command(command, argv, "confidential-data-hub")
 
 
 def entry_point() -> None:

@@ -31,13 +31,14 @@ from typing import Final
 
 import click
 
+from cocoguest.cli.main import run_command
 from cocoguest.cli.settings import environment, limits_from_env
 from cocoguest.crypto.jws import load_ed25519_private_pem
 from cocoguest.devkbs.config import parse_socket
-from cocoguest.errors import CocoError, ConfigError
+from cocoguest.errors import ConfigError
 from cocoguest.keyprovider.kek_store import KbsKekStore
 from cocoguest.keyprovider.wrap import KeyWrapper
-from cocoguest.limits import DEFAULT_LIMITS, Limits
+from cocoguest.limits import Limits
 from cocoguest.rpc.services.keyprovider_service import start_keyprovider_server
 
 _logger = logging.getLogger("cocoguest.coco_keyprovider")
@@ -149,18 +150,7 @@ def command(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the binary; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        command.main(args=list(argv) if argv is not None else None, prog_name="coco-keyprovider", standalone_mode=False)
-    except CocoError as e:
-        line = " ".join(str(e).split())
-        click.echo(f"error: {line[: DEFAULT_LIMITS.max_error_line_chars - 7]}", err=True)
-        return 1
-    except click.ClickException as e:
-        click.echo(f"error: {e.format_message()}", err=True)
-        return e.exit_code or 1
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    return 0
+    return run_command(command, argv, "coco-keyprovider")
 
 
 def entry_point() -> None:

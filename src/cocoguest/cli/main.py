@@ -85,9 +85,18 @@ def cli(debug: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
-    _state.clear()  # main() may run several times in one process (tests)
+    return run_command(cli, argv, "cocoguest")
+
+
+def run_command(command: click.Command, argv: Sequence[str] | None, prog_name: str) -> int:
+    """Run a click command of any cocoguest binary; returns the exit status.
+
+    Invariant: whatever happens, the process ends with one ``error: ...`` line (status 1, 130 when interrupted),
+    never a traceback unless ``--debug`` / ``COCOGUEST_DEBUG`` asks for one.
+    """
+    _state.clear()  # may run several times in one process (tests)
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="cocoguest", standalone_mode=False)
+        command.main(args=list(argv) if argv is not None else None, prog_name=prog_name, standalone_mode=False)
     except CocoError as e:
         _error(str(e))
         if _debug():
