@@ -16,12 +16,12 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
-from cocoguest.errors import ProtocolError, RpcStatusError, TransportError
+from cocoguest.errors import ProtocolError
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.rpc._generated import attestation_agent_pb2 as pb
 from cocoguest.rpc.services.attestation_agent import SERVICE
+from cocoguest.rpc.services.grpc_bytes import grpc_unary_bytes
 from cocoguest.rpc.ttrpc.client import TtrpcClient
-from cocoguest.rpc.ttrpc.codes import code_name
 
 DEFAULT_AA_TTRPC_ADDRESS: Final = "unix:///run/confidential-containers/attestation-agent/attestation-agent.sock"
 DEFAULT_AA_GRPC_ADDRESS: Final = "127.0.0.1:50002"
@@ -89,21 +89,9 @@ class AaClient:
 
     async def _grpc_call(self, method: str, payload: bytes) -> bytes:
         assert self._channel is not None  # noqa: S101  (set by connect() when ttrpc is not)
-        where = f"gRPC /{SERVICE}/{method} at {self._address}"
-        call = self._channel.unary_unary(f"/{SERVICE}/{method}", None, None)  # raw bytes both ways
-        try:
-            untrusted = await call(payload, timeout=self._timeout_s)
-        except grpc.aio.AioRpcError as e:
-            code = e.code()
-            if code is grpc.StatusCode.UNAVAILABLE:
-                msg = f"{where}: {e.details()}"
-                raise TransportError(msg, retryable=True) from e
-            number = int(code.value[0])
-            raise RpcStatusError(number, e.details() or "", where=where, code_name=code_name(number)) from e
-        if not isinstance(untrusted, bytes):
-            msg = f"{where}: the answer is not bytes"
-            raise ProtocolError(msg)
-        return untrusted
+        return await grpc_unary_bytes(
+            self._channel, SERVICE, method, payload, timeout_s=self._timeout_s, address=self._address
+        )
 
     async def get_evidence(self, runtime_data: bytes) -> bytes:
         """GetEvidence: the primary TEE's evidence JSON bytes for ``runtime_data``."""

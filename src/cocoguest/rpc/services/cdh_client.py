@@ -17,7 +17,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
-from cocoguest.errors import ProtocolError, RpcStatusError, TransportError
+from cocoguest.errors import ProtocolError
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 from cocoguest.rpc._generated import api_pb2 as pb
 from cocoguest.rpc._generated import keyprovider_pb2 as kp
@@ -29,8 +29,8 @@ from cocoguest.rpc.services.cdh import (
     SEALED_SECRET_SERVICE,
     SECURE_MOUNT_SERVICE,
 )
+from cocoguest.rpc.services.grpc_bytes import grpc_unary_bytes
 from cocoguest.rpc.ttrpc.client import TtrpcClient
-from cocoguest.rpc.ttrpc.codes import code_name
 
 DEFAULT_CDH_TTRPC_ADDRESS: Final = "unix:///run/confidential-containers/cdh.sock"
 _M = TypeVar("_M", bound=Message)
@@ -85,21 +85,9 @@ class CdhClient:
 
     async def _grpc_call(self, service: str, method: str, payload: bytes) -> bytes:
         assert self._channel is not None  # noqa: S101  (set by connect() when ttrpc is not)
-        where = f"gRPC /{service}/{method} at {self._address}"
-        call = self._channel.unary_unary(f"/{service}/{method}", None, None)  # raw bytes both ways
-        try:
-            untrusted = await call(payload, timeout=self._timeout_s)
-        except grpc.aio.AioRpcError as e:
-            code = e.code()
-            if code is grpc.StatusCode.UNAVAILABLE:
-                msg = f"{where}: {e.details()}"
-                raise TransportError(msg, retryable=True) from e
-            number = int(code.value[0])
-            raise RpcStatusError(number, e.details() or "", where=where, code_name=code_name(number)) from e
-        if not isinstance(untrusted, bytes):
-            msg = f"{where}: the answer is not bytes"
-            raise ProtocolError(msg)
-        return untrusted
+        return await grpc_unary_bytes(
+            self._channel, service, method, payload, timeout_s=self._timeout_s, address=self._address
+        )
 
     async def get_resource(self, resource_uri: str) -> bytes:
         """GetResource: the resource's bytes."""
