@@ -166,6 +166,9 @@ class Limits:
     """One WrapKey request coco-keyprovider accepts (private options of a few hundred bytes, plus parameters)."""
     keyprovider_server_workers: int = 8
     """Concurrent WrapKey calls coco-keyprovider serves (each may wait on one KBS admin request)."""
+    keyprovider_server_max_calls: int = 64
+    """WrapKey calls in flight or queued for a worker; beyond this coco-keyprovider answers RESOURCE_EXHAUSTED
+    (a burst from one image's layers waits instead of failing)."""
     keyprovider_max_remembered_keks: int = 10_000
     """Key ids whose random KEK coco-keyprovider remembers (reused for every layer wrapped under that kid)."""
     keyprovider_server_grace_s: float = 5.0

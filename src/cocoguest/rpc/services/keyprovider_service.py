@@ -77,7 +77,7 @@ def start_keyprovider_server(address: str, wrapper: KeyWrapper, limits: Limits) 
             ("grpc.max_receive_message_length", limits.keyprovider_server_max_request_bytes),
             ("grpc.so_reuseport", 0),
         ],
-        maximum_concurrent_rpcs=limits.keyprovider_server_workers,
+        maximum_concurrent_rpcs=limits.keyprovider_server_max_calls,
     )
     keyprovider_pb2_grpc.add_KeyProviderServiceServicer_to_server(KeyProviderServicer(wrapper), server)  # type: ignore[no-untyped-call]
     try:
