@@ -28,6 +28,7 @@ from tests.e2e.conftest import base_layer, top_layer
 from tests.fixtures.aa_binary import running_aa
 from tests.fixtures.cdh_binary import RunningCdh, running_cdh
 from tests.fixtures.cli import run_cocoguest
+from tests.fixtures.go_ttrpc_peer import unary_call
 from tests.fixtures.oci_images import write_image_layout
 from tests.fixtures.registry import push_layout, start_registry
 from tests.fixtures.test_kbs import TestKbs
@@ -111,11 +112,7 @@ def guest(tmp_path: Path, kbs: TestKbs) -> Iterator[Path]:
 
 
 def _go_call(go_peer: Path, sock: Path, service: str, method: str, request: bytes) -> tuple[int, str, bytes]:
-    args = [str(go_peer), "-mode", "client", "-addr", str(sock), "-service", service, "-method", method]
-    args += ["-payload-hex", request.hex(), "-timeout", "60s"]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=90, check=True)
-    answer = json.loads(result.stdout)
-    return answer["code"], answer["message"], bytes.fromhex(answer["payload_hex"])
+    return unary_call(go_peer, sock, service, method, request)
 
 
 def test_get_resource_five_calls_one_attestation(guest: Path, kbs: TestKbs, go_peer: Path) -> None:

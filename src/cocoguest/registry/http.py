@@ -276,15 +276,17 @@ def is_tls_failure(error: BaseException) -> bool:
 def map_http_error(error: httpx.HTTPError, *, what: str, host: str) -> TransportError:
     """A :class:`TransportError` for an httpx exception, naming ``what`` (image, blob) and the host.
 
-    TLS verification failures are not retryable and carry a hint about ``--cert-dir`` and
-    ``--tls-verify=false``; connection and read failures are retryable.
+    TLS verification failures are not retryable and carry a hint naming where a CA can be added (``--cert-dir``
+    or certs.d for the CLI, ``[image] extra_root_certificates`` for the CDH) and how a test registry is trusted
+    without one; connection and read failures are retryable.
     """
     verify_failure = _tls_verify_failure(error)
     if verify_failure is not None:
         reason = verify_failure.verify_message or str(verify_failure)
         msg = (
             f"{what}: TLS certificate of registry {host} not trusted ({reason}); "
-            "add its CA with --cert-dir, or use --tls-verify=false for a test registry"
+            "add its CA (--cert-dir or certs.d; the CDH's [image] extra_root_certificates), or, for a test "
+            "registry, use --tls-verify=false or mark it insecure in registries.conf"
         )
         return TransportError(msg, retryable=False)
     if isinstance(error, httpx.TimeoutException):
