@@ -195,8 +195,13 @@ def test_go_peer_pulls_an_image_encrypted_through_coco_keyprovider(
     assert code == 0, message
     assert digest.startswith("sha256:")
     assert digest != world.plain.manifest_digest
-    # The plain image's rootfs, as umoci unpacks it (the plain pull above is compared with the same tree).
+    # The plain image's rootfs, as umoci unpacks it ...
     assert_same_rootfs(bundle / "rootfs", world.reference_rootfs)
+    # ... and as the CDH pulls the plain image (pulled second: the encrypted pull above could not reuse its layers).
+    plain = tmp_path / "plain"
+    code, message, _ = go_pull(go_peer, guest, f"{world.registry.host}/plain/app:v1", plain, request)
+    assert code == 0, message
+    assert_same_rootfs(bundle / "rootfs", plain / "rootfs")
 
 
 def test_go_peer_pull_fails_naming_the_key_id_once_the_kek_is_deleted_from_the_kbs(

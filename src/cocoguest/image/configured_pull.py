@@ -1,4 +1,4 @@
-"""The one place that turns a pull configuration into a pull: ``cocoguest pull`` calls it, the CDH will too.
+"""The one place that turns a pull configuration into a pull: ``cocoguest pull`` calls it, and so does the CDH.
 
 The caller gathers the settings (the CLI from flags and the environment, the CDH from its ``[image]`` section);
 this module builds from them the policy evaluator, the key unwrappers and the pull options, opens the source and
