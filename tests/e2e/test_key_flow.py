@@ -43,8 +43,7 @@ class World:
     tmp: Path
 
     def set_resource(self, path: str, data: bytes) -> None:
-        answer = self.kbs.admin("POST", f"/kbs/v0/resource/{path}", data)
-        assert answer.status_code == 200, answer.text
+        self.kbs.set_resource(path, data)
 
     def encrypt_and_push(self, ref: str, params: str) -> subprocess.CompletedProcess[str]:
         env = {"OCICRYPT_KEYPROVIDER_CONFIG": str(self.keyprovider_config), "PATH": "/usr/bin:/bin"}

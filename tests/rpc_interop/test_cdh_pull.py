@@ -67,14 +67,6 @@ class World:
     reference_rootfs: Path
     keyprovider_config: Path
 
-    def set_resource(self, path: str, data: bytes) -> None:
-        answer = self.kbs.admin("POST", f"/kbs/v0/resource/{path}", data)
-        assert answer.status_code == 200, answer.text
-
-    def delete_resource(self, path: str) -> None:
-        answer = self.kbs.admin("DELETE", f"/kbs/v0/resource/{path}")
-        assert answer.status_code == 200, answer.text
-
     def encrypt_and_push(self, ref: str, key_id: str) -> str:
         """``cocoguest copy`` of the plain image to ``ref`` with every layer encrypted through coco-keyprovider."""
         env = {**os.environ, "OCICRYPT_KEYPROVIDER_CONFIG": str(self.keyprovider_config)}
@@ -108,9 +100,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         push_layout(plain.path, f"{tls_registry.host}/plain/app:v1")
         w = World(kbs, provider, registry, tls_registry, plain, reference,
                   provider.write_ocicrypt_config(base / "ocicrypt.conf"))  # fmt: skip
-        w.set_resource(POLICY_ID, ACCEPT)
+        w.kbs.set_resource(POLICY_ID, ACCEPT)
         # Plain HTTP for the first registry only: the TLS one is verified against the system roots (+ extra).
-        w.set_resource(REGISTRIES_ID, f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n'.encode())
+        w.kbs.set_resource(REGISTRIES_ID, f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n'.encode())
         yield w
 
 
@@ -174,8 +166,8 @@ def test_go_peer_pulls_a_plain_image_whose_rootfs_equals_umocis(
 def test_go_peer_pull_with_a_reject_policy_from_the_kbs_is_refused_naming_it(
     world: World, guest: Path, go_peer: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    world.set_resource(POLICY_ID, REJECT)
-    request.addfinalizer(lambda: world.set_resource(POLICY_ID, ACCEPT))
+    world.kbs.set_resource(POLICY_ID, REJECT)
+    request.addfinalizer(lambda: world.kbs.set_resource(POLICY_ID, ACCEPT))
     bundle = tmp_path / "bundle"
     image = f"{world.registry.host}/plain/app:v1"
     code, message, _ = go_pull(go_peer, guest, image, bundle, request)
@@ -212,7 +204,7 @@ def test_go_peer_pull_fails_naming_the_key_id_once_the_kek_is_deleted_from_the_k
     first = tmp_path / "first"
     code, message, _ = go_pull(go_peer, guest, image, first, request)
     assert code == 0, message  # the layers are now in the CDH's store
-    world.delete_resource(revoked)
+    world.kbs.delete_resource(revoked)
     bundle = tmp_path / "bundle"
     code, message, _ = go_pull(go_peer, guest, image, bundle, request)
     assert code == INTERNAL
