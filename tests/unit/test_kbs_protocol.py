@@ -186,9 +186,9 @@ def test_error_information_and_status_mapping() -> None:
     assert parse_error_information(body.encode()) == ("PolicyDeny", "no")
     assert parse_error_information(b"plain \x1b[31mtext") == (None, "plain ?[31mtext")
     assert parse_error_information(b"\xff\xfe") == (None, None)
-    denied = status_error(Step.RESOURCE, 401, body.encode(), "resource kbs:///a/b/c")
+    denied = status_error(Step.RESOURCE, 401, body.encode(), "kbs:///a/b/c")
     assert isinstance(denied, KbsDeniedError)
-    assert str(denied) == "KBS resource resource kbs:///a/b/c: HTTP 401 (PolicyDeny: no)"
+    assert str(denied) == "KBS resource kbs:///a/b/c: HTTP 401 (PolicyDeny: no)"
     assert isinstance(status_error(Step.RESOURCE, 404, b"", "r"), ResourceNotFoundError)
     other = status_error(Step.AUTH, 500, b"", "http://kbs")
     assert isinstance(other, KbsStatusError)

@@ -153,7 +153,7 @@ class _ResourceClient:
             if answer.status == _OK:
                 response = parse_resource_response(answer.untrusted_body, what, self._limits)
                 return credentials.tee_key.decrypt(response, what)
-            error = status_error(Step.RESOURCE, answer.status, answer.untrusted_body, what, self._limits)
+            error = status_error(Step.RESOURCE, answer.status, answer.untrusted_body, str(uri), self._limits)
             if (
                 isinstance(error, KbsDeniedError)
                 and answer.status == _UNAUTHORIZED
