@@ -34,7 +34,7 @@ from cocoguest.errors import (
     TeeDeviceError,
     TeeReportError,
 )
-from cocoguest.limits import Limits
+from cocoguest.limits import DEFAULT_LIMITS, Limits
 from tests.fixtures.emulated_ioctl import GET_QUOTE_SERVICE_UNAVAILABLE, EmulatedTdxGuest
 from tests.fixtures.fake_qgs import (
     QGS_MSG_ERROR_INVALID_PARAMETER,
@@ -76,7 +76,7 @@ def _conf(tmp_path: Path, port: int) -> Path:
     return conf
 
 
-def _attester(tmp_path: Path, conf: Path, kernel: EmulatedTdxGuest, limits: Limits = Limits()) -> TdxAttester:
+def _attester(tmp_path: Path, conf: Path, kernel: EmulatedTdxGuest, limits: Limits = DEFAULT_LIMITS) -> TdxAttester:
     generator = TdxAttestQuoteGenerator(
         device=kernel.path,
         conf_path=conf,
@@ -262,7 +262,7 @@ def test_qgs_answer_cap_from_limits() -> None:
     try:
         endpoint = QgsEndpoint.tcp("127.0.0.1", server.port)
         assert QgsClient(endpoint, limits=Limits(tdx_quote_buffer_bytes=4988)).quote(RECORDED_REPORT) == RECORDED_QUOTE
-        with pytest.raises(TeeReportError, match="announces a 4960-byte answer .allowed: 1 to 4959"):
+        with pytest.raises(TeeReportError, match=r"announces a 4960-byte answer \(allowed: 1 to 4959\)"):
             QgsClient(endpoint, limits=Limits(tdx_quote_buffer_bytes=4987)).quote(RECORDED_REPORT)
     finally:
         server.close()
@@ -317,7 +317,7 @@ def test_evidence_through_get_quote_ioctl(tmp_path: Path, qgs: FakeQgs) -> None:
 
 def test_get_quote_ioctl_vmm_status(tmp_path: Path, qgs: FakeQgs) -> None:
     kernel = EmulatedTdxGuest(_device(tmp_path), td_report_for, qgs, vmm_status=GET_QUOTE_SERVICE_UNAVAILABLE)
-    with pytest.raises(QuoteServiceError, match="0x8000000000000001 .GET_QUOTE_SERVICE_UNAVAILABLE") as caught:
+    with pytest.raises(QuoteServiceError, match=r"0x8000000000000001 \(GET_QUOTE_SERVICE_UNAVAILABLE\)") as caught:
         TdxGetQuoteIoctl(kernel.path, ioctl=kernel).quote(RECORDED_REPORT)
     assert caught.value.code == GET_QUOTE_SERVICE_UNAVAILABLE
 
@@ -334,10 +334,10 @@ def test_get_quote_ioctl_relays_qgs_error_and_checks_lengths(tmp_path: Path) -> 
 
 def test_get_quote_ioctl_absent_on_mainline(tmp_path: Path) -> None:
     kernel = EmulatedTdxGuest(_device(tmp_path), td_report_for)  # no GetQuote support: ENOTTY
-    with pytest.raises(TeeDeviceError, match="TDX_CMD_GET_QUOTE on .*tdx_guest failed"):
+    with pytest.raises(TeeDeviceError, match=r"TDX_CMD_GET_QUOTE on .*tdx_guest failed"):
         TdxGetQuoteIoctl(kernel.path, ioctl=kernel).quote(RECORDED_REPORT)
     # The real fcntl.ioctl with the real ctypes argument, on a file that is not the device.
-    with pytest.raises(TeeDeviceError, match="TDX_CMD_GET_QUOTE on .*tdx_guest failed"):
+    with pytest.raises(TeeDeviceError, match=r"TDX_CMD_GET_QUOTE on .*tdx_guest failed"):
         TdxGetQuoteIoctl(kernel.path).quote(RECORDED_REPORT)
 
 
