@@ -78,6 +78,7 @@ class OcclumDcapDevice:
         size = ctypes.c_uint32(0)
         device.call("SGXIOC_GET_DCAP_QUOTE_SIZE", SGXIOC_GET_DCAP_QUOTE_SIZE, size)
         cap = self._limits.max_tee_report_bytes
+        # SECURITY: the LibOS's size decides an allocation; cap it before allocating.
         if not 0 < size.value <= cap:
             msg = f"Occlum {self.path} announces a DCAP quote of {size.value} bytes (allowed: 1 to {cap})"
             raise TeeReportError(msg)
@@ -86,6 +87,7 @@ class OcclumDcapDevice:
         quote_buf = ctypes.create_string_buffer(size.value)
         arg = _GenDcapQuoteArg(ctypes.addressof(report_data), ctypes.addressof(quote_len), ctypes.addressof(quote_buf))
         device.call("SGXIOC_GEN_DCAP_QUOTE", SGXIOC_GEN_DCAP_QUOTE, arg)
+        # SECURITY: never read past the buffer we own, whatever length the LibOS wrote back.
         if not 0 < quote_len.value <= size.value:
             msg = f"Occlum {self.path} wrote a quote length of {quote_len.value} (buffer: {size.value} bytes)"
             raise TeeReportError(msg)

@@ -108,6 +108,7 @@ def decode_get_quote_response(untrusted: bytes) -> bytes:
     if kind != GET_QUOTE_RESP:
         msg = f"TDX QGS answer is message type {kind}, not GET_QUOTE_RESP ({GET_QUOTE_RESP})"
         raise TeeReportError(msg)
+    # SECURITY: the host controls these sizes; they must add up to the bytes received before anything is sliced.
     if size != len(untrusted) or fixed + id_size + quote_size != size:
         msg = (
             f"TDX QGS answer sizes do not add up: header size {size}, selected id {id_size}, quote {quote_size}, "

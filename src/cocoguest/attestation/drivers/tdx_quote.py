@@ -141,6 +141,8 @@ class QgsClient:
         if len(request) - LENGTH_PREFIX.size > max_message:
             msg = f"Limits.tdx_quote_buffer_bytes cannot hold a {len(request)}-byte QGS request"
             raise ConfigError(msg)
+        # SECURITY: one deadline for the whole exchange, and the answer's length is capped before it is read, so
+        # a host-side QGS cannot stall the agent or make it allocate without bound.
         deadline = time.monotonic() + self._limits.tdx_qgs_timeout_s
         try:
             with socket.socket(self.endpoint.family, socket.SOCK_STREAM) as sock:
