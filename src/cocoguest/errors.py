@@ -230,3 +230,12 @@ class HttpRequestError(ProtocolError):
 
 class KeyProviderParamsError(ConfigError):
     """coco-keyprovider parameters (``keyid=...::keypath=...::algorithm=...::sample=...``) are malformed."""
+
+
+class QuoteServiceError(TeeDeviceError):
+    """A TEE quote service (Intel's TDX QGS, the host behind TDVMCALL GetQuote) answered with an error; ``code``
+    is its numeric error or status code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code

@@ -244,6 +244,12 @@ class Limits:
     """Entries of the init-data ``[data]`` table."""
     tpm_command_timeout_s: float = 30.0
     """One tpm2-tools command (a quote on a slow hardware TPM takes about a second)."""
+    tdx_quote_buffer_bytes: int = 16 * KiB
+    """The TDX GetQuote buffer (libtdx_attest's REQ_BUF_SIZE, 4 pages): a QGS request or answer plus its 28 bytes
+    of headers must fit, on vsock as through the ioctl (a TD quote with its PCK chain is ~5 KiB)."""
+    tdx_qgs_timeout_s: float = 60.0
+    """One exchange with the TDX Quote Generation Service: connect, send the TD report, read the quote
+    (libtdx_attest waits forever; a warm QGS answers in well under a second, a cold one in a few seconds)."""
     max_aa_config_bytes: int = 1 * MiB
     """The attestation agent's config file (TOML or JSON; upstream examples are under 1 KiB)."""
     aa_grpc_max_message_bytes: int = 4 * MiB

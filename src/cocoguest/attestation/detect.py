@@ -25,9 +25,11 @@ from cocoguest.attestation.configfs_tsm import (
     PROVIDER_TDX,
     ConfigfsTsm,
 )
+from cocoguest.attestation.drivers.occlum_dcap import DEFAULT_OCCLUM_SGX_DEVICE
 from cocoguest.attestation.drivers.sgx import DEFAULT_ATTESTATION_DIR, gramine_dcap_available
 from cocoguest.attestation.drivers.snp import DEFAULT_SEV_GUEST_DEVICE
 from cocoguest.attestation.drivers.tdx import DEFAULT_TDX_GUEST_DEVICE
+from cocoguest.attestation.drivers.tdx_quote import DEFAULT_TDX_ATTEST_CONF
 
 
 def _no_azure_probe() -> Tee | None:
@@ -55,6 +57,10 @@ class Probes:
     tpm_devices: tuple[Path, ...] = (Path("/dev/tpm0"), Path("/dev/tpm1"), Path("/dev/tpm2"))
     enable_sample_device: bool = False
     """Offer ``sampledevice`` as an additional device (upstream: env ``ENABLE_SAMPLE_DEVICE`` is set)."""
+    tdx_attest_conf: Path = DEFAULT_TDX_ATTEST_CONF
+    """libtdx_attest's config: its ``port`` sends TD quotes to the QGS over vsock (not read by detection)."""
+    occlum_sgx_device: Path = DEFAULT_OCCLUM_SGX_DEVICE
+    """Occlum's SGX device, for DCAP quotes (not read by detection)."""
 
     def tsm(self) -> ConfigfsTsm:
         """The configfs-tsm root these probes point at."""

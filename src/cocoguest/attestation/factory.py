@@ -6,7 +6,9 @@ Invariants:
       ``allow_sample=True`` (``--allow-sample-attester`` / ``allow_sample_attester = true``); then it logs a
       WARNING now, and the sample attester logs one on every evidence call.
     * A detected TEE whose driver needs a device implementation that was not supplied (a vTPM, a TPM, the CSV
-      and SE ioctls) is an :class:`UnsupportedError` naming the TEE, never a fallback either. A TPM backend over
+      and SE ioctls) is an :class:`UnsupportedError` naming the TEE, never a fallback either. TDX without
+      configfs-tsm (QGS over vsock, else the GetQuote ioctl) and SGX under Occlum (``/dev/sgx`` ioctls) get
+      their built-in implementations. A TPM backend over
       tpm2-tools exists (``drivers/tpm2_tools.py``); wiring it (TCTI, AK handle) is the caller's choice.
 """
 
@@ -22,11 +24,13 @@ from cocoguest.attestation.detect import Probes, detect_additional_devices, dete
 from cocoguest.attestation.drivers.azure_vtpm import AzSnpVtpmAttester, AzTdxVtpmAttester, AzureVtpm
 from cocoguest.attestation.drivers.cca import CcaAttester
 from cocoguest.attestation.drivers.csv import CsvAttester, CsvGuestBackend
+from cocoguest.attestation.drivers.occlum_dcap import OcclumDcapDevice
 from cocoguest.attestation.drivers.sample import SampleAttester, SampleDeviceAttester
 from cocoguest.attestation.drivers.se import SeAttester, UltravisorBackend
 from cocoguest.attestation.drivers.sgx import DcapQuoteLibrary, SgxAttester
 from cocoguest.attestation.drivers.snp import SevGuestDevice, SnpAttester
 from cocoguest.attestation.drivers.tdx import TdxAttester, TdxGuestDevice
+from cocoguest.attestation.drivers.tdx_quote import TdxAttestQuoteGenerator
 from cocoguest.attestation.drivers.tpm import TpmAttester
 from cocoguest.attestation.drivers.tpm_quote import TpmDevice
 from cocoguest.errors import TeeNotFoundError, UnsupportedError
@@ -37,7 +41,7 @@ _logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class DeviceBackends:
-    """Implementations of device interfaces that have no built-in driver (wired by the caller)."""
+    """Implementations of device interfaces that have no built-in driver, or replace one (wired by the caller)."""
 
     azure_vtpm: AzureVtpm | None = None
     tpm: TpmDevice | None = None
@@ -65,6 +69,9 @@ def build_attester(
         return TdxAttester(
             tsm=tsm,
             report_source=TdxGuestDevice(probes.tdx_guest_device),
+            quote_generator=TdxAttestQuoteGenerator(
+                device=probes.tdx_guest_device, conf_path=probes.tdx_attest_conf, limits=limits
+            ),
             aael_path=aael_path,
             limits=limits,
         )
@@ -76,7 +83,7 @@ def build_attester(
         return SgxAttester(
             attestation_dir=probes.sgx_attestation_dir,
             occlum=probes.occlum,
-            occlum_library=backends.occlum_library,
+            occlum_library=backends.occlum_library or OcclumDcapDevice(probes.occlum_sgx_device, limits=limits),
             limits=limits,
         )
     if tee in (Tee.AZ_SNP_VTPM, Tee.AZ_TDX_VTPM):

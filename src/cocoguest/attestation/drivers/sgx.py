@@ -2,13 +2,14 @@
 
 * Gramine: ``<attestation_dir>/attestation_type`` reads ``dcap``; write the 64-byte report data to
   ``user_report_data``, then read ``quote``.
-* Occlum (``OCCLUM`` set): quotes come from Occlum's DCAP library, behind :class:`DcapQuoteLibrary`; none is built
-  in, so Occlum without an injected library is an :class:`UnsupportedError`.
+* Occlum (``OCCLUM`` set): quotes come from Occlum's ``/dev/sgx`` ioctls, behind :class:`DcapQuoteLibrary`
+  (built in: ``occlum_dcap.OcclumDcapDevice``, which the factory wires); an ``SgxAttester`` built for Occlum
+  without a library is an :class:`UnsupportedError`.
 * Evidence ``{"quote": "<b64 std>"}``; no runtime measurement; init-data unsupported.
 
 Invariants:
     * SECURITY: a quote whose ISV report-data field is not our padded report data is refused.
-    * Verified only against synthetic ``/dev/attestation`` trees.
+    * Verified only against synthetic ``/dev/attestation`` trees and an emulated Occlum ``/dev/sgx`` ioctl.
 """
 
 from __future__ import annotations

@@ -2,22 +2,24 @@
 
 * Evidence: a TD quote for the report data (at most 64 bytes, zero-padded) from configfs-tsm (provider
   ``tdx_guest``), or, on kernels without configfs-tsm, from a :class:`TdQuoteGenerator` fed by the legacy
-  ``/dev/tdx_guest`` TDREPORT ioctl; JSON ``{"cc_eventlog": <b64 CCEL+AAEL or null>, "quote": "<b64 std>"}``.
+  ``/dev/tdx_guest`` TDREPORT ioctl (built in: ``tdx_quote.TdxAttestQuoteGenerator``, the QGS over vsock, else
+  the GetQuote ioctl; the factory wires it); JSON
+  ``{"cc_eventlog": <b64 CCEL+AAEL or null>, "quote": "<b64 std>"}``.
 * Runtime measurement: RTMR extend through sysfs ``<measurements>/rtmr<N>:sha384`` (kernel >= 6.16), SHA-384;
   PCR -> CC MR mapping 1,7 -> 1; 2-6 -> 2; 8-15 -> 3; else 4; RTMR index = CC MR - 1.
 * Init-data: the digest zero-padded to 48 bytes must equal MRCONFIGID (sysfs ``mrconfigid``, else the TDREPORT).
 
 Invariants:
     * SECURITY: a quote whose report-data field is not exactly our (padded) report data is refused.
-    * Verified here only against synthetic device trees and the recorded upstream TDREPORT vector.
+    * Verified here only against synthetic device trees, the recorded upstream TDREPORT and TD quote vectors, a
+      fake QGS and an emulated ``TDX_CMD_GET_REPORT0`` ioctl (the argument packing is checked, the TDREPORT
+      comes from the recorded vector).
 """
 
 from __future__ import annotations
 
 import base64
-import fcntl
 import hmac
-import os
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -33,6 +35,7 @@ from cocoguest.attestation.attester import (
 from cocoguest.attestation.ccel import DEFAULT_AAEL_PATH, DEFAULT_CCEL_PATH, read_cc_eventlog
 from cocoguest.attestation.configfs_tsm import PROVIDER_TDX, ConfigfsTsm
 from cocoguest.attestation.devfs import read_capped, write_attribute
+from cocoguest.attestation.drivers.ioctl import IoctlCall, iowr, system_ioctl, with_device
 from cocoguest.attestation.drivers.tdx_structs import TDREPORT_SIZE, parse_td_quote, parse_td_report
 from cocoguest.errors import InitDataMismatchError, TeeDeviceError, TeeReportError
 from cocoguest.limits import DEFAULT_LIMITS, Limits
@@ -42,7 +45,7 @@ DEFAULT_MEASUREMENTS_DIR: Final = Path("/sys/devices/virtual/misc/tdx_guest/meas
 REPORT_DATA_SIZE: Final = 64
 REGISTER_SIZE: Final = 48
 
-TDX_CMD_GET_REPORT0: Final = (3 << 30) | ((REPORT_DATA_SIZE + TDREPORT_SIZE) << 16) | (ord("T") << 8) | 1
+TDX_CMD_GET_REPORT0: Final = iowr("T", 1, REPORT_DATA_SIZE + TDREPORT_SIZE)
 """``_IOWR('T', 1, struct tdx_report_req { u8 reportdata[64]; u8 tdreport[1024]; })`` (linux/tdx-guest.h)."""
 
 
@@ -59,38 +62,35 @@ class TdReportSource(Protocol):
 
 
 class TdQuoteGenerator(Protocol):
-    """Turns a TDREPORT into a quote (the QGS over vsock on kernels without configfs-tsm; not built in)."""
+    """Turns a TDREPORT into a quote on kernels without configfs-tsm (see ``tdx_quote.TdxAttestQuoteGenerator``)."""
 
     def quote(self, td_report: bytes) -> bytes:
         """A TD quote for ``td_report``.
 
         Raises:
-            TeeDeviceError: the quote service failed.
+            TeeDeviceError: the quote service failed (``QuoteServiceError`` when it answered an error code).
+            TeeReportError: the quote service answered malformed data.
         """
         ...
 
 
 class TdxGuestDevice:
-    """``/dev/tdx_guest``: TDREPORTs via ``TDX_CMD_GET_REPORT0``."""
+    """``/dev/tdx_guest``: TDREPORTs via ``TDX_CMD_GET_REPORT0`` (the ioctl call is injectable for tests)."""
 
-    def __init__(self, path: Path = DEFAULT_TDX_GUEST_DEVICE) -> None:
+    def __init__(self, path: Path = DEFAULT_TDX_GUEST_DEVICE, *, ioctl: IoctlCall = system_ioctl) -> None:
         self.path = path
+        self._ioctl = ioctl
 
     def td_report(self, report_data: bytes) -> bytes:
         """See :meth:`TdReportSource.td_report`."""
+        # struct tdx_report_req: reportdata[64] in, tdreport[1024] out, in one buffer.
         request = bytearray(fit_report_data(report_data, REPORT_DATA_SIZE, Tee.TDX) + bytes(TDREPORT_SIZE))
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-        except OSError as e:
-            msg = f"cannot open TDX guest device {self.path}: {e.strerror}"
-            raise TeeDeviceError(msg) from e
-        try:
-            fcntl.ioctl(fd, TDX_CMD_GET_REPORT0, request, True)
-        except OSError as e:
-            msg = f"TDX_CMD_GET_REPORT0 on {self.path} failed: {e.strerror}"
-            raise TeeDeviceError(msg) from e
-        finally:
-            os.close(fd)
+        with_device(
+            self.path,
+            "TDX guest device",
+            self._ioctl,
+            lambda device: device.call("TDX_CMD_GET_REPORT0", TDX_CMD_GET_REPORT0, request),
+        )
         return bytes(request[REPORT_DATA_SIZE:])
 
 
