@@ -143,7 +143,7 @@ def test_device_errors_name_the_device_and_errno(tmp_path: Path) -> None:
     with pytest.raises(TeeDeviceError, match=r"CSV_CMD_GET_REPORT .* on .*csv-guest failed: .*errno 5"):
         attester.evidence(b"x")
     missing = CsvAttester(CsvGuestDevice(tmp_path / "nope"), aael_path=tmp_path / "aael")
-    with pytest.raises(TeeDeviceError, match="cannot open TEE device .*nope"):
+    with pytest.raises(TeeDeviceError, match=r"cannot open TEE device .*nope"):
         missing.evidence(b"x")
     with pytest.raises(AttestationRequestError, match="64-byte"):
         attester.evidence(bytes(65))
@@ -175,7 +175,7 @@ def test_rtmr_errors(tmp_path: Path) -> None:
         attester.extend_runtime_measurement(bytes(32), 3)
     (tmp_path / "legacy").mkdir()
     legacy, _ = _attester(tmp_path / "legacy", csv3=False)
-    with pytest.raises(TeeDeviceError, match="CSV_CMD_RTMR EXTEND .*Inappropriate ioctl"):
+    with pytest.raises(TeeDeviceError, match=r"CSV_CMD_RTMR EXTEND .*Inappropriate ioctl"):
         legacy.extend_runtime_measurement(bytes(32), 17)
 
 
