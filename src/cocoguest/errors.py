@@ -239,3 +239,13 @@ class QuoteServiceError(TeeDeviceError):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
+
+
+class TeeFirmwareError(TeeDeviceError):
+    """A TEE device call reached the firmware (Hygon PSP, IBM Ultravisor), which refused it; the message names
+    the device and the firmware's codes: ``fw_error_code`` for CSV, ``rc``/``rrc`` for the Ultravisor."""
+
+    def __init__(self, message: str, *, code: int, reason: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason

@@ -250,6 +250,12 @@ class Limits:
     tdx_qgs_timeout_s: float = 60.0
     """One exchange with the TDX Quote Generation Service: connect, send the TD report, read the quote
     (libtdx_attest waits forever; a warm QGS answers in well under a second, a cold one in a few seconds)."""
+    se_max_arcb_bytes: int = 1 * MiB
+    """An IBM SE attestation request control block (the uvdevice's ``UVIO_ATT_ARCB_MAX_LEN``, 1 MiB)."""
+    se_max_measurement_bytes: int = 32 * KiB
+    """An SE attestation measurement the request asks for (``UVIO_ATT_MEASUREMENT_MAX_LEN``; HMAC-SHA512: 64)."""
+    se_max_additional_bytes: int = 32 * KiB
+    """SE additional data the request asks for (``UVIO_ATT_ADDITIONAL_MAX_LEN``; a few hundred bytes in practice)."""
     max_aa_config_bytes: int = 1 * MiB
     """The attestation agent's config file (TOML or JSON; upstream examples are under 1 KiB)."""
     aa_grpc_max_message_bytes: int = 4 * MiB

@@ -30,6 +30,7 @@ from cocoguest.attestation.drivers.sgx import DEFAULT_ATTESTATION_DIR, gramine_d
 from cocoguest.attestation.drivers.snp import DEFAULT_SEV_GUEST_DEVICE
 from cocoguest.attestation.drivers.tdx import DEFAULT_TDX_GUEST_DEVICE
 from cocoguest.attestation.drivers.tdx_quote import DEFAULT_TDX_ATTEST_CONF
+from cocoguest.attestation.drivers.uvdevice import DEFAULT_UV_DEVICE
 
 
 def _no_azure_probe() -> Tee | None:
@@ -54,6 +55,8 @@ class Probes:
     csv_guest_device: Path = Path("/dev/csv-guest")
     machine: str = field(default_factory=platform.machine)
     prot_virt_guest: Path = Path("/sys/firmware/uv/prot_virt_guest")
+    uv_device: Path = DEFAULT_UV_DEVICE
+    """The IBM SE Ultravisor device the ``se`` attester uses (not a detection probe)."""
     tpm_devices: tuple[Path, ...] = (Path("/dev/tpm0"), Path("/dev/tpm1"), Path("/dev/tpm2"))
     enable_sample_device: bool = False
     """Offer ``sampledevice`` as an additional device (upstream: env ``ENABLE_SAMPLE_DEVICE`` is set)."""

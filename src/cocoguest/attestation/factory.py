@@ -5,11 +5,12 @@ Invariants:
       :func:`select_attester` raises :class:`TeeNotFoundError` naming every probe, unless the caller passed
       ``allow_sample=True`` (``--allow-sample-attester`` / ``allow_sample_attester = true``); then it logs a
       WARNING now, and the sample attester logs one on every evidence call.
-    * A detected TEE whose driver needs a device implementation that was not supplied (a vTPM, a TPM, the CSV
-      and SE ioctls) is an :class:`UnsupportedError` naming the TEE, never a fallback either. TDX without
-      configfs-tsm (QGS over vsock, else the GetQuote ioctl) and SGX under Occlum (``/dev/sgx`` ioctls) get
-      their built-in implementations. A TPM backend over
-      tpm2-tools exists (``drivers/tpm2_tools.py``); wiring it (TCTI, AK handle) is the caller's choice.
+    * A detected TEE whose driver needs a device implementation that was not supplied (a vTPM, a TPM) is an
+      :class:`UnsupportedError` naming the TEE, never a fallback either. A TPM backend over tpm2-tools exists
+      (``drivers/tpm2_tools.py``); wiring it (TCTI, AK handle) is the caller's choice.
+    * Built-in device drivers are the defaults: TDX without configfs-tsm (QGS over vsock, else the GetQuote
+      ioctl), SGX under Occlum (``/dev/sgx`` ioctls), CSV (``/dev/csv-guest``) and SE (``/dev/uv``); a backend
+      in :class:`DeviceBackends` replaces one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cocoguest.attestation.detect import Probes, detect_additional_devices, dete
 from cocoguest.attestation.drivers.azure_vtpm import AzSnpVtpmAttester, AzTdxVtpmAttester, AzureVtpm
 from cocoguest.attestation.drivers.cca import CcaAttester
 from cocoguest.attestation.drivers.csv import CsvAttester, CsvGuestBackend
+from cocoguest.attestation.drivers.csv_guest import CsvGuestDevice
 from cocoguest.attestation.drivers.occlum_dcap import OcclumDcapDevice
 from cocoguest.attestation.drivers.sample import SampleAttester, SampleDeviceAttester
 from cocoguest.attestation.drivers.se import SeAttester, UltravisorBackend
@@ -33,6 +35,7 @@ from cocoguest.attestation.drivers.tdx import TdxAttester, TdxGuestDevice
 from cocoguest.attestation.drivers.tdx_quote import TdxAttestQuoteGenerator
 from cocoguest.attestation.drivers.tpm import TpmAttester
 from cocoguest.attestation.drivers.tpm_quote import TpmDevice
+from cocoguest.attestation.drivers.uvdevice import UvDevice
 from cocoguest.errors import TeeNotFoundError, UnsupportedError
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 
@@ -98,15 +101,13 @@ def build_attester(
             raise UnsupportedError(msg)
         return TpmAttester(backends.tpm, backends.tpm_ak_public_der)
     if tee is Tee.CSV:
-        if backends.csv_guest is None:
-            msg = "csv detected, but no CSV guest-device backend is configured"
-            raise UnsupportedError(msg)
-        return CsvAttester(backends.csv_guest, aael_path=aael_path, limits=limits)
+        csv_guest = backends.csv_guest if backends.csv_guest is not None else CsvGuestDevice(probes.csv_guest_device)
+        return CsvAttester(csv_guest, aael_path=aael_path, limits=limits)
     if tee is Tee.SE:
-        if backends.ultravisor is None:
-            msg = "se detected, but no Ultravisor attestation backend is configured"
-            raise UnsupportedError(msg)
-        return SeAttester(backends.ultravisor)
+        ultravisor = (
+            backends.ultravisor if backends.ultravisor is not None else UvDevice(probes.uv_device, limits=limits)
+        )
+        return SeAttester(ultravisor, limits=limits)
     if tee is Tee.SAMPLE:
         return SampleAttester()
     if tee is Tee.SAMPLE_DEVICE:

@@ -1,15 +1,21 @@
-"""The Hygon CSV attester, as far as the spec describes it (guest-components.md §6.3, §6.5).
+"""The Hygon CSV attester (guest-components.md §6.3, §6.5; upstream ``attester/src/csv``).
 
-* Evidence: an extended attestation report for the report data (at most 64 bytes, zero-padded) from
-  ``/dev/csv-guest``, behind :class:`CsvGuestBackend` (the ioctl and the report layout are not in the spec, so no
-  built-in backend exists); JSON ``{"attestation_report": ..., "cert_chain": {"pek": ...}, "serial_number":
-  [bytes], "cc_eventlog": <b64 CCEL+AAEL or null>}``. The optional HSK/CEK download from ``cert.hygon.cn`` is not
-  done (no network from the attester; upstream makes it optional too).
+* Evidence: an attestation report for the report data (at most 64 bytes, zero-padded) from the
+  :class:`CsvGuestBackend` (built in: ``/dev/csv-guest``, :mod:`~cocoguest.attestation.drivers.csv_guest`;
+  the extended report on CSV3 guests with RTMRs, else the legacy one); JSON ``{"attestation_report":
+  {"magic": [16], "flags": n, "data": [4096]}, "cert_chain": {"pek": <csv-rs Certificate>}, "serial_number":
+  [64 bytes], "cc_eventlog": <b64 CCEL+AAEL or null>}``, the serde form of upstream's ``csv-rs`` types. The
+  optional HSK/CEK download from ``cert.hygon.cn`` (upstream env ``CSV_INCLUDE_CERT_CHAIN_IN_ATTESTATION_REPORT``)
+  is not done: the attester makes no network calls; the verifier fetches them.
 * Runtime measurement: RTMRs extended with SM3 through the backend; PCR -> register 0 -> 0, 1/7 -> 1, 2-6 -> 2,
-  8-15 -> 3, else 4.
+  8-15 -> 3, else 4 (only 3 and 4 can be extended after boot).
 * Init-data binding: unsupported (as upstream).
 
-Verified only with a synthetic backend in tests.
+Invariants:
+    * SECURITY: a report whose report data differs from ours is refused (the built-in backend has already
+      checked the report's mnonce and signer MAC).
+    * Verified here only against an emulated ``/dev/csv-guest`` kernel and firmware, and one recorded legacy
+      report (``csv-rs`` test data); never on Hygon hardware.
 """
 
 from __future__ import annotations
