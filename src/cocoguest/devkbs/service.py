@@ -42,15 +42,15 @@ from email.utils import formatdate
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Final
-from urllib.parse import parse_qsl
 
 from cocoguest.crypto.jws import Es256Key
 from cocoguest.crypto.tee_jwe import encrypt_to_tee_key
 from cocoguest.devkbs.admin_auth import AdminAuth
 from cocoguest.devkbs.ear import AttestationPolicies, EarBroker, shipped_policy, tee_pubkey_of
 from cocoguest.devkbs.rego import RegoPolicy
+from cocoguest.devkbs.resource_policy import policy_data
 from cocoguest.devkbs.sessions import SessionStore
-from cocoguest.devkbs.storage import ResourceStore, parse_resource_path
+from cocoguest.devkbs.storage import ResourceStore
 from cocoguest.devkbs.verifier import verify_attestation
 from cocoguest.errors import CocoError, KbsApiError, ProtocolError
 from cocoguest.jsonutil import load_object
@@ -305,19 +305,29 @@ class KbsService:
             raise KbsApiError("InvalidRequestPath", f"Invalid request path {method} resource", status=404)
         token = self._token(headers)
         claims = self.broker.verify(token)
-        repo, kind, tag = parse_resource_path(rest)
-        data = {"plugin": "resource", "resource-path": [repo, kind, tag], "query": dict(parse_qsl(query))}
-        # SECURITY: the policy decides on verified claims only.
         # The claims are a function of the verified token: its digest keys the verdict cache.
-        claims_key = hashlib.sha256(token.encode("utf-8")).digest()
-        if not self._resource_policy.allows(claims, data, claims_key=claims_key):
-            raise KbsApiError("PolicyDeny", "Access denied by policy")
+        self.authorize(claims, f"resource/{rest}", query, claims_key=hashlib.sha256(token.encode("utf-8")).digest())
         plaintext = self._resources.read(rest)
         tee_pubkey = tee_pubkey_of(claims, self._extra_teekey_paths)
         try:
             return Response(200, encrypt_to_tee_key(plaintext, tee_pubkey), _JSON)
         except ProtocolError as e:
             raise KbsApiError("JweError", f"JWE error: {e}") from e
+
+    def authorize(
+        self, claims: dict[str, object], untrusted_path: str, query: str, *, claims_key: bytes | None = None
+    ) -> None:
+        """Ask the resource policy about a plugin call on ``/kbs/v0/<untrusted_path>?<query>`` for ``claims``.
+
+        The step of ``GET /kbs/v0/resource/...`` that decides (Trustee's order: before the plugin looks at the
+        path). ``claims_key``: see :meth:`RegoPolicy.query`.
+
+        Raises:
+            KbsApiError: ``PolicyDeny`` unless ``data.policy.allow`` is exactly ``true``; ``PolicyEngineError``.
+        """
+        # SECURITY: the policy decides on verified claims only (the caller verified the token).
+        if not self._resource_policy.allows(claims, policy_data(untrusted_path, query), claims_key=claims_key):
+            raise KbsApiError("PolicyDeny", "Access denied by policy")
 
     # ------------------------------------------------------------------ admin
 

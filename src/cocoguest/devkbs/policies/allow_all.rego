@@ -1,10 +1,14 @@
-# Release every resource of the resource plugin to any token this KBS issued (kbs-protocol.md §11.1).
+# From Trustee (github.com/confidential-containers/trustee, Apache-2.0), kbs/sample_policies/allow_all.rego at
+# commit 78962cd416dc, unchanged below this header. tests/unit/test_devkbs_trustee_parity.py checks that
+# the text after the first blank line is byte-identical to the recorded upstream copy.
+
 package policy
 
-import rego.v1
+default allow = false
 
-default allow := false
+plugin = data.plugin
 
 allow if {
-	data.plugin == "resource"
+	plugin == "resource"
 }
+

@@ -1,0 +1,5 @@
+
+package policy
+
+default allow = false
+

@@ -1,0 +1,10 @@
+package policy
+
+default allow = false
+
+plugin = data.plugin
+
+allow if {
+	plugin == "resource"
+}
+
