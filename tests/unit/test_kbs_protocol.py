@@ -103,7 +103,7 @@ def test_rcar_report_data_matches_spec_vector() -> None:
 
 
 def test_rcar_selected_hash_algorithm_and_init_data() -> None:
-    handshake = RcarHandshake("se", SPEC_PUBKEY, init_data_toml='version = "0.1.0"')
+    handshake = RcarHandshake("tdx", SPEC_PUBKEY, init_data_toml='version = "0.1.0"')
     handshake.auth_request()
     challenge = b'{"nonce":"n","extra-params":{"selected-hash-algorithm":"SHA512"}}'
     report_data = handshake.receive_challenge(challenge)
@@ -111,6 +111,82 @@ def test_rcar_selected_hash_algorithm_and_init_data() -> None:
     assert report_data == expected.digest()
     body = json.loads(handshake.attest_request(b"{}"))
     assert body["init-data"] == {"format": "toml", "body": 'version = "0.1.0"'}
+
+
+# An SeAttestationRequest as Trustee's SE verifier serializes it (serde_json::to_string, runtime_data_digest None
+# and therefore absent); the values are placeholders, the client passes them on unchanged.
+SE_NONCE = json.dumps(
+    {
+        "request_blob": base64.b64encode(b"ARCB").decode(),
+        "measurement_size": 64,
+        "additional_size": 0,
+        "encr_measurement_key": base64.b64encode(b"k" * 16).decode(),
+        "encr_request_nonce": base64.b64encode(b"n" * 16).decode(),
+        "image_hdr_tags": base64.b64encode(bytes(208)).decode(),
+    },
+    separators=(",", ":"),
+)
+
+
+def _se_challenge(nonce: str, extra: object) -> bytes:
+    return json.dumps({"nonce": nonce, "extra-params": extra}).encode()
+
+
+def test_se_digest_is_sha512_injected_into_the_request_and_nonce_sent_verbatim() -> None:
+    handshake = RcarHandshake("se", SPEC_PUBKEY)
+    assert json.loads(handshake.auth_request())["extra-params"]["supported-hash-algorithms"] == [
+        "sha256",
+        "sha384",
+        "sha512",
+    ]
+    attester_input = handshake.receive_challenge(_se_challenge(SE_NONCE, {"selected-hash-algorithm": "sha512"}))
+    request = json.loads(attester_input)
+    expected = hashlib.sha512(
+        canonicalize({"tee-pubkey": SPEC_PUBKEY, "nonce": SE_NONCE, "additional-evidence": ""})
+    ).digest()
+    # Standard base64 with padding (serde_with Base64), all 64 bytes of the SHA-512 digest.
+    assert request["runtime_data_digest"] == base64.b64encode(expected).decode()
+    assert request["runtime_data_digest"].endswith("==")
+    assert {k: v for k, v in request.items() if k != "runtime_data_digest"} == json.loads(SE_NONCE)
+    assert handshake.report_data == attester_input
+    body = json.loads(handshake.attest_request(b'{"measurement":"AA=="}'))
+    # /attest carries the KBS's nonce string verbatim, not the request with the digest.
+    assert body["runtime-data"] == {"nonce": SE_NONCE, "tee-pubkey": SPEC_PUBKEY}
+    assert body["tee-evidence"] == {"primary_evidence": {"measurement": "AA=="}, "additional_evidence": ""}
+
+
+def test_se_digest_from_the_kbs_is_replaced() -> None:
+    planted = json.dumps({**json.loads(SE_NONCE), "runtime_data_digest": base64.b64encode(bytes(64)).decode()})
+    handshake = RcarHandshake("se", SPEC_PUBKEY)
+    handshake.auth_request()
+    request = json.loads(handshake.receive_challenge(_se_challenge(planted, {"selected-hash-algorithm": "sha512"})))
+    expected = hashlib.sha512(canonicalize({"tee-pubkey": SPEC_PUBKEY, "nonce": planted, "additional-evidence": ""}))
+    assert base64.b64decode(request["runtime_data_digest"]) == expected.digest()
+
+
+def test_se_without_selected_algorithm_uses_the_default_as_upstream() -> None:
+    # guest-components' get_hash_algorithm: no selection means SHA-384, for SE too (Trustee's verifier then
+    # refuses the 48-byte digest; Trustee always selects sha512 when the request lists it, as ours does).
+    handshake = RcarHandshake("se", SPEC_PUBKEY)
+    handshake.auth_request()
+    request = json.loads(handshake.receive_challenge(_se_challenge(SE_NONCE, "")))
+    expected = hashlib.sha384(canonicalize({"tee-pubkey": SPEC_PUBKEY, "nonce": SE_NONCE, "additional-evidence": ""}))
+    assert base64.b64decode(request["runtime_data_digest"]) == expected.digest()
+
+
+@pytest.mark.parametrize(
+    "nonce",
+    ["bm9uY2U=", "[1,2]", '"text"', '{"a":1,"a":2}', "{" * 200],
+)
+def test_se_nonce_that_is_not_a_json_object_names_the_auth_step(nonce: str) -> None:
+    handshake = RcarHandshake("se", SPEC_PUBKEY)
+    handshake.auth_request()
+    with pytest.raises(KbsProtocolError, match=r"SE challenge nonce \(SeAttestationRequest\)") as info:
+        handshake.receive_challenge(_se_challenge(nonce, {"selected-hash-algorithm": "sha512"}))
+    assert info.value.step == "auth"
+    assert str(info.value).startswith("KBS auth")
+    with pytest.raises(HandshakeOrderError):
+        handshake.attest_request(b"{}")
 
 
 def test_rcar_order_is_enforced() -> None:

@@ -14,7 +14,8 @@ Resource release (both modes), ``GET /kbs/v0/resource/<repo>/<type>/<tag>`` with
 Invariants:
     * SECURITY: a resource is returned only after it decrypted under this guest's TEE key (the key whose public
       half went into the evidence); a KBS answer encrypted to any other key is refused.
-    * SECURITY: nonce and TEE public key are bound into the evidence by the protocol state machine.
+    * SECURITY: nonce and TEE public key are bound into the evidence by the protocol state machine (for IBM SE
+      through the ``runtime_data_digest`` it injects into the challenge's ``SeAttestationRequest``).
     * At most one attestation in flight (the cache's lock), whether callers are threads or asyncio tasks
       (:class:`AsyncKbsClient`).
     * Every answer is size-capped while streaming (:mod:`cocoguest.kbs.http`).

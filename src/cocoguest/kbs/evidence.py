@@ -6,7 +6,9 @@ Protocol, so ``kbs`` never imports ``attestation`` (and tests use a tiny test-on
 Invariants:
     * ``get_evidence`` must bind ``report_data`` (48 bytes of SHA-384 for every TEE but ``se``) into the
       evidence exactly as the TEE's verifier expects; for ``sample`` that is
-      ``{"svn":"1","report_data":"<base64 std>"}`` (kbs-protocol.md §9.1).
+      ``{"svn":"1","report_data":"<base64 std>"}`` (kbs-protocol.md §9.1). For ``se`` ``report_data`` is the
+      JSON ``SeAttestationRequest`` with the SHA-512 ``runtime_data_digest`` injected, which the SE attester
+      binds as Ultravisor user data (:func:`cocoguest.kbs.protocol.se_attester_input`).
 """
 
 from __future__ import annotations

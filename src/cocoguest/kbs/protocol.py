@@ -12,13 +12,19 @@ Steps (kbs-protocol.md §8.1), repeated as ``# (n)`` in the code:
     (1) hash H = the challenge's ``extra-params.selected-hash-algorithm`` if it is a string, else SHA-384;
     (2) additional evidence = ``""`` (this client has no device attesters);
     (3) runtime data = ``{"tee-pubkey": K, "nonce": N, "additional-evidence": ""}``, canonicalized with RFC 8785;
-    (4) report data = H(runtime data), raw digest bytes, handed to the attester;
-    (5) ``/attest`` carries ``runtime-data {nonce, tee-pubkey}`` (the same N and K), the evidence and init-data.
+    (4) report data = H(runtime data), raw digest bytes, handed to the attester; for ``se`` (IBM Secure
+        Execution) instead: N is the attestation service's JSON ``SeAttestationRequest``, H(runtime data) goes
+        into it as ``runtime_data_digest`` (standard padded base64), and that JSON text is handed to the attester,
+        which binds the first 64 bytes of the digest as Ultravisor user data (Trustee selects SHA-512 for ``se``);
+    (5) ``/attest`` carries ``runtime-data {nonce, tee-pubkey}`` (the same N and K; for ``se`` N is the KBS's
+        JSON string verbatim, not the request with the digest), the evidence and init-data.
 
 Invariants:
     * No IO: callers move bytes; this module builds and parses them.
     * SECURITY: the nonce and the TEE public key that go into ``/attest`` are exactly the ones hashed into the
       report data; neither can be changed after :meth:`RcarHandshake.receive_challenge`.
+    * SECURITY (``se``): the digest handed to the attester is always the one computed here; a
+      ``runtime_data_digest`` already present in the KBS's request is replaced, never used.
     * Every answer is parsed with :mod:`cocoguest.jsonutil` and checked member by member; every failure is a
       :class:`KbsProtocolError` naming the step (``auth``, ``attest``, ``resource``).
     * Values parsed from KBS answers are ``untrusted_`` until a check (the JWE tag, for resources) passes;
@@ -57,6 +63,9 @@ SESSION_COOKIE: Final = "kbs-session-id"
 SUPPORTED_HASH_ALGORITHMS: Final = ("sha256", "sha384", "sha512")
 """Sent in ``extra-params`` (upstream also lists ``sm3``, which Python's hashlib may lack)."""
 DEFAULT_HASH_ALGORITHM: Final = "sha384"
+SE_TEE: Final = "se"
+"""The TEE whose challenge nonce is a JSON ``SeAttestationRequest`` (kbs-protocol.md §2, §8.1)."""
+SE_DIGEST_MEMBER: Final = "runtime_data_digest"
 RESOURCE_ALGS: Final = frozenset({"ECDH-ES+A256KW", "RSA-OAEP-256", "RSA1_5"})
 _B64URL: Final = re.compile(r"[A-Za-z0-9_-]*", re.ASCII)
 _TYPE_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}", re.ASCII)
@@ -139,6 +148,21 @@ def _hash(name: str, data: bytes) -> bytes:
     return hashlib.new(name, data).digest()
 
 
+def se_attester_input(untrusted_nonce: str, digest: bytes, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """The SE attester's input: the challenge's ``SeAttestationRequest`` with ``runtime_data_digest`` = ``digest``.
+
+    The request's other members are passed on unchanged for the attester to check; the digest is standard
+    base64 with padding (serde_with ``Base64`` in upstream's ``SeAttestationRequest``).
+
+    Raises:
+        KbsProtocolError: the nonce is not a JSON object (names step ``auth``).
+    """
+    request = _document(untrusted_nonce.encode("utf-8"), Step.AUTH, "SE challenge nonce (SeAttestationRequest)", limits)
+    # SECURITY: overwrite, never keep, a digest the KBS put there: the attester must bind our runtime data.
+    request[SE_DIGEST_MEMBER] = base64.b64encode(digest).decode("ascii")
+    return json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
 class RcarHandshake:
     """One RCAR exchange; see the module docstring for the call order and the binding invariant."""
 
@@ -197,8 +221,11 @@ class RcarHandshake:
     def receive_challenge(self, untrusted_body: bytes) -> bytes:
         """Parse the ``/auth`` answer; return the report data the attester must bind into the evidence.
 
+        For ``se`` the report data is the JSON ``SeAttestationRequest`` with the digest injected (step (4)).
+
         Raises:
-            KbsProtocolError: not a challenge (names step ``auth``).
+            KbsProtocolError: not a challenge, or for ``se`` a nonce that is not a JSON object (names step
+                ``auth``).
         """
         self._expect(_State.AUTH_SENT, "receive the challenge")
         challenge = _document(untrusted_body, Step.AUTH, "challenge", self._limits)
@@ -219,10 +246,14 @@ class RcarHandshake:
                         Step.AUTH, f"challenge selects hash algorithm {selected[:32]!r}, which we did not offer"
                     )
         # (2)+(3) runtime data; (4) report data
+        runtime_data: dict[str, object] = {"nonce": untrusted_nonce, "tee-pubkey": self._tee_pubkey}
+        report_data = _hash(hash_name, canonicalize({**runtime_data, "additional-evidence": ""}))
+        if self._tee == SE_TEE:
+            report_data = se_attester_input(untrusted_nonce, report_data, self._limits)
+        # SECURITY: set together, from the same N and K: /attest sends exactly what was hashed.
         self._nonce = untrusted_nonce
-        self._runtime_data = {"nonce": untrusted_nonce, "tee-pubkey": self._tee_pubkey}
-        primary = {**self._runtime_data, "additional-evidence": ""}
-        self._report_data = _hash(hash_name, canonicalize(primary))
+        self._runtime_data = runtime_data
+        self._report_data = report_data
         self._state = _State.CHALLENGED
         return self._report_data
 

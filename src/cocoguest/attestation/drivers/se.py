@@ -1,8 +1,9 @@
 """The IBM Secure Execution (``se``) attester (guest-components.md §6.3; upstream ``attester/src/se``).
 
 For SE the KBS challenge ``nonce`` is itself a JSON ``SeAttestationRequest`` made by the attestation service;
-the KBS client injects ``runtime_data_digest`` (the SHA-512 of the runtime data, kbs-protocol.md §8.1) into it
-and passes the JSON bytes as the report data. Request members (binary ones base64, standard alphabet):
+the KBS client (:func:`cocoguest.kbs.protocol.se_attester_input`) injects ``runtime_data_digest`` (the SHA-512 of
+the runtime data, kbs-protocol.md §8.1) into it and passes the JSON bytes as the report data; the end-to-end
+RCAR test is ``tests/unit/test_kbs_client_se.py``. Request members (binary ones base64, standard alphabet):
 ``request_blob`` (the encrypted ARCB), ``measurement_size``, ``additional_size`` (u32), ``encr_measurement_key``,
 ``encr_request_nonce``, ``image_hdr_tags`` (208 bytes: PLD, ALD, TLD digests of 64 bytes and a 16-byte tag),
 ``runtime_data_digest``.
