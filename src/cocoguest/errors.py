@@ -230,3 +230,11 @@ class HttpRequestError(ProtocolError):
 
 class KeyProviderParamsError(ConfigError):
     """coco-keyprovider parameters (``keyid=...::keypath=...::algorithm=...::sample=...``) are malformed."""
+
+
+class HclReportBindingError(VerificationError):
+    """The Azure vTPM's HCL report was not made for the report data just written (stale or torn); never sent."""
+
+
+class ImdsError(TransportError):
+    """The Azure Instance Metadata Service call (VCEK, TD quote) failed, timed out or answered unusably."""
