@@ -249,7 +249,7 @@ def test_detection_of_a_non_hcl_nv_content_is_plain_tpm(azure_tpm: AzureTpm, tmp
     assert detect_tee(_probes(tmp_path, azure_tpm.tcti)).tee is Tee.TPM
 
 
-def test_detection_without_any_tpm_runs_no_tool(tmp_path: Path) -> None:
+def test_detection_without_any_tpm_is_no_tee(tmp_path: Path) -> None:
     detection = detect_tee(_probes(tmp_path, None))
     assert detection.tee is None
     assert any("Azure SNP CVM" in p for p in detection.probed)

@@ -26,6 +26,7 @@ from typing import Final
 
 import httpx
 
+from cocoguest.attestation.http_answer import read_capped_answer
 from cocoguest.crypto.sigstore_crypto import pem_blocks
 from cocoguest.errors import ImdsError
 from cocoguest.limits import DEFAULT_LIMITS, Limits
@@ -73,25 +74,15 @@ class ImdsClient:
                 ) as client,
                 client.stream(method, url, content=body, headers=headers) as response,
             ):
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > cap:
-                    msg = f"{what}: an answer of {declared} bytes is over the {cap}-byte limit"
-                    raise ImdsError(msg)
-                answer = bytearray()
-                for chunk in response.iter_bytes():
-                    answer += chunk
-                    if len(answer) > cap:
-                        msg = f"{what}: the answer is over the {cap}-byte limit"
-                        raise ImdsError(msg)
-                    if time.monotonic() > deadline:
-                        msg = f"{what}: no complete answer within {limits.azure_imds_timeout_s} s"
-                        raise ImdsError(msg, retryable=True)
+                answer = read_capped_answer(
+                    response, cap=cap, deadline=deadline, what=what, too_large=ImdsError, too_slow=ImdsError
+                )
                 status = response.status_code
         except httpx.HTTPError as e:
             msg = f"{what}: {type(e).__name__}: {e}"
             raise ImdsError(msg, retryable=True) from e
         if status != httpx.codes.OK:
-            text = bytes(answer[:_ERROR_TEXT_CHARS]).decode("utf-8", errors="replace")
+            text = answer[:_ERROR_TEXT_CHARS].decode("utf-8", errors="replace")
             msg = f"{what}: HTTP {status}: {' '.join(text.split())}"
             raise ImdsError(msg, retryable=status >= httpx.codes.INTERNAL_SERVER_ERROR)
         try:
