@@ -249,3 +249,11 @@ class TeeFirmwareError(TeeDeviceError):
         super().__init__(message)
         self.code = code
         self.reason = reason
+
+
+class HclReportBindingError(VerificationError):
+    """The Azure vTPM's HCL report was not made for the report data just written (stale or torn); never sent."""
+
+
+class ImdsError(TransportError):
+    """The Azure Instance Metadata Service call (VCEK, TD quote) failed, timed out or answered unusably."""

@@ -314,6 +314,15 @@ class Limits:
     """One cryptsetup, mkfs or mount command of a secure mount (luksFormat with integrity wipes nothing: no-wipe)."""
     secure_mount_max_key_bytes: int = 8 * KiB
     """A secure-mount LUKS key fetched from ``file://``, ``kbs://`` or a sealed secret (the random key is 4 KiB)."""
+    azure_hcl_report_timeout_s: float = 5.0
+    """Waiting for the Azure paravisor to answer a report request with an HCL report binding our report data
+    (upstream sleeps a fixed 3 s before one read; we poll, and refuse a report still stale after this long)."""
+    azure_hcl_report_poll_s: float = 0.1
+    """Pause between two reads of the HCL report NV index while it is stale."""
+    azure_imds_timeout_s: float = 30.0
+    """One Azure IMDS call (VCEK certificates, TD quote), connect to last byte."""
+    azure_imds_max_response_bytes: int = 256 * KiB
+    """An Azure IMDS answer (the VCEK plus AMD chain PEMs are ~5 KiB, a TD quote in base64url ~7 KiB)."""
 
 
 DEFAULT_LIMITS = Limits()

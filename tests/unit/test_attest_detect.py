@@ -17,7 +17,7 @@ from cocoguest.attestation.drivers.snp import SnpAttester
 from cocoguest.attestation.drivers.tdx import TdxAttester
 from cocoguest.attestation.drivers.tpm import TpmAttester
 from cocoguest.attestation.factory import DeviceBackends, select_additional_devices, select_attester
-from cocoguest.errors import TeeNotFoundError, UnsupportedError
+from cocoguest.errors import TeeNotFoundError
 from tests.fixtures.tee_devices import SoftwareAzureVtpm, SoftwareTpm, probe_tree
 
 ORDER = (
@@ -96,10 +96,11 @@ def test_factory_cca(tmp_path: Path) -> None:
     assert isinstance(select_attester(False, probes), CcaAttester)
 
 
-@pytest.mark.parametrize("tee", [Tee.TPM, Tee.AZ_SNP_VTPM])  # CSV and SE have built-in drivers (test_attest_csv/se)
-def test_detected_tee_without_backend_is_an_error_not_sample(tmp_path: Path, tee: Tee) -> None:
-    with pytest.raises(UnsupportedError, match=str(tee)):
-        select_attester(True, probe_tree(tmp_path, {tee}))
+@pytest.mark.parametrize("tee", [Tee.AZ_SNP_VTPM, Tee.AZ_TDX_VTPM])
+def test_azure_gets_the_builtin_vtpm_backend(tmp_path: Path, tee: Tee) -> None:
+    # built without touching the device; tests/unit/test_attest_azure_swtpm.py drives it on a swtpm
+    attester = select_attester(False, probe_tree(tmp_path, {tee}), DeviceBackends(azure_imds_url="http://fake"))
+    assert attester.tee is tee
 
 
 def test_backends_complete_tpm_and_azure(tmp_path: Path) -> None:

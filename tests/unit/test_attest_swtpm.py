@@ -8,13 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
-import shutil
-import signal
-import socket
 import struct
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,69 +21,20 @@ from cocoguest.attestation.drivers.tpm import TpmAttester
 from cocoguest.attestation.drivers.tpm2_tools import Tpm2ToolsTpm
 from cocoguest.attestation.eventlog import AaelEvent, EventLog, tagged_event
 from cocoguest.errors import TeeDeviceError
+from tests.fixtures.swtpm import provision_ak, running_swtpm
 
 pytestmark = pytest.mark.interop
 
 AK_HANDLE = 0x81010002
 
 
-def _free_port_pair() -> int:
-    """A free loopback port P with P+1 also free (the swtpm TCTI talks to the control channel on P+1)."""
-    for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port: int = first.getsockname()[1]
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return port
-    pytest.skip("no free pair of loopback ports")
-
-
-def _tool(tcti: str, *args: str, cwd: Path) -> None:
-    done = subprocess.run([args[0], "-T", tcti, *args[1:]], check=False, capture_output=True, cwd=cwd, timeout=60)
-    assert done.returncode == 0, f"{args[0]}: {done.stderr.decode(errors='replace')}"
-
-
 @pytest.fixture(scope="module")
 def swtpm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A fresh swtpm on loopback with an RSA AK persisted at 0x81010002; yields its TCTI string."""
-    if shutil.which("swtpm") is None or shutil.which("tpm2_quote") is None:
-        pytest.skip("swtpm or tpm2-tools is not installed (scripts/install-peers.sh)")
     root = tmp_path_factory.mktemp("swtpm")
-    (root / "state").mkdir()
-    port = _free_port_pair()
-    ctrl = port + 1
-    pid_file = root / "pid"
-    subprocess.run(
-        ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={root / 'state'}",
-         "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
-         "--ctrl", f"type=tcp,port={ctrl},bindaddr=127.0.0.1",
-         "--flags", "not-need-init,startup-clear", "--daemon", "--pid", f"file={pid_file}"],
-        check=True, timeout=30,
-    )  # fmt: skip
-    tcti = f"swtpm:host=127.0.0.1,port={port}"
-    try:
-        for _ in range(200):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        # provision an EK and an RSASSA-SHA256 AK; flush transient objects (swtpm has no resource manager)
-        _tool(tcti, "tpm2_createek", "-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub", cwd=root)
-        _tool(tcti, "tpm2_flushcontext", "-t", cwd=root)
-        _tool(tcti, "tpm2_createak", "-C", "ek.ctx", "-c", "ak.ctx", "-G", "rsa", "-g", "sha256", "-s", "rsassa",
-              "-u", "ak.pub", "-f", "der", cwd=root)  # fmt: skip
-        _tool(tcti, "tpm2_flushcontext", "-t", cwd=root)
-        _tool(tcti, "tpm2_flushcontext", "-s", cwd=root)
-        _tool(tcti, "tpm2_evictcontrol", "-C", "o", "-c", "ak.ctx", hex(AK_HANDLE), cwd=root)
-        _tool(tcti, "tpm2_flushcontext", "-t", cwd=root)
+    with running_swtpm(root) as tcti:
+        provision_ak(tcti, root, AK_HANDLE)
         yield tcti
-    finally:
-        if pid_file.exists() and pid_file.read_text().strip():
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
 
 
 def test_quote_is_signed_by_the_ak_and_binds_the_nonce(swtpm: str) -> None:

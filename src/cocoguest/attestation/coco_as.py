@@ -20,6 +20,7 @@ from typing import Final
 
 import httpx
 
+from cocoguest.attestation.http_answer import read_capped_answer
 from cocoguest.errors import AttestationError, TransportError
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 
@@ -62,25 +63,20 @@ def request_token(
                 headers={"Content-Type": "application/json"},
             ) as response,
         ):
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > cap:
-                msg = f"GetToken(coco_as) {endpoint}: an answer of {declared} bytes is over the {cap}-byte limit"
-                raise AttestationError(msg)
-            answer = bytearray()
-            for chunk in response.iter_raw():
-                answer += chunk
-                if len(answer) > cap:
-                    msg = f"GetToken(coco_as) {endpoint}: the answer is over the {cap}-byte limit"
-                    raise AttestationError(msg)
-                if time.monotonic() > deadline:
-                    msg = f"GetToken(coco_as) {endpoint}: no answer within {limits.kbs_request_deadline_s} s"
-                    raise TransportError(msg)
+            answer = read_capped_answer(
+                response,
+                cap=cap,
+                deadline=deadline,
+                what=f"GetToken(coco_as) {endpoint}",
+                too_large=AttestationError,
+                too_slow=TransportError,
+            )
             status = response.status_code
     except httpx.HTTPError as e:
         msg = f"GetToken(coco_as) {endpoint}: {type(e).__name__}: {e}"
         raise TransportError(msg) from e
     if status != httpx.codes.OK:
-        text = bytes(answer[:_ERROR_TEXT_CHARS]).decode("utf-8", errors="replace")
+        text = answer[:_ERROR_TEXT_CHARS].decode("utf-8", errors="replace")
         msg = f"GetToken(coco_as) {endpoint}: HTTP {status}: {' '.join(text.split())}"
         raise AttestationError(msg)
-    return bytes(answer)
+    return answer

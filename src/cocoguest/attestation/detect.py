@@ -5,8 +5,10 @@ Primary TEE, first match wins: tdx -> sgx -> az-tdx-vtpm -> az-snp-vtpm -> snp -
 Invariants:
     * SECURITY: unlike upstream, :func:`detect_tee` returns ``None`` when nothing matched: there is no fallback
       to ``sample`` here (that decision belongs to ``select_attester``, which refuses it unless allowed).
-    * Detection reads no environment variable: ``OCCLUM``, ``ENABLE_SAMPLE_DEVICE`` and ``AA_TPM_DEVICE`` arrive as
-      :class:`Probes` fields, set by the CLI.
+    * Detection reads no environment variable: ``OCCLUM``, ``ENABLE_SAMPLE_DEVICE``, ``AA_TPM_DEVICE`` and
+      ``COCOGUEST_TPM_TCTI`` arrive as :class:`Probes` fields, set by the CLI.
+    * The Azure probe runs tpm2-tools only when a TPM is present (:meth:`Probes.resolved_tpm_tcti`), and at most
+      once per detection.
     * Every probe is listed in :attr:`Detection.probed`, so "no TEE" errors can say what was looked at.
 """
 
@@ -25,16 +27,14 @@ from cocoguest.attestation.configfs_tsm import (
     PROVIDER_TDX,
     ConfigfsTsm,
 )
+from cocoguest.attestation.drivers.azure_vtpm_device import detect_azure_cvm
 from cocoguest.attestation.drivers.occlum_dcap import DEFAULT_OCCLUM_SGX_DEVICE
 from cocoguest.attestation.drivers.sgx import DEFAULT_ATTESTATION_DIR, gramine_dcap_available
 from cocoguest.attestation.drivers.snp import DEFAULT_SEV_GUEST_DEVICE
 from cocoguest.attestation.drivers.tdx import DEFAULT_TDX_GUEST_DEVICE
 from cocoguest.attestation.drivers.tdx_quote import DEFAULT_TDX_ATTEST_CONF
+from cocoguest.attestation.drivers.tpm2_tools import Tpm2ToolsTpm
 from cocoguest.attestation.drivers.uvdevice import DEFAULT_UV_DEVICE
-
-
-def _no_azure_probe() -> Tee | None:
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +48,9 @@ class Probes:
     sgx_attestation_dir: Path = DEFAULT_ATTESTATION_DIR
     occlum: bool = False
     """Running under Occlum (upstream: env ``OCCLUM`` is set)."""
-    azure_cvm: Callable[[], Tee | None] = _no_azure_probe
-    """Which Azure CVM this is (``AZ_TDX_VTPM``/``AZ_SNP_VTPM``, by the vTPM's HCL report), or ``None``."""
+    azure_cvm: Callable[[], Tee | None] | None = None
+    """Which Azure CVM this is (``AZ_TDX_VTPM``/``AZ_SNP_VTPM``), or ``None``; unset: the built-in probe reads
+    the HCL report in the NV index of the TPM at :meth:`resolved_tpm_tcti` (none there: not Azure)."""
     sev_guest_platform: Path = Path("/sys/devices/platform/sev-guest")
     sev_guest_device: Path = DEFAULT_SEV_GUEST_DEVICE
     csv_guest_device: Path = Path("/dev/csv-guest")
@@ -57,13 +58,30 @@ class Probes:
     prot_virt_guest: Path = Path("/sys/firmware/uv/prot_virt_guest")
     uv_device: Path = DEFAULT_UV_DEVICE
     """The IBM SE Ultravisor device the ``se`` attester uses (not a detection probe)."""
-    tpm_devices: tuple[Path, ...] = (Path("/dev/tpm0"), Path("/dev/tpm1"), Path("/dev/tpm2"))
+    tpm_devices: tuple[Path, ...] = tuple(Path(f"/dev/{kind}{n}") for kind in ("tpmrm", "tpm") for n in range(3))
+    """TPM character devices, the first present wins (upstream: ``AA_TPM_DEVICE``, else ``/dev/tpm0``-``2``; the
+    kernel resource managers ``/dev/tpmrm*`` come first here, so tpm2-tools share the TPM with other users)."""
+    tpm_tcti: str | None = None
+    """An explicit TPM TCTI (e.g. ``swtpm:host=127.0.0.1,port=2321``), used instead of :attr:`tpm_devices`."""
     enable_sample_device: bool = False
     """Offer ``sampledevice`` as an additional device (upstream: env ``ENABLE_SAMPLE_DEVICE`` is set)."""
     tdx_attest_conf: Path = DEFAULT_TDX_ATTEST_CONF
     """libtdx_attest's config: its ``port`` sends TD quotes to the QGS over vsock (not read by detection)."""
     occlum_sgx_device: Path = DEFAULT_OCCLUM_SGX_DEVICE
     """Occlum's SGX device, for DCAP quotes (not read by detection)."""
+
+    def resolved_tpm_tcti(self) -> str | None:
+        """The TCTI of this guest's TPM: :attr:`tpm_tcti` if set, else the first present device, else ``None``."""
+        if self.tpm_tcti is not None:
+            return self.tpm_tcti
+        return next((f"device:{p}" for p in self.tpm_devices if p.exists()), None)
+
+    def azure_cvm_type(self) -> Tee | None:
+        """:attr:`azure_cvm`, or the built-in probe of the HCL report (see there)."""
+        if self.azure_cvm is not None:
+            return self.azure_cvm()
+        tcti = self.resolved_tpm_tcti()
+        return detect_azure_cvm(Tpm2ToolsTpm(tcti)) if tcti is not None else None
 
     def tsm(self) -> ConfigfsTsm:
         """The configfs-tsm root these probes point at."""
@@ -88,6 +106,13 @@ def detect_tee(probes: Probes) -> Detection:
             tsm_provider.append(probes.tsm().provider())
         return tsm_provider[0]
 
+    azure: list[Tee | None] = []
+
+    def azure_cvm() -> Tee | None:
+        if not azure:
+            azure.append(probes.azure_cvm_type())
+        return azure[0]
+
     def check(tee: Tee, description: str, matched: Callable[[], bool]) -> bool:
         probed.append(f"{tee}: {description}")
         return matched()
@@ -103,8 +128,8 @@ def detect_tee(probes: Probes) -> Detection:
             f"Occlum, or {probes.sgx_attestation_dir}/attestation_type = dcap",
             lambda: probes.occlum or gramine_dcap_available(probes.sgx_attestation_dir),
         ),
-        (Tee.AZ_TDX_VTPM, "Azure TDX CVM (vTPM HCL report)", lambda: probes.azure_cvm() is Tee.AZ_TDX_VTPM),
-        (Tee.AZ_SNP_VTPM, "Azure SNP CVM (vTPM HCL report)", lambda: probes.azure_cvm() is Tee.AZ_SNP_VTPM),
+        (Tee.AZ_TDX_VTPM, "Azure TDX CVM (vTPM HCL report)", lambda: azure_cvm() is Tee.AZ_TDX_VTPM),
+        (Tee.AZ_SNP_VTPM, "Azure SNP CVM (vTPM HCL report)", lambda: azure_cvm() is Tee.AZ_SNP_VTPM),
         (Tee.SNP, f"{probes.sev_guest_platform}", probes.sev_guest_platform.exists),
         (Tee.CSV, f"{probes.csv_guest_device}", probes.csv_guest_device.exists),
         (
@@ -115,8 +140,10 @@ def detect_tee(probes: Probes) -> Detection:
         (Tee.SE, f"{probes.prot_virt_guest} = 1", lambda: _reads_one(probes.prot_virt_guest)),
         (
             Tee.TPM,
-            "TPM device " + ", ".join(str(p) for p in probes.tpm_devices),
-            lambda: any(p.exists() for p in probes.tpm_devices),
+            f"TPM TCTI {probes.tpm_tcti}"
+            if probes.tpm_tcti is not None
+            else "TPM device " + ", ".join(str(p) for p in probes.tpm_devices),
+            lambda: probes.resolved_tpm_tcti() is not None,
         ),
     )
     for tee, description, matched in checks:

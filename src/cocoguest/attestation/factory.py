@@ -5,12 +5,12 @@ Invariants:
       :func:`select_attester` raises :class:`TeeNotFoundError` naming every probe, unless the caller passed
       ``allow_sample=True`` (``--allow-sample-attester`` / ``allow_sample_attester = true``); then it logs a
       WARNING now, and the sample attester logs one on every evidence call.
-    * A detected TEE whose driver needs a device implementation that was not supplied (a vTPM, a TPM) is an
-      :class:`UnsupportedError` naming the TEE, never a fallback either. A TPM backend over tpm2-tools exists
-      (``drivers/tpm2_tools.py``); wiring it (TCTI, AK handle) is the caller's choice.
     * Built-in device drivers are the defaults: TDX without configfs-tsm (QGS over vsock, else the GetQuote
       ioctl), SGX under Occlum (``/dev/sgx`` ioctls), CSV (``/dev/csv-guest``) and SE (``/dev/uv``); a backend
       in :class:`DeviceBackends` replaces one.
+    * ``tpm``, ``az-snp-vtpm`` and ``az-tdx-vtpm`` get built-in backends unless :class:`DeviceBackends` supplies
+      one: tpm2-tools on :meth:`Probes.resolved_tpm_tcti` (AK at ``DeviceBackends.tpm_ak_handle``, which must
+      exist: it is never created, as upstream), and the IMDS at ``DeviceBackends.azure_imds_url``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from pathlib import Path
 from cocoguest.attestation.attester import Attester, Tee
 from cocoguest.attestation.ccel import DEFAULT_AAEL_PATH
 from cocoguest.attestation.detect import Probes, detect_additional_devices, detect_tee
+from cocoguest.attestation.drivers.azure_imds import DEFAULT_IMDS_URL, ImdsClient
 from cocoguest.attestation.drivers.azure_vtpm import AzSnpVtpmAttester, AzTdxVtpmAttester, AzureVtpm
+from cocoguest.attestation.drivers.azure_vtpm_device import Tpm2ToolsAzureVtpm
 from cocoguest.attestation.drivers.cca import CcaAttester
 from cocoguest.attestation.drivers.csv import CsvAttester, CsvGuestBackend
 from cocoguest.attestation.drivers.csv_guest import CsvGuestDevice
@@ -34,6 +36,7 @@ from cocoguest.attestation.drivers.snp import SevGuestDevice, SnpAttester
 from cocoguest.attestation.drivers.tdx import TdxAttester, TdxGuestDevice
 from cocoguest.attestation.drivers.tdx_quote import TdxAttestQuoteGenerator
 from cocoguest.attestation.drivers.tpm import TpmAttester
+from cocoguest.attestation.drivers.tpm2_tools import DEFAULT_AK_HANDLE, DEFAULT_TCTI, Tpm2ToolsTpm
 from cocoguest.attestation.drivers.tpm_quote import TpmDevice
 from cocoguest.attestation.drivers.uvdevice import UvDevice
 from cocoguest.errors import TeeNotFoundError, UnsupportedError
@@ -44,11 +47,15 @@ _logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class DeviceBackends:
-    """Implementations of device interfaces that have no built-in driver, or replace one (wired by the caller)."""
+    """Device implementations supplied by the caller instead of the built-in ones, and their settings."""
 
     azure_vtpm: AzureVtpm | None = None
     tpm: TpmDevice | None = None
     tpm_ak_public_der: bytes = b""
+    tpm_ak_handle: int = DEFAULT_AK_HANDLE
+    """The built-in ``tpm`` backend's AK (upstream ``AA_TPM_AK_HANDLE``, default ``0x81010002``)."""
+    azure_imds_url: str = DEFAULT_IMDS_URL
+    """The Azure IMDS the built-in Azure backend calls (tests: a fake on loopback)."""
     occlum_library: DcapQuoteLibrary | None = None
     csv_guest: CsvGuestBackend | None = None
     ultravisor: UltravisorBackend | None = None
@@ -65,7 +72,8 @@ def build_attester(
     """The driver for ``tee``, wired to the paths in ``probes``.
 
     Raises:
-        UnsupportedError: ``tee`` has no driver here, or needs a backend that ``backends`` lacks.
+        UnsupportedError: ``tee`` has no driver here.
+        TeeDeviceError: the built-in ``tpm`` backend finds no AK at its handle.
     """
     tsm = probes.tsm()
     if tee is Tee.TDX:
@@ -90,16 +98,18 @@ def build_attester(
             limits=limits,
         )
     if tee in (Tee.AZ_SNP_VTPM, Tee.AZ_TDX_VTPM):
-        if backends.azure_vtpm is None:
-            msg = f"{tee} detected, but no Azure vTPM backend is configured"
-            raise UnsupportedError(msg)
+        vtpm = backends.azure_vtpm or Tpm2ToolsAzureVtpm(
+            probes.resolved_tpm_tcti() or DEFAULT_TCTI,
+            ImdsClient(backends.azure_imds_url, limits=limits),
+            limits=limits,
+        )
         cls = AzSnpVtpmAttester if tee is Tee.AZ_SNP_VTPM else AzTdxVtpmAttester
-        return cls(backends.azure_vtpm)
+        return cls(vtpm)
     if tee is Tee.TPM:
-        if backends.tpm is None:
-            msg = "tpm detected, but no TPM backend (with an attestation key) is configured"
-            raise UnsupportedError(msg)
-        return TpmAttester(backends.tpm, backends.tpm_ak_public_der)
+        if backends.tpm is not None:
+            return TpmAttester(backends.tpm, backends.tpm_ak_public_der)
+        tpm = Tpm2ToolsTpm(probes.resolved_tpm_tcti() or DEFAULT_TCTI, backends.tpm_ak_handle, limits=limits)
+        return TpmAttester(tpm, tpm.ak_public_der())
     if tee is Tee.CSV:
         csv_guest = backends.csv_guest if backends.csv_guest is not None else CsvGuestDevice(probes.csv_guest_device)
         return CsvAttester(csv_guest, aael_path=aael_path, limits=limits)

@@ -11,7 +11,8 @@ directory is created, a stale socket replaced); ``HOST:PORT`` (e.g. ``127.0.0.1:
 Environment read here (and only here), as upstream: ``AA_KBC_PARAMS`` (then ``agent.aa_kbc_params=`` on
 ``/proc/cmdline``) for ``token_configs.kbs`` when there is no config file; ``AAEL_PATH`` (the event log, default
 ``/run/attestation-agent/eventlog``; its WAL ``.wal_event_entry`` sits next to it); ``OCCLUM`` and
-``ENABLE_SAMPLE_DEVICE`` (TEE detection); ``COCOGUEST_LIMITS`` (tighter limits).
+``ENABLE_SAMPLE_DEVICE`` (TEE detection); ``AA_TPM_DEVICE``, ``AA_TPM_AK_HANDLE``, ``COCOGUEST_TPM_TCTI``,
+``COCOGUEST_AZURE_IMDS_URL`` (TPM and Azure vTPM backends); ``COCOGUEST_LIMITS`` (tighter limits).
 
 Invariants:
     * SECURITY: with no TEE found the agent refuses to start unless ``--allow-sample-attester`` (or
@@ -39,7 +40,7 @@ import click
 from cocoguest.attestation.agent import AttestationAgent, InitDataInput, start_agent
 from cocoguest.attestation.ccel import DEFAULT_AAEL_PATH
 from cocoguest.attestation.config import AaConfig, default_aa_config, load_aa_config
-from cocoguest.attestation.detect import Probes
+from cocoguest.cli.attester_source import backends_from_env, probes_from_env
 from cocoguest.cli.main import run_command
 from cocoguest.cli.settings import environment, limits_from_env
 from cocoguest.errors import ConfigError
@@ -162,7 +163,7 @@ def command(
     )
     logging.getLogger().setLevel(_LOG_LEVELS[config.log_level])
     aael_path = Path(env["AAEL_PATH"]) if env.get("AAEL_PATH") else DEFAULT_AAEL_PATH
-    probes = Probes(occlum=bool(env.get("OCCLUM")), enable_sample_device=bool(env.get("ENABLE_SAMPLE_DEVICE")))
+    probes = probes_from_env(env)
     init_data = InitDataInput(
         toml=_read_initdata(initdata_toml, limits) if initdata_toml is not None else None,
         digest_b64=initdata_digest,
@@ -172,6 +173,7 @@ def command(
         allow_sample_attester=allow_sample_attester,
         init_data=init_data,
         probes=probes,
+        backends=backends_from_env(env),
         aael_path=aael_path,
         wal_path=aael_path.parent / WAL_NAME,
         limits=limits,

@@ -1,26 +1,39 @@
 """The Azure confidential-VM attesters ``az-snp-vtpm`` and ``az-tdx-vtpm`` (guest-components.md §6.3).
 
 On Azure CVMs a paravisor hides the TEE; the guest sees a vTPM whose NV index holds an HCL report (the SNP report
-or TD report of the paravisor, binding a runtime-claims JSON that carries the report data). :class:`AzureVtpm`
-is the interface to it and to the Azure IMDS (VCEK for SNP, TD quote for TDX). None is built in; tests use a
-synthetic implementation, so these drivers are verified only that way.
+or TD report of the paravisor, binding a runtime-claims JSON that carries the report data; layout in
+``azure_hcl.py``). :class:`AzureVtpm` is the interface to it and to the Azure IMDS (VCEK for SNP, TD quote for
+TDX); the built-in implementation is ``azure_vtpm_device.Tpm2ToolsAzureVtpm`` (tpm2-tools + IMDS over HTTP).
 
-Evidence (version 2; base64url without padding for the binary fields; spelling of padding not verified):
+Evidence (version 2; the binary fields base64url WITH padding, as upstream's serde_with ``Base64<UrlSafe>``, whose
+default format is ``Padded``; its own test expects ``"3q2-7w=="``):
     * az-snp-vtpm: ``{"version":2,"tpm_quote":{"signature":hex,"message":hex,"pcrs":[hex x 24]},
       "hcl_report":b64url,"vcek":b64url(DER)}``
     * az-tdx-vtpm: ``{"version":2,"tpm_quote":{...},"hcl_report":b64url,"td_quote":b64url}``
+The quote's qualifying data is the report data itself (at most 64 bytes, never truncated); the signature is the
+bare RSA signature.
 Runtime measurement: SHA-256 PCR extend (identity mapping); az-tdx-vtpm cannot read registers back (issue #1201).
 Init-data: extend PCR 8 with the 32-byte digest.
+
+Invariant: SECURITY: the HCL report is checked to bind the report data (``check_report_binding``) and the quote to
+carry it as nonce before any evidence is returned, whatever :class:`AzureVtpm` implementation is used.
+
+Verified only against swtpm with synthetic HCL reports and a fake IMDS (see ``azure_vtpm_device.py``).
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Protocol
+from typing import Final, Protocol
 
 from cocoguest.attestation.attester import BindResult, HashAlgorithm, JsonObject, Tee, fit_register
+from cocoguest.attestation.drivers.azure_hcl import HclReport, check_report_binding
 from cocoguest.attestation.drivers.tpm import require_pcr_digest
 from cocoguest.attestation.drivers.tpm_quote import INIT_DATA_PCR, PCR_SIZE, TpmDevice, TpmQuote, check_quote_nonce
+from cocoguest.errors import AttestationRequestError
+
+MAX_REPORT_DATA: Final = 64
+"""TPM2B_DATA qualifying data and the paravisor's report-data buffer."""
 
 
 class AzureVtpm(TpmDevice, Protocol):
@@ -52,7 +65,7 @@ class AzureVtpm(TpmDevice, Protocol):
 
 
 def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return base64.urlsafe_b64encode(data).decode("ascii")
 
 
 def _quote_json(quote: TpmQuote) -> JsonObject:
@@ -78,7 +91,12 @@ class _AzureVtpmAttester:
         return HashAlgorithm.SHA256
 
     def _quote_and_report(self, report_data: bytes) -> tuple[TpmQuote, bytes]:
+        if len(report_data) > MAX_REPORT_DATA:
+            msg = f"{self._tee}: report data of {len(report_data)} bytes is over {MAX_REPORT_DATA} (not truncated)"
+            raise AttestationRequestError(msg)
         hcl_report = self._vtpm.hcl_report(report_data)
+        # SECURITY: a stale or torn HCL report is refused here, whichever AzureVtpm produced it.
+        check_report_binding(HclReport.parse(hcl_report), report_data)
         quote = self._vtpm.quote(report_data)
         check_quote_nonce(quote, report_data)
         return quote, hcl_report

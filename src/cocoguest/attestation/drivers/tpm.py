@@ -6,7 +6,8 @@
 * Runtime measurement: SHA-256 PCR extend, PCR index = register index.
 * Init-data: extend PCR 8 with the (32-byte, SHA-256) digest.
 
-Verified only with a software TPM model in tests (no swtpm peer yet).
+The built-in device is :class:`~cocoguest.attestation.drivers.tpm2_tools.Tpm2ToolsTpm` (the factory's default):
+verified against swtpm (a real TPM 2.0 simulator) through tpm2-tools, never against a hardware TPM here.
 """
 
 from __future__ import annotations

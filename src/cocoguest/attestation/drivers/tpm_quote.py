@@ -1,8 +1,8 @@
 """TPM 2.0 quote values shared by the ``tpm``, ``az-snp-vtpm`` and ``az-tdx-vtpm`` attesters.
 
 :class:`TpmDevice` is the interface to a (v)TPM: quote with the attestation key over the 24 SHA-256 PCRs, extend
-and read a PCR. No TPM stack is built in; production wiring passes an implementation (tpm2-tss, the Azure vTPM),
-and tests pass a software model that computes real PCR extends.
+and read a PCR. The built-in implementations run tpm2-tools (``tpm2_tools.py``, ``azure_vtpm_device.py``); unit
+tests also pass a software model that computes real PCR extends.
 
 Invariant: SECURITY: :func:`check_quote_nonce` refuses a quote whose TPMS_ATTEST ``extraData`` is not our nonce.
 """
