@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import os
@@ -45,9 +44,10 @@ from typing import Final
 from urllib.parse import parse_qsl
 
 from cocoguest.crypto.jws import Es256Key
-from cocoguest.crypto.tee_jwe import encrypt_to_tee_key
+from cocoguest.crypto.tee_jwe import TeeRecipient
 from cocoguest.devkbs.admin_auth import AdminAuth
-from cocoguest.devkbs.ear import AttestationPolicies, EarBroker, shipped_policy, tee_pubkey_of
+from cocoguest.devkbs.ear import AttestationPolicies, EarBroker, VerifiedToken, shipped_policy, tee_pubkey_of
+from cocoguest.devkbs.lru import BoundedLru
 from cocoguest.devkbs.rego import RegoPolicy
 from cocoguest.devkbs.sessions import SessionStore
 from cocoguest.devkbs.storage import ResourceStore, parse_resource_path
@@ -167,6 +167,7 @@ class KbsService:
         self.attestation_policies = AttestationPolicies(limits)
         self.broker = EarBroker(token_key, token_lifetime_s, clock=clock, limits=limits)
         self.metrics = Metrics()
+        self._recipients: BoundedLru[bytes, TeeRecipient] = BoundedLru(limits.devkbs_token_cache_entries)
         if not policy_path.exists():
             _write_atomic(policy_path, shipped_policy("default.rego").encode("utf-8"))
         try:
@@ -303,21 +304,33 @@ class KbsService:
             return Response(200, b"", "text/xml")
         if method != "GET":
             raise KbsApiError("InvalidRequestPath", f"Invalid request path {method} resource", status=404)
-        token = self._token(headers)
-        claims = self.broker.verify(token)
+        verified = self.broker.verify(self._token(headers))
         repo, kind, tag = parse_resource_path(rest)
         data = {"plugin": "resource", "resource-path": [repo, kind, tag], "query": dict(parse_qsl(query))}
         # SECURITY: the policy decides on verified claims only.
         # The claims are a function of the verified token: its digest keys the verdict cache.
-        claims_key = hashlib.sha256(token.encode("utf-8")).digest()
-        if not self._resource_policy.allows(claims, data, claims_key=claims_key):
+        if not self._resource_policy.allows(verified.claims, data, claims_key=verified.digest):
             raise KbsApiError("PolicyDeny", "Access denied by policy")
         plaintext = self._resources.read(rest)
-        tee_pubkey = tee_pubkey_of(claims, self._extra_teekey_paths)
         try:
-            return Response(200, encrypt_to_tee_key(plaintext, tee_pubkey), _JSON)
+            return Response(200, self._recipient(verified).encrypt(plaintext), _JSON)
         except ProtocolError as e:
             raise KbsApiError("JweError", f"JWE error: {e}") from e
+
+    def _recipient(self, verified: VerifiedToken) -> TeeRecipient:
+        """The parsed TEE key in ``verified``'s claims.
+
+        Raises:
+            KbsApiError: no usable key in the claims (``TokenVerifierError``).
+            ProtocolError: the key is of an unsupported kind or malformed.
+        """
+        # SECURITY: the TEE key is a pure function of the verified claims (and the fixed extra_teekey_paths), and
+        # the claims of the token whose bytes hash to ``digest``: the key parsed once for a digest is the key.
+        recipient = self._recipients.get(verified.digest)
+        if recipient is None:
+            recipient = TeeRecipient(tee_pubkey_of(verified.claims, self._extra_teekey_paths))
+            self._recipients.put(verified.digest, recipient)
+        return recipient
 
     # ------------------------------------------------------------------ admin
 
