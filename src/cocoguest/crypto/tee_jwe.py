@@ -13,8 +13,10 @@ Invariants:
       Rust client re-serializes the header to build its AAD (kbs-protocol.md §5 "header key-ordering trap").
     * The body has the members ``protected, encrypted_key, iv, ciphertext, tag`` in that order, all base64url
       without padding; no ``aad``, no ``unprotected``.
-    * The recipient key comes from a verified token; it is still re-parsed here and checked (curve point, RSA
-      size) because a token's claims are only as good as the verifier that issued it.
+    * The recipient key comes from a verified token; it is still parsed here and checked (curve point, RSA
+      size) because a token's claims are only as good as the verifier that issued it. A :class:`TeeRecipient`
+      is that parsed key: a caller may keep one per verified token and encrypt many answers to it, since every
+      :meth:`TeeRecipient.encrypt` makes a fresh CEK, IV and (ECDH) ephemeral key pair and key agreement.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ Token: JWS compact, header ``{"alg":"ES256","typ":"JWT","jwk":{...,"alg":"ES256"
 Invariants:
     * SECURITY: :meth:`EarBroker.verify` accepts only tokens signed by this broker's key, with an ``exp`` not
       older than the leeway; the header ``jwk`` is ignored (never trusted).
+    * A token whose signature verified is remembered by the SHA-256 of its exact bytes (at most
+      ``Limits.devkbs_token_cache_entries``, least recently used dropped): only the signature check is skipped
+      for those very bytes; ``exp`` is checked against the clock on every call.
     * The TEE key for resource encryption is read from verified claims only (:func:`tee_pubkey_of`).
 """
 

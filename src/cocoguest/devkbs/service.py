@@ -21,6 +21,10 @@ Invariants:
       ``PluginInternalError`` and logged; it never stops the server.
     * SECURITY: a resource is released only to a token this KBS signed, unexpired, that the resource policy
       allows, and only encrypted to the TEE key inside that token's verified claims.
+    * The GET path remembers, per token (by the SHA-256 of its exact bytes, bounded by
+      ``Limits.devkbs_token_cache_entries``): its verified claims (:class:`EarBroker`; ``exp`` still checked
+      each time), the policy's verdict (:class:`RegoPolicy`; forgotten with the policy) and its parsed TEE key.
+      Each answer is still a new JWE: fresh CEK, IV and ephemeral key agreement.
     * SECURITY: admin endpoints pass :class:`AdminAuth` first, before their body is parsed.
     * Thread-safe: sessions, policies and counters have their own locks; handlers may run concurrently.
 """

@@ -9,7 +9,9 @@ Invariants:
       result is always inside ``dir_path``.
     * Writes are atomic: the bytes go to a temporary file in the target directory, are fsynced and renamed over
       the target; a reader sees the old or the new resource, never a torn one.
-    * Reads are capped at ``Limits.devkbs_max_resource_bytes``.
+    * Reads are capped at ``Limits.devkbs_max_resource_bytes`` and take regular files only: a directory, FIFO,
+      socket or device under the repository reads as "not found" (opened non-blocking, so a FIFO cannot hang
+      the server's event loop).
 """
 
 from __future__ import annotations
