@@ -204,7 +204,7 @@ class EarBroker:
         return self._key.sign(self._header, claims)
 
     def verify(self, untrusted_token: str) -> VerifiedToken:
-        """The claims of a token this broker issued and that has not expired.
+        """A token this broker issued and that has not expired: its digest, claims and ``exp``.
 
         Raises:
             KbsApiError: ``TokenVerifierError`` (bad size, signature, or ``exp``).
@@ -215,7 +215,7 @@ class EarBroker:
         raw = untrusted_token.encode("utf-8")
         # SECURITY: the cache key is the SHA-256 of the exact token bytes, so a hit means this very token's
         # signature verified before (any other byte string, one flipped bit included, is verified afresh);
-        # the claims are immutable once cached, and exp is checked on every call, cached or not.
+        # the cached claims are never mutated, and exp is checked on every call, cached or not.
         digest = hashlib.sha256(raw).digest()
         verified = self._verified.get(digest)
         if verified is None:
