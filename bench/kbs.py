@@ -2,15 +2,19 @@
 
 Prints, asserts nothing. The server runs in its own process (as ``cocoguest kbs serve`` would; clients in the
 same process would fight it for the GIL); the clients are threads spread over ``--procs`` client processes
-(default 2), each with its own keep-alive ``http.client`` connection, the sample TEE and an EC P-256 TEE key. A
-handshake does the real RCAR steps (auth, evidence bound to the nonce and key, attest, token); a GET counts when it
-answers 200 with a whole JWE (parsed, not decrypted: the number measures the server). Each scenario is measured
+(default 2), each with its own keep-alive connection, the sample TEE and an EC P-256 TEE key. A handshake does the
+real RCAR steps (auth, evidence bound to the nonce and key, attest, token); a GET counts when its answer is a JWE
+that decrypts to the stored resource under the client's TEE key, as a guest does (so one client's rate is the
+round trip a real client sees: server, client and two wake-ups). ``--client stdlib`` (default): ``http.client``
+and cocoguest's JWE parsing and decryption (``kbs.protocol``, ``kbs.tee_key``); ``--client cocoguest``: the
+whole cocoguest KBS client (``KbsClient``: httpx, token cache, size caps and deadlines). Each scenario is measured
 ``--repeat`` times with a fresh server process and the median is printed, with the server's CPU time per
 operation (from /proc), so client-bound runs show as such. ``--baseline-src DIR`` also measures the server of
 another source tree (e.g. ``git archive <commit> src | tar -x -C DIR``), interleaved, for before/after numbers.
 Targets (issue 10): >= 200 handshakes/s and >= 1,000 GETs/s on the 2-core test machine.
 
     PYTHONPATH=src python bench/kbs.py [--seconds 3] [--repeat 3] [--procs 2] [--baseline-src DIR/src]
+        [--client stdlib|cocoguest]
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import base64
 import hashlib
 import http.client
 import json
+import logging
 import multiprocessing
 import os
 import statistics
@@ -30,22 +35,23 @@ import threading
 import time
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import ec
+from cocoguest.attestation.drivers.sample import SampleAttester
+from cocoguest.kbs.client import KbsClient
+from cocoguest.kbs.protocol import parse_resource_response
+from cocoguest.kbs.resource_uri import ResourceUri
+from cocoguest.kbs.tee_key import TeeKeyPair
+
+RESOURCE = b"k" * 32
+"""The resource every GET fetches (``default/key/k1``)."""
 
 
-def _b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+class _SampleEvidence:
+    """The ``sample`` attester as the KBS client's evidence source."""
 
+    tee = "sample"
 
-def _jwk() -> dict[str, str]:
-    pub = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
-    return {
-        "kty": "EC",
-        "crv": "P-256",
-        "alg": "ECDH-ES+A256KW",
-        "x": _b64u(pub.x.to_bytes(32, "big")),
-        "y": _b64u(pub.y.to_bytes(32, "big")),
-    }
+    def get_evidence(self, report_data: bytes) -> bytes:
+        return json.dumps(SampleAttester().evidence(report_data)).encode()
 
 
 def _call(
@@ -76,26 +82,46 @@ def handshake(http: http.client.HTTPConnection, key: dict[str, str]) -> str:
     return str(json.loads(answer)["token"])
 
 
-def _worker(port: int, mode: str, stop: float, done: list[int], i: int) -> None:
+def _stdlib_worker(port: int, mode: str, stop: float, done: list[int], i: int) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    key = _jwk()
-    token = handshake(conn, key) if mode == "get" else ""
+    key = TeeKeyPair.generate()
+    jwk = key.public_jwk()
+    token = handshake(conn, jwk) if mode == "get" else ""
     while time.perf_counter() < stop:
         if mode == "handshake":
-            handshake(conn, key)
+            handshake(conn, jwk)
         else:
             status, answer, _ = _call(
                 conn, "GET", "/kbs/v0/resource/default/key/k1", headers={"Authorization": f"Bearer {token}"}
             )
             assert status == 200, answer
-            assert json.loads(answer)["ciphertext"]  # the whole JWE arrived
+            assert key.decrypt(parse_resource_response(answer, "k1"), "k1") == RESOURCE
         done[i] += 1
     conn.close()
 
 
-def _client_process(port: int, mode: str, stop: float, threads: int, out: multiprocessing.SimpleQueue[int]) -> None:
+def _cocoguest_worker(port: int, mode: str, stop: float, done: list[int], i: int) -> None:
+    client = KbsClient(f"http://127.0.0.1:{port}", _SampleEvidence())
+    uri = ResourceUri.parse("kbs:///default/key/k1")
+    while time.perf_counter() < stop:
+        if mode == "handshake":
+            client.attest_now()
+        else:
+            assert client.get_resource(uri) == RESOURCE  # the first GET attests, the rest use the cached token
+        done[i] += 1
+    client.close()
+
+
+_WORKERS = {"stdlib": _stdlib_worker, "cocoguest": _cocoguest_worker}
+
+
+def _client_process(
+    port: int, mode: str, stop: float, threads: int, client: str, out: multiprocessing.SimpleQueue[int]
+) -> None:
+    logging.disable(logging.WARNING)  # the sample attester warns on every use
     done = [0] * threads
-    workers = [threading.Thread(target=_worker, args=(port, mode, stop, done, i)) for i in range(threads)]
+    worker = _WORKERS[client]
+    workers = [threading.Thread(target=worker, args=(port, mode, stop, done, i)) for i in range(threads)]
     for t in workers:
         t.start()
     for t in workers:
@@ -109,7 +135,9 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(port: int, server_pid: int, clients: int, seconds: float, mode: str, procs: int) -> tuple[float, float]:
+def run(
+    port: int, server_pid: int, clients: int, seconds: float, mode: str, procs: int, client: str
+) -> tuple[float, float]:
     """(operations/s, server CPU ms per operation) of ``clients`` connections spread over ``procs`` processes."""
     procs = max(1, min(procs, clients))
     context = multiprocessing.get_context("fork")
@@ -118,7 +146,7 @@ def run(port: int, server_pid: int, clients: int, seconds: float, mode: str, pro
     cpu0 = _cpu_s(server_pid)
     stop = start + seconds
     share = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
-    children = [context.Process(target=_client_process, args=(port, mode, stop, n, out)) for n in share]
+    children = [context.Process(target=_client_process, args=(port, mode, stop, n, client, out)) for n in share]
     for child in children:
         child.start()
     total = sum(out.get() for _ in children)
@@ -161,7 +189,7 @@ class _Server:
         assert self.proc.stdout is not None
         self.port = int(self.proc.stdout.readline())
         setup = http.client.HTTPConnection("127.0.0.1", self.port)
-        assert _call(setup, "POST", "/kbs/v0/resource/default/key/k1", b"k" * 32)[0] == 200
+        assert _call(setup, "POST", "/kbs/v0/resource/default/key/k1", RESOURCE)[0] == 200
         setup.close()
 
     def close(self) -> None:
@@ -175,12 +203,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="measurements per scenario (the median is printed)")
     parser.add_argument("--procs", type=int, default=2, help="client processes the connections are spread over")
     parser.add_argument("--baseline-src", help="also measure the server of this source tree (interleaved)")
+    parser.add_argument("--client", choices=sorted(_WORKERS), default="stdlib", help="the client (module docstring)")
     args = parser.parse_args()
     servers: dict[str, str | None] = {"current": None}
     if args.baseline_src:
         servers = {"baseline": args.baseline_src, **servers}
     results: dict[tuple[str, int, str], list[tuple[float, float]]] = {}
-    print(f"load average at start: {os.getloadavg()[0]:.1f}")
+    print(f"load average at start: {os.getloadavg()[0]:.1f}; client: {args.client}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in servers:
             root = Path(tmp) / name
@@ -192,7 +221,9 @@ def main() -> None:
                 try:
                     for clients in (1, 16):
                         for mode in ("handshake", "get"):
-                            result = run(server.port, server.proc.pid, clients, args.seconds, mode, args.procs)
+                            result = run(
+                                server.port, server.proc.pid, clients, args.seconds, mode, args.procs, args.client
+                            )
                             results.setdefault((name, clients, mode), []).append(result)
                 finally:
                     server.close()

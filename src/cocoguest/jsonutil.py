@@ -135,17 +135,15 @@ def _refuse_constant(name: str) -> object:
 
 def _depth(document: object) -> int:
     """Nesting depth of a parsed document (a scalar is 0, ``[]`` is 1), computed without recursion."""
+    if not isinstance(document, dict | list):
+        return 0
     deepest = 0
-    pending: list[tuple[object, int]] = [(document, 0)]
+    pending: list[tuple[dict[str, object] | list[object], int]] = [(document, 1)]
     while pending:
-        value, depth = pending.pop()
-        if isinstance(value, dict):
-            children: list[object] = list(value.values())
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        depth += 1
+        container, depth = pending.pop()
         deepest = max(deepest, depth)
-        pending.extend((child, depth) for child in children)
+        # Only containers are queued (scalars add no depth): most members of a JWE or token are strings.
+        for child in container.values() if isinstance(container, dict) else container:
+            if isinstance(child, dict | list):
+                pending.append((child, depth + 1))
     return deepest

@@ -290,6 +290,9 @@ class Limits:
     """Resource-policy verdicts remembered per policy (keyed by the whole input and data)."""
     devkbs_max_reference_values: int = 10_000
     """Reference values the dev KBS's RVPS holds."""
+    devkbs_token_cache_entries: int = 4096
+    """Attestation tokens whose signature the dev KBS verified, remembered by the SHA-256 of their bytes with
+    their claims and parsed TEE key (``exp`` is still checked on every request); the least recently used go."""
     max_sealed_secret_bytes: int = 1 * MiB
     """A ``sealed.`` secret's text (UnsealSecret input, secret files); upstream secrets are a few KiB."""
     max_cdh_config_bytes: int = 1 * MiB

@@ -13,14 +13,15 @@ Invariants:
       Rust client re-serializes the header to build its AAD (kbs-protocol.md §5 "header key-ordering trap").
     * The body has the members ``protected, encrypted_key, iv, ciphertext, tag`` in that order, all base64url
       without padding; no ``aad``, no ``unprotected``.
-    * The recipient key comes from a verified token; it is still re-parsed here and checked (curve point, RSA
-      size) because a token's claims are only as good as the verifier that issued it.
+    * The recipient key comes from a verified token; it is still parsed here and checked (curve point, RSA
+      size) because a token's claims are only as good as the verifier that issued it. A :class:`TeeRecipient`
+      is that parsed key: a caller may keep one per verified token and encrypt many answers to it, since every
+      :meth:`TeeRecipient.encrypt` makes a fresh CEK, IV and (ECDH) ephemeral key pair and key agreement.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import struct
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cocoguest.crypto.tee_crypto import CURVES
 from cocoguest.errors import ProtocolError
@@ -97,6 +99,68 @@ def _rsa_recipient(untrusted_jwk: Mapping[str, object]) -> rsa.RSAPublicKey:
         raise ProtocolError(msg) from err
 
 
+class TeeRecipient:
+    """A checked TEE public key, ready to encrypt any number of responses to it (parse once, encrypt often).
+
+    Holding one costs nothing secret: it is the parsed public key. Every :meth:`encrypt` still makes a fresh
+    CEK and IV, and for ECDH a fresh ephemeral key pair and key agreement.
+    """
+
+    __slots__ = ("_alg", "_crv", "_ec", "_rsa", "_size")
+
+    def __init__(self, untrusted_jwk: Mapping[str, object]) -> None:
+        """Parse and check ``untrusted_jwk`` (curve point, RSA size).
+
+        Raises:
+            ProtocolError: the key's ``kty``/``alg``/``crv`` is not one the KBS supports (Trustee: ``JweError``),
+                or its members are malformed.
+        """
+        kty, alg = untrusted_jwk.get("kty"), untrusted_jwk.get("alg")
+        self._ec: ec.EllipticCurvePublicKey | None = None
+        self._rsa: rsa.RSAPublicKey | None = None
+        if kty == "EC" and alg == _ECDH_ALG:
+            self._crv, self._ec = _ec_recipient(untrusted_jwk)
+            self._size = (self._ec.curve.key_size + 7) // 8
+        elif kty == "RSA" and alg in ("RSA-OAEP-256", "RSA1_5"):
+            self._rsa = _rsa_recipient(untrusted_jwk)
+            self._crv, self._size = "", 0
+        else:
+            msg = f"tee-pubkey kty {str(kty)[:16]!r} with alg {str(alg)[:32]!r} is not supported"
+            raise ProtocolError(msg)
+        self._alg: str = str(alg)
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        """The Trustee response body (flattened JWE JSON) of ``plaintext``, with a fresh CEK, IV (and epk)."""
+        cek = os.urandom(_CEK_BYTES)
+        if self._ec is not None:
+            # SECURITY: a fresh ephemeral key and key agreement per response, never reused.
+            ephemeral = ec.generate_private_key(self._ec.curve)
+            kek = _concat_kdf(ephemeral.exchange(ec.ECDH(), self._ec))
+            point = ephemeral.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+            x, y = _b64u(point[1 : 1 + self._size]), _b64u(point[1 + self._size :])
+            # Built as text: every value is a fixed name or base64url, so nothing needs escaping, and the member
+            # order is the one the Rust client's AAD needs (module docstring).
+            epk = f'{{"crv":"{self._crv}","kty":"EC","x":"{x}","y":"{y}"}}'
+            header = f'{{"alg":"{_ECDH_ALG}","enc":"A256GCM","epk":{epk}}}'
+            encrypted_key = aes_key_wrap(kek, cek)
+        else:
+            assert self._rsa is not None  # noqa: S101  (__init__ sets one of the two)
+            header = f'{{"alg":"{self._alg}","enc":"A256GCM"}}'
+            if self._alg == "RSA-OAEP-256":
+                sha256 = hashes.SHA256()
+                pad: padding.AsymmetricPadding = padding.OAEP(mgf=padding.MGF1(sha256), algorithm=sha256, label=None)
+            else:
+                pad = padding.PKCS1v15()
+            encrypted_key = self._rsa.encrypt(cek, pad)
+        protected = _b64u(header.encode("ascii"))
+        iv = os.urandom(_IV_BYTES)
+        sealed = AESGCM(cek).encrypt(iv, plaintext, protected.encode("ascii"))
+        return (
+            f'{{"protected":"{protected}","encrypted_key":"{_b64u(encrypted_key)}","iv":"{_b64u(iv)}",'
+            f'"ciphertext":"{_b64u(sealed[:-_TAG_BYTES])}","tag":"{_b64u(sealed[-_TAG_BYTES:])}"}}'
+        ).encode("ascii")
+
+
 def encrypt_to_tee_key(plaintext: bytes, untrusted_jwk: Mapping[str, object]) -> bytes:
     """The Trustee response body (flattened JWE JSON) of ``plaintext`` encrypted to ``untrusted_jwk``.
 
@@ -104,42 +168,4 @@ def encrypt_to_tee_key(plaintext: bytes, untrusted_jwk: Mapping[str, object]) ->
         ProtocolError: the key's ``kty``/``alg``/``crv`` is not one the KBS supports (Trustee: ``JweError``),
             or its members are malformed.
     """
-    kty, alg = untrusted_jwk.get("kty"), untrusted_jwk.get("alg")
-    cek = os.urandom(_CEK_BYTES)
-    if kty == "EC" and alg == _ECDH_ALG:
-        crv, recipient = _ec_recipient(untrusted_jwk)
-        ephemeral = ec.generate_private_key(recipient.curve)
-        kek = _concat_kdf(ephemeral.exchange(ec.ECDH(), recipient))
-        size = (recipient.curve.key_size + 7) // 8
-        point = ephemeral.public_key().public_numbers()
-        epk = {
-            "crv": crv,
-            "kty": "EC",
-            "x": _b64u(point.x.to_bytes(size, "big")),
-            "y": _b64u(point.y.to_bytes(size, "big")),
-        }
-        header: dict[str, object] = {"alg": alg, "enc": "A256GCM", "epk": epk}
-        encrypted_key = aes_key_wrap(kek, cek)
-    elif kty == "RSA" and alg in ("RSA-OAEP-256", "RSA1_5"):
-        recipient_rsa = _rsa_recipient(untrusted_jwk)
-        header = {"alg": alg, "enc": "A256GCM"}
-        if alg == "RSA-OAEP-256":
-            sha256 = hashes.SHA256()
-            pad: padding.AsymmetricPadding = padding.OAEP(mgf=padding.MGF1(sha256), algorithm=sha256, label=None)
-        else:
-            pad = padding.PKCS1v15()
-        encrypted_key = recipient_rsa.encrypt(cek, pad)
-    else:
-        msg = f"tee-pubkey kty {str(kty)[:16]!r} with alg {str(alg)[:32]!r} is not supported"
-        raise ProtocolError(msg)
-    protected = _b64u(json.dumps(header, separators=(",", ":")).encode("utf-8"))
-    iv = os.urandom(_IV_BYTES)
-    sealed = AESGCM(cek).encrypt(iv, plaintext, protected.encode("ascii"))
-    body = {
-        "protected": protected,
-        "encrypted_key": _b64u(encrypted_key),
-        "iv": _b64u(iv),
-        "ciphertext": _b64u(sealed[:-_TAG_BYTES]),
-        "tag": _b64u(sealed[-_TAG_BYTES:]),
-    }
-    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+    return TeeRecipient(untrusted_jwk).encrypt(plaintext)

@@ -2,6 +2,7 @@
 
 Modules, lowest first:
     config          the TOML configuration in Trustee's shape
+    lru             the bounded, thread-safe LRU map behind the GET-path caches
     storage         resources on disk (Trustee's LocalFs names), written atomically
     sessions        ``kbs-session-id`` sessions with expiry
     verifier        the ``sample`` and ``sampledevice`` verifiers: report-data binding, init-data digest

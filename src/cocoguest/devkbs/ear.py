@@ -11,6 +11,9 @@ Token: JWS compact, header ``{"alg":"ES256","typ":"JWT","jwk":{...,"alg":"ES256"
 Invariants:
     * SECURITY: :meth:`EarBroker.verify` accepts only tokens signed by this broker's key, with an ``exp`` not
       older than the leeway; the header ``jwk`` is ignored (never trusted).
+    * A token whose signature verified is remembered by the SHA-256 of its exact bytes (at most
+      ``Limits.devkbs_token_cache_entries``, least recently used dropped): only the signature check is skipped
+      for those very bytes; ``exp`` is checked against the clock on every call.
     * The TEE key for resource encryption is read from verified claims only (:func:`tee_pubkey_of`).
 """
 
@@ -19,13 +22,14 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Final
 
 from cocoguest import __version__
 from cocoguest.crypto.jws import Es256Key
+from cocoguest.devkbs.lru import BoundedLru
 from cocoguest.devkbs.rego import RegoPolicy
 from cocoguest.devkbs.verifier import AttestationResult, VerifiedEvidence, normalize_tee_pubkey
 from cocoguest.errors import KbsApiError, SignatureError
@@ -139,6 +143,18 @@ class AttestationPolicies:
         return vector, status_of(vector), _DEFAULT_POLICY_BASE
 
 
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """A token whose ES256 signature this broker verified: the SHA-256 of its bytes, its claims and ``exp``.
+
+    ``claims`` is shared by every request that presents the same token: readers never mutate it.
+    """
+
+    digest: bytes
+    claims: dict[str, object]
+    exp: float
+
+
 class EarBroker:
     """Issues and verifies this KBS's EAR tokens."""
 
@@ -156,8 +172,7 @@ class EarBroker:
         self._clock = clock
         self._limits = limits
         self._header = {"alg": "ES256", "typ": "JWT", "jwk": key.public_jwk()}
-        self._verified: OrderedDict[bytes, dict[str, object]] = OrderedDict()
-        self._verified_lock = threading.Lock()
+        self._verified: BoundedLru[bytes, VerifiedToken] = BoundedLru(limits.devkbs_token_cache_entries)
 
     def issue(self, result: AttestationResult, policies: AttestationPolicies) -> str:
         """The token for a verified attestation (appraised by ``policies``)."""
@@ -188,8 +203,8 @@ class EarBroker:
         }
         return self._key.sign(self._header, claims)
 
-    def verify(self, untrusted_token: str) -> dict[str, object]:
-        """The claims of a token this broker issued and that has not expired.
+    def verify(self, untrusted_token: str) -> VerifiedToken:
+        """A token this broker issued and that has not expired: its digest, claims and ``exp``.
 
         Raises:
             KbsApiError: ``TokenVerifierError`` (bad size, signature, or ``exp``).
@@ -197,27 +212,27 @@ class EarBroker:
         if len(untrusted_token) > self._limits.kbs_max_token_bytes:
             msg = "Token verifier error: token too large"
             raise KbsApiError("TokenVerifierError", msg)
-        # A token whose signature verified once is remembered by its SHA-256 (bounded); exp is checked every time.
-        digest = hashlib.sha256(untrusted_token.encode("utf-8")).digest()
-        with self._verified_lock:
-            claims = self._verified.get(digest)
-        if claims is None:
+        raw = untrusted_token.encode("utf-8")
+        # SECURITY: the cache key is the SHA-256 of the exact token bytes, so a hit means this very token's
+        # signature verified before (any other byte string, one flipped bit included, is verified afresh);
+        # the cached claims are never mutated, and exp is checked on every call, cached or not.
+        digest = hashlib.sha256(raw).digest()
+        verified = self._verified.get(digest)
+        if verified is None:
             try:
                 _, claims = self._key.verify(untrusted_token, "attestation token")
             except SignatureError as e:
                 raise KbsApiError("TokenVerifierError", f"Token verifier error: {e}") from e
-            with self._verified_lock:
-                self._verified[digest] = claims
-                while len(self._verified) > self._limits.devkbs_policy_cache_entries:
-                    self._verified.popitem(last=False)
-        exp = claims.get("exp")
-        if isinstance(exp, bool) or not isinstance(exp, int | float):
-            msg = "Token verifier error: token has no numeric exp"
-            raise KbsApiError("TokenVerifierError", msg)
-        if exp + self._limits.devkbs_token_leeway_s < self._clock():
+            exp = claims.get("exp")
+            if isinstance(exp, bool) or not isinstance(exp, int | float):
+                msg = "Token verifier error: token has no numeric exp"
+                raise KbsApiError("TokenVerifierError", msg)
+            verified = VerifiedToken(digest, claims, float(exp))
+            self._verified.put(digest, verified)
+        if verified.exp + self._limits.devkbs_token_leeway_s < self._clock():
             msg = "Token verifier error: token expired"
             raise KbsApiError("TokenVerifierError", msg)
-        return claims
+        return verified
 
 
 def _pointer(document: object, pointer: str) -> object:

@@ -30,6 +30,7 @@ from typing import Final
 
 from regopy import Interpreter, RegoError
 
+from cocoguest.devkbs.lru import BoundedLru
 from cocoguest.devkbs.native_policy import Unsupported, native_rules
 from cocoguest.errors import KbsApiError
 from cocoguest.limits import DEFAULT_LIMITS, Limits
@@ -56,10 +57,10 @@ class RegoPolicy:
         self.text = text
         self._what = what
         self._cacheable = _NON_DETERMINISTIC.search(text) is None
-        self._cache_max = limits.devkbs_policy_cache_entries
         self._lock = threading.Lock()
         self._interpreters: OrderedDict[str, list[tuple[Interpreter, threading.Lock]]] = OrderedDict()
-        self._verdicts: OrderedDict[bytes, object] = OrderedDict()
+        # Values are 1-tuples: an undefined rule's verdict is None, which must still be a hit.
+        self._verdicts: BoundedLru[bytes, tuple[object]] = BoundedLru(limits.devkbs_policy_cache_entries)
         self._native = native_rules(text)
         self._build("{}")  # SECURITY: refuse a broken policy now, not at the first request.
 
@@ -127,10 +128,9 @@ class RegoPolicy:
             identity = b"k" + input_key  # domain-separated from serialized inputs
         key = hashlib.sha256(rule.encode() + b"\0" + data_json.encode() + b"\0" + identity).digest()
         if self._cacheable:
-            with self._lock:
-                if key in self._verdicts:
-                    self._verdicts.move_to_end(key)
-                    return self._verdicts[key]
+            hit = self._verdicts.get(key)
+            if hit is not None:
+                return hit[0]
         if input_json is None:
             input_json = _dump(input_value)
         interpreter, lock = self._interpreter(data_json)
@@ -149,10 +149,7 @@ class RegoPolicy:
         if output.results and output.results[0].expressions:
             value = output.results[0].expressions[0]
         if self._cacheable:
-            with self._lock:
-                self._verdicts[key] = value
-                while len(self._verdicts) > self._cache_max:
-                    self._verdicts.popitem(last=False)
+            self._verdicts.put(key, (value,))
         return value
 
     def allows(self, claims: object, data: object, *, claims_key: bytes | None = None) -> bool:

@@ -27,6 +27,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.utils import formatdate
@@ -97,6 +98,7 @@ class _Connection(asyncio.Protocol):
         )
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self._paused = False
         self._closing = False
 
@@ -116,12 +118,22 @@ class _Connection(asyncio.Protocol):
         self._transport = None
 
     def _arm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        """Move the deadline to one timeout from now.
+
+        Only the deadline moves; the one timer, when it fires early, sleeps again until the deadline (so a
+        keep-alive request costs a float store, not a cancelled timer and a new one on the loop's heap).
+        """
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._owner.config.limits.devkbs_socket_timeout_s, self._expire)
+        self._deadline = loop.time() + self._owner.config.limits.devkbs_socket_timeout_s
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._expire)
 
     def _expire(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._expire)
+            return
+        self._timer = None
         _logger.debug("dev KBS: closing a connection idle or trickling for too long")
         self.close()
 
@@ -178,7 +190,7 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
-        date = formatdate(usegmt=True)
+        date = self._owner.http_date()
         transport.write(
             render_response(status, body, content_type=content_type, headers=headers, date=date, close=close)
         )
@@ -204,6 +216,14 @@ class _Listener:
             self.sock.close()
             raise
         self.server: asyncio.Server | None = None
+        self._date: tuple[int, str] = (0, "")
+
+    def http_date(self) -> str:
+        """The ``Date`` header value for now, formatted once per second (only the loop thread calls this)."""
+        now = int(time.time())
+        if self._date[0] != now:
+            self._date = (now, formatdate(now, usegmt=True))
+        return self._date[1]
 
 
 class DevKbsServer:

@@ -21,6 +21,10 @@ Invariants:
       ``PluginInternalError`` and logged; it never stops the server.
     * SECURITY: a resource is released only to a token this KBS signed, unexpired, that the resource policy
       allows, and only encrypted to the TEE key inside that token's verified claims.
+    * The GET path remembers, per token (by the SHA-256 of its exact bytes, bounded by
+      ``Limits.devkbs_token_cache_entries``): its verified claims (:class:`EarBroker`; ``exp`` still checked
+      each time), the policy's verdict (:class:`RegoPolicy`; forgotten with the policy) and its parsed TEE key.
+      Each answer is still a new JWE: fresh CEK, IV and ephemeral key agreement.
     * SECURITY: admin endpoints pass :class:`AdminAuth` first, before their body is parsed.
     * Thread-safe: sessions, policies and counters have their own locks; handlers may run concurrently.
 """
@@ -29,7 +33,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import os
@@ -44,9 +47,10 @@ from pathlib import Path
 from typing import Final
 
 from cocoguest.crypto.jws import Es256Key
-from cocoguest.crypto.tee_jwe import encrypt_to_tee_key
+from cocoguest.crypto.tee_jwe import TeeRecipient
 from cocoguest.devkbs.admin_auth import AdminAuth
-from cocoguest.devkbs.ear import AttestationPolicies, EarBroker, shipped_policy, tee_pubkey_of
+from cocoguest.devkbs.ear import AttestationPolicies, EarBroker, VerifiedToken, shipped_policy, tee_pubkey_of
+from cocoguest.devkbs.lru import BoundedLru
 from cocoguest.devkbs.rego import RegoPolicy
 from cocoguest.devkbs.resource_policy import policy_data
 from cocoguest.devkbs.sessions import SessionStore
@@ -167,6 +171,7 @@ class KbsService:
         self.attestation_policies = AttestationPolicies(limits)
         self.broker = EarBroker(token_key, token_lifetime_s, clock=clock, limits=limits)
         self.metrics = Metrics()
+        self._recipients: BoundedLru[bytes, TeeRecipient] = BoundedLru(limits.devkbs_token_cache_entries)
         if not policy_path.exists():
             _write_atomic(policy_path, shipped_policy("default.rego").encode("utf-8"))
         try:
@@ -303,14 +308,12 @@ class KbsService:
             return Response(200, b"", "text/xml")
         if method != "GET":
             raise KbsApiError("InvalidRequestPath", f"Invalid request path {method} resource", status=404)
-        token = self._token(headers)
-        claims = self.broker.verify(token)
+        verified = self.broker.verify(self._token(headers))
         # The claims are a function of the verified token: its digest keys the verdict cache.
-        self.authorize(claims, f"resource/{rest}", query, claims_key=hashlib.sha256(token.encode("utf-8")).digest())
+        self.authorize(verified.claims, f"resource/{rest}", query, claims_key=verified.digest)
         plaintext = self._resources.read(rest)
-        tee_pubkey = tee_pubkey_of(claims, self._extra_teekey_paths)
         try:
-            return Response(200, encrypt_to_tee_key(plaintext, tee_pubkey), _JSON)
+            return Response(200, self._recipient(verified).encrypt(plaintext), _JSON)
         except ProtocolError as e:
             raise KbsApiError("JweError", f"JWE error: {e}") from e
 
@@ -328,6 +331,21 @@ class KbsService:
         # SECURITY: the policy decides on verified claims only (the caller verified the token).
         if not self._resource_policy.allows(claims, policy_data(untrusted_path, query), claims_key=claims_key):
             raise KbsApiError("PolicyDeny", "Access denied by policy")
+
+    def _recipient(self, verified: VerifiedToken) -> TeeRecipient:
+        """The parsed TEE key in ``verified``'s claims.
+
+        Raises:
+            KbsApiError: no usable key in the claims (``TokenVerifierError``).
+            ProtocolError: the key is of an unsupported kind or malformed.
+        """
+        # SECURITY: the TEE key is a pure function of the verified claims (and the fixed extra_teekey_paths), and
+        # the claims of the token whose bytes hash to ``digest``: the key parsed once for a digest is the key.
+        recipient = self._recipients.get(verified.digest)
+        if recipient is None:
+            recipient = TeeRecipient(tee_pubkey_of(verified.claims, self._extra_teekey_paths))
+            self._recipients.put(verified.digest, recipient)
+        return recipient
 
     # ------------------------------------------------------------------ admin
 
