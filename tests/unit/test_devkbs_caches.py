@@ -93,10 +93,10 @@ def _refused(service: KbsService, token: str, variant: str) -> None:
 
 
 def _flip(token: str, i: int) -> str:
-    """``token`` with character ``i`` replaced: a '.' by 'A', a base64url digit by the one whose top bit differs
-    (so the decoded bytes change even in a last, partial group)."""
+    """``token`` with character ``i`` replaced: a '.' by 'A', a base64url digit by the next one (in a last,
+    partial group that may only flip unused trailing bits: a non-canonical spelling, refused all the same)."""
     old = token[i]
-    new = "A" if old == "." else B64URL[B64URL.index(old) ^ 0b100000]
+    new = "A" if old == "." else B64URL[(B64URL.index(old) + 1) % 64]
     return token[:i] + new + token[i + 1 :]
 
 

@@ -46,7 +46,13 @@ def _unb64u(text: str, what: str) -> bytes:
     if len(text) % 4 == 1 or not _B64URL.fullmatch(text):
         msg = f"{what}: not base64url"
         raise SignatureError(msg)
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # SECURITY: only the canonical spelling (zero trailing bits): otherwise one signed token has several valid
+    # spellings, and a token's bytes (which key the dev KBS's verified-token cache) would not identify it.
+    if b64u(data) != text:
+        msg = f"{what}: not canonical base64url (non-zero trailing bits)"
+        raise SignatureError(msg)
+    return data
 
 
 class Es256Key:
