@@ -6,7 +6,8 @@ decryption (tests/fixtures/devkbs.py):
 * verified tokens are remembered by the SHA-256 of their exact bytes: a token with any one character changed is
   verified afresh and refused; an expired token is refused although its signature is cached;
 * resource-policy verdicts die with the policy: a new policy decides the next GET of the same token;
-* TEE keys are parsed once per verified token, yet each answer has a fresh ephemeral key, CEK and IV;
+* TEE keys are parsed once per verified token, yet each answer has a fresh ephemeral key, CEK and IV (a key
+  agreement prepared in idle time is taken by exactly one answer, even by racing threads);
 * every cache is bounded (``Limits.devkbs_token_cache_entries``, ``Limits.devkbs_policy_cache_entries``).
 """
 
@@ -17,11 +18,13 @@ import dataclasses
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from cocoguest.crypto.jws import Es256Key
+from cocoguest.crypto.tee_jwe import TeeRecipient
 from cocoguest.devkbs.admin_auth import AdminAuth
 from cocoguest.devkbs.ear import shipped_policy
 from cocoguest.devkbs.lru import BoundedLru
@@ -82,7 +85,10 @@ def _token(service: KbsService, key: TeeKey) -> str:
 
 
 def _get(service: KbsService, token: str) -> tuple[int, bytes]:
+    """One GET as the server does it: the answer, then its idle-time work (the next key agreement)."""
     answer = service.handle("GET", PATH, {"authorization": f"Bearer {token}"}, b"")
+    if answer.after_sent is not None:
+        answer.after_sent()
     return answer.status, answer.body
 
 
@@ -164,6 +170,29 @@ def test_each_answer_has_a_fresh_ephemeral_key_cek_and_iv_and_each_token_its_own
                 assert part not in seen
                 seen.add(part)
     assert len(seen) == 18
+
+
+def _answer_after(barrier: threading.Barrier, recipient: TeeRecipient, bodies: list[bytes]) -> None:
+    barrier.wait()
+    bodies.append(recipient.encrypt(SECRET))
+
+
+def test_a_prepared_key_agreement_is_taken_by_exactly_one_answer_even_by_racing_threads() -> None:
+    key = TeeKey.generate("P-256")
+    recipient = TeeRecipient(key.public_jwk())
+    for _ in range(50):
+        recipient.prepare()
+        recipient.prepare()  # at most one waits
+        barrier = threading.Barrier(2)
+        bodies: list[bytes] = []
+        threads = [threading.Thread(target=_answer_after, args=(barrier, recipient, bodies)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        epks = {json.loads(unb64u(json.loads(body)["protected"]))["epk"]["x"] for body in bodies}
+        assert len(epks) == 2, "two answers shared one ephemeral key"
+        assert all(key.decrypt(body) == SECRET for body in bodies)
 
 
 def test_the_token_and_tee_key_caches_are_bounded(tmp_path: Path) -> None:

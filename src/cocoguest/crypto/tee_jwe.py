@@ -17,6 +17,9 @@ Invariants:
       size) because a token's claims are only as good as the verifier that issued it. A :class:`TeeRecipient`
       is that parsed key: a caller may keep one per verified token and encrypt many answers to it, since every
       :meth:`TeeRecipient.encrypt` makes a fresh CEK, IV and (ECDH) ephemeral key pair and key agreement.
+    * :meth:`TeeRecipient.prepare` may make the next answer's ephemeral key pair and key agreement ahead of time
+      (while the server is idle between two requests of a client); each prepared agreement is taken by exactly
+      one :meth:`TeeRecipient.encrypt` (an atomic pop), so an ephemeral key is still never used twice.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import base64
 import os
 import struct
+from collections import deque
 from collections.abc import Mapping
 from typing import Final
 
@@ -102,11 +106,12 @@ def _rsa_recipient(untrusted_jwk: Mapping[str, object]) -> rsa.RSAPublicKey:
 class TeeRecipient:
     """A checked TEE public key, ready to encrypt any number of responses to it (parse once, encrypt often).
 
-    Holding one costs nothing secret: it is the parsed public key. Every :meth:`encrypt` still makes a fresh
-    CEK and IV, and for ECDH a fresh ephemeral key pair and key agreement.
+    Holding one costs little secret: the parsed public key, and at most one prepared (unused) ECDH agreement.
+    Every :meth:`encrypt` still makes a fresh CEK and IV, and for ECDH uses a fresh ephemeral key pair and key
+    agreement: the one :meth:`prepare` made, taken once, or a new one.
     """
 
-    __slots__ = ("_alg", "_crv", "_ec", "_rsa", "_size")
+    __slots__ = ("_alg", "_crv", "_ec", "_prepared", "_rsa", "_size")
 
     def __init__(self, untrusted_jwk: Mapping[str, object]) -> None:
         """Parse and check ``untrusted_jwk`` (curve point, RSA size).
@@ -128,19 +133,38 @@ class TeeRecipient:
             msg = f"tee-pubkey kty {str(kty)[:16]!r} with alg {str(alg)[:32]!r} is not supported"
             raise ProtocolError(msg)
         self._alg: str = str(alg)
+        self._prepared: deque[tuple[bytes, str]] = deque(maxlen=1)
+
+    def _agreement(self) -> tuple[bytes, str]:
+        """A fresh ephemeral key pair on the recipient's curve: (the KEK it agrees with the recipient, its epk)."""
+        assert self._ec is not None  # noqa: S101  (ECDH recipients only)
+        ephemeral = ec.generate_private_key(self._ec.curve)
+        kek = _concat_kdf(ephemeral.exchange(ec.ECDH(), self._ec))
+        point = ephemeral.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        x, y = _b64u(point[1 : 1 + self._size]), _b64u(point[1 + self._size :])
+        # Built as text: every value is a fixed name or base64url, so nothing needs escaping, and the member
+        # order is the one the Rust client's AAD needs (module docstring).
+        return kek, f'{{"crv":"{self._crv}","kty":"EC","x":"{x}","y":"{y}"}}'
+
+    def prepare(self) -> None:
+        """Make the next :meth:`encrypt`'s ECDH agreement now (nothing for RSA, or if one is already waiting).
+
+        For idle time: a server calls it after sending an answer, so the next answer to this key costs one key
+        agreement less while the client waits.
+        """
+        if self._ec is not None and not self._prepared:
+            self._prepared.append(self._agreement())
 
     def encrypt(self, plaintext: bytes) -> bytes:
         """The Trustee response body (flattened JWE JSON) of ``plaintext``, with a fresh CEK, IV (and epk)."""
         cek = os.urandom(_CEK_BYTES)
         if self._ec is not None:
-            # SECURITY: a fresh ephemeral key and key agreement per response, never reused.
-            ephemeral = ec.generate_private_key(self._ec.curve)
-            kek = _concat_kdf(ephemeral.exchange(ec.ECDH(), self._ec))
-            point = ephemeral.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
-            x, y = _b64u(point[1 : 1 + self._size]), _b64u(point[1 + self._size :])
-            # Built as text: every value is a fixed name or base64url, so nothing needs escaping, and the member
-            # order is the one the Rust client's AAD needs (module docstring).
-            epk = f'{{"crv":"{self._crv}","kty":"EC","x":"{x}","y":"{y}"}}'
+            # SECURITY: a fresh ephemeral key and key agreement per response, never reused: a prepared one is
+            # popped (atomically, so two threads can never take the same one), else one is made now.
+            try:
+                kek, epk = self._prepared.popleft()
+            except IndexError:
+                kek, epk = self._agreement()
             header = f'{{"alg":"{_ECDH_ALG}","enc":"A256GCM","epk":{epk}}}'
             encrypted_key = aes_key_wrap(kek, cek)
         else:

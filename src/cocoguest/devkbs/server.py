@@ -176,6 +176,9 @@ class _Connection(asyncio.Protocol):
             self._write(
                 response.status, response.body, response.content_type, response.headers, close=not item.keep_alive
             )
+            if response.after_sent is not None:
+                # After the loop has handed the answer to the socket, before it waits for more (idle time).
+                asyncio.get_running_loop().call_soon(response.after_sent)
             self._arm()
 
     def _write(

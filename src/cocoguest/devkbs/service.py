@@ -95,6 +95,8 @@ class Response:
     body: bytes = b""
     content_type: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    after_sent: Callable[[], None] | None = None
+    """Idle-time work for the server to run once the answer is on its way (preparing the next answer)."""
 
 
 @dataclass
@@ -313,7 +315,9 @@ class KbsService:
         self.authorize(verified.claims, f"resource/{rest}", query, claims_key=verified.digest)
         plaintext = self._resources.read(rest)
         try:
-            return Response(200, self._recipient(verified).encrypt(plaintext), _JSON)
+            recipient = self._recipient(verified)
+            # The next GET with this token will find its key agreement made while the guest decrypts this one.
+            return Response(200, recipient.encrypt(plaintext), _JSON, after_sent=recipient.prepare)
         except ProtocolError as e:
             raise KbsApiError("JweError", f"JWE error: {e}") from e
 
