@@ -13,7 +13,10 @@ Run by ``make demo``. Steps (each a small function, so more processes can be add
 8. store a workload secret in the KBS;
 9. start the three guest services as separate processes (scripts/demo_guest.py): attestation-agent,
    confidential-data-hub and api-server-rest, each waited for until it answers;
-10. the workload: ``curl`` the secret through api-server-rest (CDH -> AA token -> KBS) and its KBS token.
+10. the workload: ``curl`` the secret through api-server-rest (CDH -> AA token -> KBS) and its KBS token;
+11. kata-agent's image pull: PullImage on the CDH's ttrpc socket (``cocoguest cdh pull-image``, the upstream
+    cdh-tool's verb); the CDH takes the signature policy, sigstore config and registries.conf from the KBS
+    (its ``[image]`` section), the KEK through the AA's token, and measures the pull through the AA.
 
 Everything lives in a temporary directory that is removed at the end, and every process started is stopped,
 also on failure, Ctrl-C or SIGTERM (turned into ``SystemExit`` so every ``finally`` runs).
@@ -38,7 +41,7 @@ from types import FrameType
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from demo_guest import api_server_rest, attestation_agent, confidential_data_hub
+from demo_guest import ImageSettings, api_server_rest, attestation_agent, confidential_data_hub
 
 from cocoguest.devkbs.admin_client import KbsAdminClient
 from cocoguest.devkbs.config import DevKbsConfig
@@ -50,6 +53,7 @@ KEK_ID = "default/image-kek/demo"
 POLICY_ID = "default/security-policy/demo"
 COSIGN_KEY_ID = "default/cosign-public-key/demo"
 SIGSTORE_CONFIG_ID = "default/sigstore-config/demo"
+REGISTRIES_CONF_ID = "default/registry-configuration/demo"
 WORKLOAD_RESOURCE_ID = "default/workload-secret/demo"
 SECRET = b"correct horse battery staple (from the dev KBS)"
 ALLOW_ALL = (ROOT / "src/cocoguest/devkbs/policies/allow_all.rego").read_text()
@@ -59,8 +63,8 @@ def step(text: str) -> None:
     print(f"\n== {text}")
 
 
-def cocoguest(*args: str, env: dict[str, str] | None = None) -> None:
-    """Run the cocoguest CLI; show a short form of the command."""
+def cocoguest(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run the cocoguest CLI; show a short form of the command; return its stdout."""
     print("   $ cocoguest " + " ".join(a if len(a) < 70 else a[:67] + "..." for a in args))
     command = [sys.executable, "-m", "cocoguest", *args]
     result = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
@@ -69,6 +73,7 @@ def cocoguest(*args: str, env: dict[str, str] | None = None) -> None:
         result.check_returncode()
     if "SAMPLE attester" in result.stderr:  # the warnings about the loopback registry's plain HTTP are left out
         print("   (warning: no TEE here, the SAMPLE attester was used as allowed: its evidence proves nothing)")
+    return result.stdout
 
 
 def free_port() -> int:
@@ -184,6 +189,10 @@ def store_policy(admin: KbsAdminClient, registry: str, public_key: Path) -> None
     sigstore = f"docker:\n  {registry}/demo:\n    use-sigstore-attachments: true\n"
     admin.set_resource(SIGSTORE_CONFIG_ID, sigstore.encode())
     print(f"   kbs:///{POLICY_ID}: reject all but {registry}/demo signed by the demo cosign key")
+    # The CDH's pulls read registries.conf (image-rs's registry_configuration_uri): the loopback registry is
+    # plain HTTP, as `--tls-verify=false` says for the CLI pull.
+    admin.set_resource(REGISTRIES_CONF_ID, f'[[registry]]\nlocation = "{registry}"\ninsecure = true\n'.encode())
+    print(f"   kbs:///{REGISTRIES_CONF_ID}: registries.conf for the CDH ({registry} is plain HTTP)")
 
 
 def guest_pull(kbs_url: str, ref: str, work: Path) -> Path:
@@ -197,6 +206,7 @@ def guest_pull(kbs_url: str, ref: str, work: Path) -> Path:
 
 
 def show_bundle(bundle: Path) -> bool:
+    """Print the bundle's process args, rootfs files and motd; whether the motd is the image's."""
     config = json.loads((bundle / "config.json").read_text())
     rootfs = bundle / "rootfs"
     files = sorted(str(p.relative_to(rootfs)) for p in rootfs.rglob("*") if p.is_file())
@@ -243,18 +253,39 @@ def workload(asr_url: str) -> bool:
     return secret == SECRET
 
 
-def guest_services_and_workload(kbs_url: str, work: Path) -> bool:
-    """Step 9 (the three services, stopped when this returns or raises) and step 10."""
+def kata_agent_pull(cdh_address: str, ref: str, work: Path) -> bool:
+    """Step 11: what kata-agent does for a container image: PullImage on the CDH's socket."""
+    step("11. kata-agent's image pull: PullImage through the CDH (policy, signatures, KEK from the KBS)")
+    bundle = work / "cdh-bundle"
+    digest = cocoguest("cdh", "-s", cdh_address, "pull-image", "--image-url", ref, "--bundle-path", str(bundle))
+    print(f"   manifest digest {digest.strip()} (the CDH then asked the AA to measure the pull: the sample")
+    print("   attester has no register to extend, so that is NOT_SUPPORTED here; on a TEE it is an AAEL event)")
+    try:
+        return show_bundle(bundle)
+    finally:
+        # As root the CDH's snapshotter mounts an overlay at rootfs: the container runtime's to unmount.
+        if os.path.ismount(bundle / "rootfs"):
+            subprocess.run(["umount", str(bundle / "rootfs")], check=False, timeout=60)
+
+
+def guest_services_and_workload(kbs_url: str, ref: str, work: Path) -> bool:
+    """Step 9 (the three services, stopped when this returns or raises), step 10 and step 11."""
     step("9. guest services as separate processes: attestation-agent, confidential-data-hub, api-server-rest")
+    image = ImageSettings(
+        policy_uri=f"kbs:///{POLICY_ID}",
+        sigstore_config_uri=f"kbs:///{SIGSTORE_CONFIG_ID}",
+        registry_configuration_uri=f"kbs:///{REGISTRIES_CONF_ID}",
+    )
     with (
         attestation_agent(work, kbs_url) as aa,
-        confidential_data_hub(work, kbs_url, aa.address) as cdh,
+        confidential_data_hub(work, kbs_url, aa.address, image) as cdh,
         api_server_rest(work, free_port(), aa.address, cdh.address) as asr,
     ):
         print("   (the AA uses the SAMPLE attester, explicitly allowed: no TEE here, its evidence proves nothing)")
-        ok = workload(asr.address)
+        fetched = workload(asr.address)
+        pulled = kata_agent_pull(cdh.address, ref, work)
     print("   attestation-agent, confidential-data-hub and api-server-rest stopped")
-    return ok
+    return fetched and pulled
 
 
 def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
@@ -274,7 +305,7 @@ def main() -> int:
             store_policy(admin, registry, public_key)
             pulled = show_bundle(guest_pull(kbs.url, ref, work))
             store_secret(admin)
-            fetched = guest_services_and_workload(kbs.url, work)
+            fetched = guest_services_and_workload(kbs.url, ref, work)
     ok = pulled and fetched
     print("\ndemo " + ("succeeded" if ok else "FAILED") + "; every process stopped, temporary files removed")
     return 0 if ok else 1

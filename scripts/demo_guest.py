@@ -160,16 +160,29 @@ def attestation_agent(work: Path, kbs_url: str) -> Iterator[GuestService]:
         yield service
 
 
+@dataclass(frozen=True)
+class ImageSettings:
+    """The CDH's ``[image]`` resources for PullImage (image-rs's ImageConfig keys), as ``kbs:///`` URIs."""
+
+    policy_uri: str
+    sigstore_config_uri: str
+    registry_configuration_uri: str
+
+
 @contextlib.contextmanager
-def confidential_data_hub(work: Path, kbs_url: str, aa_address: str) -> Iterator[GuestService]:
-    """``confidential-data-hub -c WORK/cdh.toml``: cc_kbc against the dev KBS, tokens from the AA's socket."""
+def confidential_data_hub(work: Path, kbs_url: str, aa_address: str, image: ImageSettings) -> Iterator[GuestService]:
+    """``confidential-data-hub -c WORK/cdh.toml``: cc_kbc against the dev KBS, tokens from the AA's socket, and
+    an ``[image]`` section for PullImage (store under WORK/cdh-images)."""
     address = f"unix://{work}/cdh.sock"
     key_dir = work / "sealed-keys"
     key_dir.mkdir(exist_ok=True)
     config = work / "cdh.toml"
     config.write_text(
         f'socket = "{address}"\nsealed_secret_key_dir = "{key_dir}"\n\n'
-        f'[kbc]\nname = "cc_kbc"\nurl = "{kbs_url}"\n\n[aa]\naa_socket = "{aa_address}"\n'
+        f'[kbc]\nname = "cc_kbc"\nurl = "{kbs_url}"\n\n[aa]\naa_socket = "{aa_address}"\n\n'
+        f'[image]\nwork_dir = "{work / "cdh-images"}"\nimage_security_policy_uri = "{image.policy_uri}"\n'
+        f'sigstore_config_uri = "{image.sigstore_config_uri}"\n'
+        f'registry_configuration_uri = "{image.registry_configuration_uri}"\n'
     )
     with _service("confidential-data-hub", "cocoguest.cli.cdh_server", ["-c", str(config)], address, work,
                   lambda: _cdh_answers(address)) as service:  # fmt: skip

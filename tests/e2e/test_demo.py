@@ -43,6 +43,11 @@ def test_demo_succeeds_and_cleans_up() -> None:
     assert "demo succeeded" in result.stdout
     for fragment in ("dev KBS", "coco-keyprovider", "guest pull", "etc/motd: Welcome"):
         assert fragment in result.stdout
+    # kata-agent's path: PullImage on the CDH's socket gave a digest and a bundle with the image's motd.
+    kata_pull = result.stdout.split("== 11. kata-agent's image pull", 1)
+    assert len(kata_pull) == 2, "step 11 (PullImage through the CDH) did not run"
+    assert re.search(r"manifest digest sha256:[0-9a-f]{64} ", kata_pull[1])
+    assert "etc/motd: Welcome to cocoguest." in kata_pull[1]
 
     # The secret the demo stored in the KBS came back through curl -> api-server-rest -> CDH -> KBS.
     secret = re.search(r'^SECRET = b"(.*)"$', SCRIPT.read_text(), re.MULTILINE)
