@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import math
 import select
@@ -123,10 +124,8 @@ class KbsConnection(http.client.HTTPConnection):
             raise DeadlineExceeded
         timeout = min(self._connect_timeout_s, left)
         raw = socket.create_connection((self.host, self.port), timeout)
-        try:
+        with contextlib.suppress(OSError):  # as http.client: requests go out whole, no Nagle delay
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # pragma: no cover - not a TCP socket
-            pass
         sock: _DeadlineSocket | _DeadlineSslSocket = _DeadlineSocket(
             raw.family, raw.type, raw.proto, fileno=raw.detach()
         )
