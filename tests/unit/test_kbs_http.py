@@ -9,11 +9,13 @@ compressed answers are refused with errors naming the step.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,7 @@ from cocoguest.errors import KbsProtocolError, TransportError
 from cocoguest.kbs.http import KbsHttp
 from cocoguest.kbs.protocol import Step
 from cocoguest.limits import Limits, MiB
+from tests.fixtures.registry import make_ca
 
 PATH = "/kbs/v0/resource/default/key/1"
 
@@ -47,12 +50,19 @@ class ScriptedServer:
     closed_by_client: int = 0
     bytes_sent: int = 0
     port: int = 0
+    tls: ssl.SSLContext | None = None
 
     def send(self, sock: socket.socket, data: bytes) -> None:
         sock.sendall(data)
         self.bytes_sent += len(data)
 
     def _serve_connection(self, sock: socket.socket, index: int) -> None:
+        if self.tls is not None:
+            try:
+                sock = self.tls.wrap_socket(sock, server_side=True)
+            except OSError:
+                sock.close()
+                return
         reader = sock.makefile("rb")
         try:
             while True:
@@ -105,7 +115,7 @@ class ScriptedServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls is not None else 'http'}://127.0.0.1:{self.port}"
 
 
 def ok(body: bytes = b'{"ok":true}', extra: str = "") -> bytes:
@@ -340,3 +350,31 @@ def test_url_prefix_threads_and_idle_cap() -> None:
         assert {r.connection for r in server.requests[6:]} <= {r.connection for r in server.requests[:6]}
         assert all(r.line == f"GET /prefix{PATH} HTTP/1.1" for r in server.requests)
         http.close()
+
+
+def test_https_connection_is_reused_and_keeps_the_deadline(tmp_path: Path) -> None:
+    """Over TLS too: one kept-alive connection, then a dripping answer cut off at the deadline."""
+    ca = make_ca(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(ca.server_cert, ca.server_key)
+
+    def answer(server: ScriptedServer, request: Request, sock: socket.socket) -> bool:
+        if len(server.requests) <= 3:
+            server.send(sock, ok())
+            return True
+        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 200:
+            time.sleep(0.05)
+            server.send(sock, bytes([byte]))
+        return False
+
+    with ScriptedServer(answer, tls=tls).running() as server:
+        http = KbsHttp(server.url, ca_cert_pem=ca.ca_cert.read_bytes(), limits=Limits(kbs_request_deadline_s=0.5))
+        for _ in range(3):
+            assert _get(http) == b'{"ok":true}'
+        started = time.monotonic()
+        with pytest.raises(TransportError, match=r"not complete within 0\.5 s"):
+            _get(http)
+        assert time.monotonic() - started < 1.5
+        assert server.connections == 1
+        with pytest.raises(TransportError, match="TLS certificate not trusted"):
+            _get(KbsHttp(server.url))

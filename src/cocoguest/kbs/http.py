@@ -227,6 +227,9 @@ class KbsHttp:
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 raise self._failure(step, url, deadline, e) from e
+            except BaseException:
+                conn.close()
+                raise
             break
         try:
             data = self._read_capped(response, step, url, max_bytes, deadline)
