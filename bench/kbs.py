@@ -7,10 +7,11 @@ real RCAR steps (auth, evidence bound to the nonce and key, attest, token); a GE
 that decrypts to the stored resource under the client's TEE key, as a guest does (so one client's rate is the
 round trip a real client sees: server, client and two wake-ups). ``--client stdlib`` (default): ``http.client``
 and cocoguest's JWE parsing and decryption (``kbs.protocol``, ``kbs.tee_key``); ``--client cocoguest``: the
-whole cocoguest KBS client (``KbsClient``: httpx, token cache, size caps and deadlines). Each scenario is measured
-``--repeat`` times with a fresh server process and the median is printed, with the server's CPU time per
-operation (from /proc), so client-bound runs show as such. ``--baseline-src DIR`` also measures the server of
-another source tree (e.g. ``git archive <commit> src | tar -x -C DIR``), interleaved, for before/after numbers.
+whole cocoguest KBS client (``KbsClient``: kept-alive ``http.client`` connections, token cache, size caps and
+deadlines). Each scenario is measured ``--repeat`` times with a fresh server process and the median is printed,
+with the server's CPU time per operation (from /proc), so client-bound runs show as such. ``--baseline-src DIR``
+also measures the server of another source tree (e.g. ``git archive <commit> src | tar -x -C DIR``),
+interleaved, for before/after numbers.
 Targets (issue 10): >= 200 handshakes/s and >= 1,000 GETs/s on the 2-core test machine.
 
     PYTHONPATH=src python bench/kbs.py [--seconds 3] [--repeat 3] [--procs 2] [--baseline-src DIR/src]

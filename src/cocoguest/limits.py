@@ -199,6 +199,8 @@ class Limits:
     """Attest again this long before the cached token's ``exp`` (Trustee's verifier allows 60 s leeway)."""
     kbs_max_cookie_bytes: int = 4 * KiB
     """The ``kbs-session-id`` cookie value (Trustee's is 32 hex characters)."""
+    kbs_max_idle_connections: int = 4
+    """Kept-alive connections one KBS client holds idle for its next requests (more concurrent ones are closed)."""
     max_annotation_packet_bytes: int = 64 * KiB
     """A decoded AnnotationPacket JSON (a wrapped layer key is ~300 bytes)."""
     ttrpc_max_message_bytes: int = 4 * MiB

@@ -122,7 +122,7 @@ class AttestationAgent:
             init_data: the init-data document sent to the KBS with ``/attest``, if started with one.
             limits: caps and timeouts.
             clock: seconds since the epoch, for token expiry (tests pass a fake clock).
-            kbs_transport: httpx transport of the KBS client (tests).
+            kbs_transport: httpx transport of the CoCo-AS token request (tests); the KBS client has its own.
         """
         self._attester = attester
         self._additional = tuple(additional)
@@ -199,7 +199,6 @@ class AttestationAgent:
                     init_data_toml=self._init_data.text() if self._init_data is not None else None,
                     limits=self._limits,
                     clock=self._clock,
-                    transport=self._kbs_transport,
                 )
             return self._kbs
 

@@ -30,8 +30,6 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-import httpx
-
 from cocoguest.errors import KbsDeniedError, KbsProtocolError, ProtocolError
 from cocoguest.jsonutil import load_object
 from cocoguest.kbs.evidence import EvidenceSource
@@ -187,7 +185,6 @@ class KbsClient(_ResourceClient):
         init_data_toml: str | None = None,
         limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         """Create a client; nothing is sent until a token or resource is asked for.
 
@@ -201,12 +198,11 @@ class KbsClient(_ResourceClient):
             init_data_toml: init-data sent with every ``/attest``.
             limits: caps, timeouts and the token refresh margin.
             clock: seconds since the epoch (tests pass a fake clock).
-            transport: httpx transport (tests).
 
         Raises:
             ConfigError: malformed URL or CA certificate.
         """
-        http = KbsHttp(url, ca_cert_pem=ca_cert_pem, limits=limits, transport=transport)
+        http = KbsHttp(url, ca_cert_pem=ca_cert_pem, limits=limits)
         self._evidence = evidence
         self._tee_key = tee_key if tee_key is not None else TeeKeyPair.generate(tee_key_algorithm)
         self._init_data_toml = init_data_toml
@@ -262,14 +258,13 @@ class PassportKbsClient(_ResourceClient):
         ca_cert_pem: bytes | None = None,
         limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         """Create a client that asks ``provider`` for credentials when the cached token is stale or refused.
 
         Raises:
             ConfigError: malformed URL or CA certificate.
         """
-        http = KbsHttp(url, ca_cert_pem=ca_cert_pem, limits=limits, transport=transport)
+        http = KbsHttp(url, ca_cert_pem=ca_cert_pem, limits=limits)
         cache = TokenCache(provider.get_kbs_credentials, margin_s=limits.kbs_token_refresh_margin_s, clock=clock)
         super().__init__(http, cache, limits)
 

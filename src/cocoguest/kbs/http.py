@@ -1,10 +1,23 @@
 """The HTTP transport of the KBS client: one request in, a status and a size-capped body out.
 
+Connections are kept alive and reused (one pool per :class:`KbsHttp`, so per KBS client), through the stdlib
+``http.client`` with deadline-bound sockets (:mod:`cocoguest.kbs.http_conn`).
+
 Invariants:
-    * SECURITY: every answer body is capped while it streams: a ``Content-Length`` above the cap is refused
-      before any body byte is read, and a body without one is cut off at ``cap + 1`` bytes; either way the
-      connection is closed and the call raises. A request also has a whole-request deadline
-      (``Limits.kbs_request_deadline_s``), so a server dripping bytes cannot hold us.
+    * SECURITY: every answer body is capped: a ``Content-Length`` above the cap is refused before any body byte
+      is read (a small declared body is read in one call), and a body without one is cut off at ``cap + 1``
+      bytes; either way the connection is closed and the call raises. A malformed ``Content-Length`` and a
+      ``Content-Encoding`` other than ``identity`` (we ask for ``identity``; nothing is ever decompressed) are
+      refused before reading.
+    * SECURITY: a request has a whole-request deadline (``Limits.kbs_request_deadline_s``) that bounds every
+      socket wait from connect to the last byte of the answer, so a server dripping bytes cannot hold us; a
+      reused connection gets the deadline of the request it carries.
+    * A connection goes back to the pool only after its answer was read completely and the server did not ask
+      to close it; after any failure it is closed. An idle connection the server has closed (or sent unasked
+      bytes on) is dropped before reuse. If a reused connection still turns out closed before the first byte of
+      the answer (the server's keep-alive timeout raced our request), the request is sent once more on a new
+      connection, within the same deadline; every KBS request may be repeated (a GET; ``/auth`` opens a new
+      session; ``/attest`` presents the same evidence for the same nonce, which a KBS accepts or refuses).
     * No cookie jar: the ``kbs-session-id`` cookie is read from ``Set-Cookie`` and sent back explicitly by the
       caller, only on ``/attest`` (resource requests carry the token as ``Authorization: Bearer``), so a stale
       session cookie can never shadow a fresh token.
@@ -16,7 +29,10 @@ Invariants:
 
 from __future__ import annotations
 
+import http.client
+import logging
 import ssl
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,15 +40,17 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Final
 from urllib.parse import urlsplit
 
-import httpx
-
 from cocoguest import __version__
 from cocoguest.errors import ConfigError, KbsProtocolError, TransportError
+from cocoguest.kbs.http_conn import DeadlineExceeded, KbsConnection, deadline_ssl_context
 from cocoguest.kbs.protocol import SESSION_COOKIE, Step
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 USER_AGENT: Final = f"cocoguest-kbs-client/{__version__}"
 _CHUNK_BYTES: Final = 64 * 1024
+_MAX_SHOWN_CHARS: Final = 200
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +63,7 @@ class HttpAnswer:
 
 
 def _ssl_context(ca_cert_pem: bytes | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
+    ctx = deadline_ssl_context(ssl.create_default_context())
     if ca_cert_pem is not None:
         try:
             ctx.load_verify_locations(cadata=ca_cert_pem.decode("ascii"))
@@ -71,8 +89,8 @@ def check_kbs_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _session_cookie(response: httpx.Response, limits: Limits) -> str | None:
-    for header in response.headers.get_list("set-cookie"):
+def _session_cookie(set_cookies: list[str], limits: Limits) -> str | None:
+    for header in set_cookies:
         if len(header) > limits.kbs_max_cookie_bytes:
             continue
         cookie: SimpleCookie = SimpleCookie()
@@ -87,9 +105,9 @@ def _session_cookie(response: httpx.Response, limits: Limits) -> str | None:
 
 
 class KbsHttp:
-    """Size-capped, deadline-bound requests to one KBS."""
+    """Size-capped, deadline-bound requests to one KBS over kept-alive connections; safe to share by threads."""
 
-    __slots__ = ("_base_url", "_client", "_limits")
+    __slots__ = ("_base_url", "_closed", "_host", "_idle", "_limits", "_lock", "_path_prefix", "_port", "_tls")
 
     def __init__(
         self,
@@ -97,30 +115,33 @@ class KbsHttp:
         *,
         ca_cert_pem: bytes | None = None,
         limits: Limits = DEFAULT_LIMITS,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
-        """Open a connection pool to the KBS at ``url``.
+        """Prepare requests to the KBS at ``url`` (no connection is opened yet).
 
         Args:
-            url: ``http(s)://host[:port]``; ``/kbs/v0/...`` paths are appended.
+            url: ``http(s)://host[:port][/prefix]``; ``/kbs/v0/...`` paths are appended.
             ca_cert_pem: an extra trusted root (PEM) for HTTPS.
-            limits: timeouts and caps.
-            transport: an httpx transport (tests); the default is a real HTTP transport.
+            limits: timeouts, caps and the idle-connection count.
 
         Raises:
             ConfigError: a malformed URL or CA certificate.
         """
         self._base_url = check_kbs_url(url)
+        parts = urlsplit(self._base_url)
+        try:
+            port = parts.port
+        except ValueError as e:
+            msg = f"KBS URL {url[:200]!r} has a malformed port"
+            raise ConfigError(msg) from e
+        https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = port if port is not None else (443 if https else 80)
+        self._path_prefix = parts.path
+        self._tls = _ssl_context(ca_cert_pem) if https else None
         self._limits = limits
-        timeout = httpx.Timeout(limits.kbs_read_timeout_s, connect=limits.kbs_connect_timeout_s)
-        self._client = httpx.Client(
-            verify=_ssl_context(ca_cert_pem),
-            timeout=timeout,
-            follow_redirects=False,
-            trust_env=False,
-            headers={"User-Agent": USER_AGENT},
-            transport=transport,
-        )
+        self._lock = threading.Lock()
+        self._idle: list[KbsConnection] = []
+        self._closed = False
 
     @property
     def base_url(self) -> str:
@@ -128,8 +149,41 @@ class KbsHttp:
         return self._base_url
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._client.close()
+        """Close the idle connections; connections of requests in flight close when those end."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def _acquire(self) -> tuple[KbsConnection, bool]:
+        """A usable idle connection (``True``: reused) or a new, unopened one (``False``)."""
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                break
+            if conn.idle_and_open():
+                return conn, True
+            conn.close()  # closed by the server while idle
+        limits = self._limits
+        return (
+            KbsConnection(
+                self._host,
+                self._port,
+                tls=self._tls,
+                connect_timeout_s=limits.kbs_connect_timeout_s,
+                read_timeout_s=limits.kbs_read_timeout_s,
+            ),
+            False,
+        )
+
+    def _release(self, conn: KbsConnection) -> None:
+        with self._lock:
+            if not self._closed and len(self._idle) < self._limits.kbs_max_idle_connections:
+                self._idle.append(conn)
+                return
+        conn.close()
 
     def request(
         self,
@@ -145,52 +199,97 @@ class KbsHttp:
 
         Raises:
             TransportError: connection, TLS or timeout failure (timeouts and resets are ``retryable``).
-            KbsProtocolError: the answer is larger than ``max_bytes``.
+            KbsProtocolError: the answer is larger than ``max_bytes``, or not well-formed HTTP/1.x.
         """
         url = f"{self._base_url}{path}"
-        all_headers = dict(headers or {})
+        target = f"{self._path_prefix}{path}"
+        all_headers = {"User-Agent": USER_AGENT}
+        if headers:
+            all_headers.update(headers)
         if body is not None:
             all_headers["Content-Type"] = "application/json"
-        # Built directly (not with client.build_request) so that no cookie jar content is ever added.
-        request = httpx.Request(method, url, content=body, headers={**self._client.headers, **all_headers})
         deadline = time.monotonic() + self._limits.kbs_request_deadline_s
-        try:
-            response = self._client.send(request, stream=True)
-        except httpx.TimeoutException as e:
-            msg = f"KBS {step} {url}: timed out"
-            raise TransportError(msg, retryable=True) from e
-        except httpx.HTTPError as e:
-            msg = f"KBS {step} {url}: {type(e).__name__}: {e}"
-            raise TransportError(msg, retryable=isinstance(e, httpx.TransportError)) from e
+        may_repeat = True
+        while True:
+            conn, reused = self._acquire()
+            conn.begin(deadline)
+            try:
+                conn.request(method, target, body=body, headers=all_headers)
+                response = conn.getresponse()
+            except ConnectionError as e:
+                conn.close()
+                if reused and may_repeat:
+                    # The server closed the kept-alive connection before answering: once more on a new one.
+                    _logger.debug("KBS %s %s: kept-alive connection closed (%s); sending again", step, url, e)
+                    may_repeat = False
+                    continue
+                raise self._failure(step, url, deadline, e) from e
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                raise self._failure(step, url, deadline, e) from e
+            except BaseException:
+                conn.close()
+                raise
+            break
         try:
             data = self._read_capped(response, step, url, max_bytes, deadline)
-            cookie = _session_cookie(response, self._limits)
-        finally:
-            response.close()
-        return HttpAnswer(response.status_code, data, cookie)
+            cookie = _session_cookie(response.headers.get_all("set-cookie") or [], self._limits)
+        except BaseException:
+            conn.close()
+            raise
+        if response.will_close:
+            conn.close()
+        else:
+            self._release(conn)
+        return HttpAnswer(response.status, data, cookie)
 
-    def _read_capped(self, response: httpx.Response, step: Step, url: str, max_bytes: int, deadline: float) -> bytes:
-        declared = response.headers.get("content-length")
-        # SECURITY: refuse a declared oversize answer before reading any of it.
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            msg = f"KBS {step} {url}: answer of {int(declared)} bytes is larger than the limit of {max_bytes}"
+    def _failure(self, step: Step, url: str, deadline: float, error: Exception) -> TransportError | KbsProtocolError:
+        """The typed error for ``error`` raised by the socket layer or ``http.client``."""
+        where = f"KBS {step} {url}"
+        if isinstance(error, DeadlineExceeded) or (isinstance(error, TimeoutError) and time.monotonic() >= deadline):
+            limit = self._limits.kbs_request_deadline_s
+            return TransportError(
+                f"{where}: answer not complete within {limit:g} s (kbs_request_deadline_s)", retryable=True
+            )
+        if isinstance(error, TimeoutError):
+            return TransportError(f"{where}: timed out", retryable=True)
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return TransportError(f"{where}: TLS certificate not trusted: {error.verify_message}")
+        if isinstance(error, http.client.IncompleteRead):
+            return TransportError(f"{where}: the connection closed before the answer was complete", retryable=True)
+        if isinstance(error, http.client.HTTPException) and not isinstance(error, ConnectionError):
+            shown = str(error)[:_MAX_SHOWN_CHARS]
+            return KbsProtocolError(f"{where}: malformed HTTP answer: {type(error).__name__}: {shown}", step=str(step))
+        return TransportError(f"{where}: {type(error).__name__}: {error}", retryable=True)
+
+    def _read_capped(
+        self, response: http.client.HTTPResponse, step: Step, url: str, max_bytes: int, deadline: float
+    ) -> bytes:
+        where = f"KBS {step} {url}"
+        encoding = response.getheader("content-encoding")
+        # SECURITY: nothing is decompressed (we sent Accept-Encoding: identity), so no size can grow after the cap.
+        if encoding is not None and encoding.strip().lower() != "identity":
+            msg = f"{where}: answer is {encoding[:32]!r}-encoded; only identity is accepted"
             raise KbsProtocolError(msg, step=str(step))
-        chunks: list[bytes] = []
-        received = 0
+        declared = response.getheader("content-length")
+        if declared is not None and not response.chunked and response.length is None:
+            msg = f"{where}: malformed Content-Length {declared[:32]!r}"
+            raise KbsProtocolError(msg, step=str(step))
         try:
-            for chunk in response.iter_bytes(_CHUNK_BYTES):
+            if response.length is not None:
+                # SECURITY: refuse a declared oversize answer before reading any of it.
+                if response.length > max_bytes:
+                    msg = f"{where}: answer of {response.length} bytes is larger than the limit of {max_bytes}"
+                    raise KbsProtocolError(msg, step=str(step))
+                return response.read()  # exactly the declared length, at most max_bytes
+            chunks: list[bytes] = []
+            received = 0
+            while chunk := response.read(_CHUNK_BYTES):
                 received += len(chunk)
                 if received > max_bytes:
-                    msg = f"KBS {step} {url}: answer is larger than the limit of {max_bytes} bytes"
+                    msg = f"{where}: answer is larger than the limit of {max_bytes} bytes"
                     raise KbsProtocolError(msg, step=str(step))
-                if time.monotonic() > deadline:
-                    msg = f"KBS {step} {url}: answer not complete within {self._limits.kbs_request_deadline_s} s"
-                    raise TransportError(msg, retryable=True)
                 chunks.append(chunk)
-        except httpx.TimeoutException as e:
-            msg = f"KBS {step} {url}: timed out reading the answer"
-            raise TransportError(msg, retryable=True) from e
-        except httpx.HTTPError as e:
-            msg = f"KBS {step} {url}: reading the answer failed: {type(e).__name__}: {e}"
-            raise TransportError(msg, retryable=True) from e
-        return b"".join(chunks)
+            return b"".join(chunks)
+        except (OSError, http.client.HTTPException) as e:
+            raise self._failure(step, url, deadline, e) from e
