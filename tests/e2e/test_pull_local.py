@@ -19,7 +19,7 @@ from cocoguest.errors import CocoError, ConfigError, ProtocolError
 from cocoguest.image.bundle.rootfs import unmount
 from cocoguest.image.fs.listing import rootfs_listing
 from cocoguest.image.fs.merge import IncrementalMerge, merge_layers
-from cocoguest.image.fs.unpack import detect_whiteout_format
+from cocoguest.image.fs.whiteouts import detect_whiteout_format
 from cocoguest.image.layer.fetch import pull_layer
 from cocoguest.image.layout import OciLayoutImageSource
 from cocoguest.image.pull import LAYER_SWITCH_INTERVAL_S, PullOptions, pull_image

@@ -17,7 +17,8 @@ import pytest
 
 from cocoguest.image.fs.listing import rootfs_listing
 from cocoguest.image.fs.merge import merge_layers
-from cocoguest.image.fs.unpack import WhiteoutFormat, detect_whiteout_format, unpack_layer
+from cocoguest.image.fs.unpack import unpack_layer
+from cocoguest.image.fs.whiteouts import WhiteoutFormat, detect_whiteout_format
 from tests.fixtures.layers import TarBuilder
 from tests.fixtures.oci_images import write_image_layout
 from tests.fixtures.umoci import (

@@ -16,7 +16,8 @@ import pytest
 from cocoguest.errors import UnsafeArchiveError
 from cocoguest.image.fs.lower_view import LowerLayersPendingError
 from cocoguest.image.fs.merge import merge_layers
-from cocoguest.image.fs.unpack import UnpackStats, WhiteoutFormat, detect_whiteout_format, unpack_layer
+from cocoguest.image.fs.unpack import UnpackStats, unpack_layer
+from cocoguest.image.fs.whiteouts import WhiteoutFormat, detect_whiteout_format
 from cocoguest.limits import Limits
 from tests.fixtures.layers import TarBuilder
 

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from cocoguest.errors import CocoError, ProtocolError, UnsafeArchiveError
 from cocoguest.image.fs.listing import rootfs_listing
-from cocoguest.image.fs.unpack import WhiteoutFormat, unpack_layer
+from cocoguest.image.fs.unpack import unpack_layer
+from cocoguest.image.fs.whiteouts import WhiteoutFormat
 from tests.fixtures.layers import Member, TarBuilder
 
 FORMATS = [WhiteoutFormat.TRUSTED, WhiteoutFormat.USER] if os.geteuid() == 0 else [WhiteoutFormat.USER]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cocoguest.digest import Digest
-from cocoguest.image.fs.unpack import WhiteoutFormat
+from cocoguest.image.fs.whiteouts import WhiteoutFormat
 from cocoguest.image.layer.fetch import LayerJob, LayerOutcome, pull_layer
 from cocoguest.image.layer.lowers import LowerLayers, chain_ids
 from cocoguest.image.layer.parallel import LayerCancelledError

@@ -15,7 +15,8 @@ from cocoguest.errors import ProtocolError, TransportError
 from cocoguest.image.fs.listing import rootfs_listing
 from cocoguest.image.fs.merge import IncrementalMerge, merge_layers
 from cocoguest.image.fs.safe_ops import DIR_FLAGS, DirCache, NotADirectoryInPathError
-from cocoguest.image.fs.unpack import UnpackStats, WhiteoutFormat, detect_whiteout_format, unpack_layer
+from cocoguest.image.fs.unpack import UnpackStats, unpack_layer
+from cocoguest.image.fs.whiteouts import WhiteoutFormat, detect_whiteout_format
 from tests.fixtures.layers import SPARSE_SIZE, Member, TarBuilder, sparse_tar
 
 TRUSTED = WhiteoutFormat.TRUSTED
@@ -209,7 +210,8 @@ def test_non_root_skips_devices_and_ownership(tmp_path: Path) -> None:
     script = (
         "import io, os, sys\n"
         "from pathlib import Path\n"
-        "from cocoguest.image.fs.unpack import detect_whiteout_format, unpack_layer\n"
+        "from cocoguest.image.fs.unpack import unpack_layer\n"
+        "from cocoguest.image.fs.whiteouts import detect_whiteout_format\n"
         "root_fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)\n"
         "layer = open(sys.argv[2], 'rb')\n"
         "os.setgid(65534); os.setuid(65534)\n"

@@ -31,7 +31,8 @@ _CHILD = r"""
 import json, sys
 from pathlib import Path
 from cocoguest.image.fs.merge import merge_layers
-from cocoguest.image.fs.unpack import WhiteoutFormat, unpack_layer
+from cocoguest.image.fs.unpack import unpack_layer
+from cocoguest.image.fs.whiteouts import WhiteoutFormat
 
 def peak_kib():
     # VmHWM is the peak RSS of this process image only (ru_maxrss would include the parent's before exec).

@@ -36,7 +36,7 @@ from cocoguest.image.bundle import (
     check_bundle,
     overlay_available,
 )
-from cocoguest.image.fs.unpack import WhiteoutFormat, detect_whiteout_format
+from cocoguest.image.fs.whiteouts import WhiteoutFormat, detect_whiteout_format
 from cocoguest.image.layer.fetch import LayerJob, LayerOutcome, pull_layer
 from cocoguest.image.layer.lowers import LowerLayers, chain_ids
 from cocoguest.image.layer.parallel import run_layers

@@ -24,7 +24,7 @@ from typing import Literal, Protocol
 from cocoguest.image.bundle import BundleResult, check_bundle, finish_bundle, prepare_bundle, write_bundle
 from cocoguest.image.bundle.remove import OVERLAY_STATE_DIR
 from cocoguest.image.fs.merge import IncrementalMerge, merge_layers
-from cocoguest.image.fs.unpack import WhiteoutFormat
+from cocoguest.image.fs.whiteouts import WhiteoutFormat
 from cocoguest.image.layer.fetch import LayerOutcome
 from cocoguest.limits import Limits
 

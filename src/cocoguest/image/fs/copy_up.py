@@ -20,10 +20,10 @@ import stat
 from typing import Final
 
 from cocoguest.image.fs.safe_ops import opened, proc_fd_path
+from cocoguest.image.fs.whiteouts import OVERLAY_XATTR_PREFIXES
 
 _FILE_CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-_OVERLAY_XATTR_PREFIXES: Final = ("trusted.overlay.", "user.overlay.")
 _XATTR_SKIP_ERRNOS: Final = frozenset(
     {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EINVAL, errno.ERANGE, errno.E2BIG, errno.ENODATA}
 )
@@ -97,7 +97,7 @@ def copy_xattrs(src: int | str, dst: int | str) -> None:
             return
         raise
     for key in sorted(names):
-        if key.startswith(_OVERLAY_XATTR_PREFIXES):
+        if key.startswith(OVERLAY_XATTR_PREFIXES):
             continue  # SECURITY: a lower layer's whiteout/opaque marks must not travel with a copy
         try:
             os.setxattr(dst, key, os.getxattr(src, key, follow_symlinks=follow), follow_symlinks=follow)

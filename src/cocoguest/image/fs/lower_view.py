@@ -31,14 +31,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from cocoguest.image.fs.safe_ops import DIR_FLAGS, Components, NotADirectoryInPathError, lstat_at, open_dir_at
+from cocoguest.image.fs.whiteouts import OVERLAY_XATTR_PREFIXES, WhiteoutFormat
 
-if TYPE_CHECKING:
-    from cocoguest.image.fs.unpack import WhiteoutFormat
-
-_OVERLAY_XATTR_PREFIXES: Final = ("trusted.overlay.", "user.overlay.")
 _XATTR_SKIP_ERRNOS: Final = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.ENODATA})
 
 
@@ -192,7 +189,7 @@ def _dir_meta(dir_fd: int, st: os.stat_result) -> LowerDirMeta:
     xattrs: list[tuple[str, bytes]] = []
     with contextlib.suppress(OSError):
         for key in sorted(os.listxattr(dir_fd)):
-            if key.startswith(_OVERLAY_XATTR_PREFIXES):
+            if key.startswith(OVERLAY_XATTR_PREFIXES):
                 continue
             try:
                 xattrs.append((key, os.getxattr(dir_fd, key)))

@@ -43,7 +43,7 @@ from cocoguest.image.fs.safe_ops import (
     proc_fd_path,
     remove_at,
 )
-from cocoguest.image.fs.unpack import OVERLAY_XATTR_PREFIXES, WhiteoutFormat
+from cocoguest.image.fs.whiteouts import OVERLAY_XATTR_PREFIXES, WhiteoutFormat
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 _logger = logging.getLogger(__name__)

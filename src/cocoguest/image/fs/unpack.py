@@ -45,16 +45,14 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
 import stat
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, ClassVar, Final
+from typing import BinaryIO, Final
 
 from cocoguest.errors import ProtocolError, TransportError, UnsafeArchiveError, UnsupportedError
 from cocoguest.image.fs.copy_up import CopyUpBudget, copy_up_node
@@ -73,6 +71,7 @@ from cocoguest.image.fs.safe_ops import (
     remove_at,
 )
 from cocoguest.image.fs.tar_stream import EntryType, TarEntry, TarStream
+from cocoguest.image.fs.whiteouts import OVERLAY_XATTR_PREFIXES, WhiteoutFormat
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 _logger = logging.getLogger(__name__)
@@ -91,77 +90,6 @@ _IO_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROF
 _XATTR_SKIP_ERRNOS: Final = frozenset(
     {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EINVAL, errno.ERANGE, errno.E2BIG, errno.ENOSPC}
 )
-OVERLAY_XATTR_PREFIXES: Final = ("trusted.overlay.", "user.overlay.")
-
-
-@dataclass(frozen=True, slots=True)
-class WhiteoutFormat:
-    """How whiteouts and opaque directories are written in a layer directory.
-
-    Use :attr:`TRUSTED` or :attr:`USER` (see the module docstring); :func:`detect_whiteout_format` picks one.
-    The overlay mount of ``USER`` layers needs the ``userxattr`` option.
-
-    Attributes:
-        name: ``"trusted"`` or ``"user"``.
-        xattr_prefix: ``"trusted.overlay."`` or ``"user.overlay."``.
-        device_whiteouts: Whiteouts are 0:0 char devices (else empty files with ``<prefix>whiteout``).
-    """
-
-    name: str
-    xattr_prefix: str
-    device_whiteouts: bool
-
-    TRUSTED: ClassVar[WhiteoutFormat]
-    USER: ClassVar[WhiteoutFormat]
-
-    @property
-    def opaque_xattr(self) -> str:
-        """``<prefix>opaque``: ``"y"`` = opaque directory; ``"x"`` = (USER) holds xattr whiteouts."""
-        return self.xattr_prefix + "opaque"
-
-    @property
-    def whiteout_xattr(self) -> str:
-        """``<prefix>whiteout``: marks an empty regular file as a whiteout (USER)."""
-        return self.xattr_prefix + "whiteout"
-
-    def is_whiteout(self, dir_fd: int, name: str, st: os.stat_result) -> bool:
-        """Whether entry ``name`` of ``dir_fd`` (with lstat result ``st``) is a whiteout in this format."""
-        if self.device_whiteouts:
-            return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-        if not stat.S_ISREG(st.st_mode) or st.st_size != 0:
-            return False
-        try:
-            os.getxattr(proc_fd_path(dir_fd, name), self.whiteout_xattr, follow_symlinks=False)
-        except OSError:
-            return False
-        return True
-
-
-WhiteoutFormat.TRUSTED = WhiteoutFormat("trusted", "trusted.overlay.", device_whiteouts=True)
-WhiteoutFormat.USER = WhiteoutFormat("user", "user.overlay.", device_whiteouts=False)
-
-
-def detect_whiteout_format(directory: Path) -> WhiteoutFormat:
-    """Pick TRUSTED when we are root, trusted xattrs can be set and mknod works in ``directory``; else USER.
-
-    Probes with uniquely named entries that are removed again.
-    """
-    if os.geteuid() != 0:
-        return WhiteoutFormat.USER
-    probe = f".cocoguest-probe-{uuid.uuid4().hex}"
-    dir_fd = os.open(directory, DIR_FLAGS)
-    try:
-        try:
-            os.mknod(probe, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=dir_fd)
-            os.setxattr(proc_fd_path(dir_fd, probe), "trusted.overlay.cocoguest-probe", b"y", follow_symlinks=False)
-        except OSError:
-            return WhiteoutFormat.USER
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(probe, dir_fd=dir_fd)
-        return WhiteoutFormat.TRUSTED
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,8 @@ from pathlib import Path
 from cocoguest.digest import Digest, Readable, VerifyingReader
 from cocoguest.errors import ProtocolError, VerificationError
 from cocoguest.image.fs.lower_view import LowerLayersPendingError
-from cocoguest.image.fs.unpack import WhiteoutFormat, unpack_layer
+from cocoguest.image.fs.unpack import unpack_layer
+from cocoguest.image.fs.whiteouts import WhiteoutFormat
 from cocoguest.image.layer.lowers import LowerLayers
 from cocoguest.image.layer.parallel import raise_if_cancelled
 from cocoguest.image.layer.provenance import blob_source
