@@ -24,35 +24,33 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from cocoguest.image.bundle.rootfs import unmount
-from cocoguest.rpc._generated import api_pb2 as pb
-from tests.fixtures.aa_binary import running_aa
-from tests.fixtures.cdh_binary import running_cdh
+from tests.fixtures.cdh_guest import (
+    ACCEPT,
+    INTERNAL,
+    POLICY_ID,
+    REGISTRIES_ID,
+    go_pull,
+    insecure_registries,
+    running_guest,
+)
 from tests.fixtures.cli import run_cocoguest
 from tests.fixtures.coco_keyprovider import RunningKeyProvider, coco_keyprovider
 from tests.fixtures.devkbs import DevKbs, dev_kbs
-from tests.fixtures.go_ttrpc_peer import unary_call
 from tests.fixtures.oci_images import WrittenImage, write_image_layout
 from tests.fixtures.registry import Registry, push_layout, start_registry
 from tests.fixtures.umoci import assert_same_rootfs, skip_without_umoci, umoci_layers, umoci_unpack
 
 pytestmark = [pytest.mark.interop, skip_without_umoci]
 
-PULL_SERVICE = "api.ImagePullService"  # upstream api.proto: package api
-POLICY_ID = "default/security-policy/test"
-REGISTRIES_ID = "default/registry-configuration/conf"
 KEK_ID = "default/image-kek/k1"
-ACCEPT = b'{"default":[{"type":"insecureAcceptAnything"}]}'
 REJECT = b'{"default":[{"type":"reject"}]}'
 AA_ANNOTATION = "org.opencontainers.image.enc.keys.provider.attestation-agent"
-INTERNAL = 13
 
 
 @dataclass
@@ -102,53 +100,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                   provider.write_ocicrypt_config(base / "ocicrypt.conf"))  # fmt: skip
         w.kbs.set_resource(POLICY_ID, ACCEPT)
         # Plain HTTP for the first registry only: the TLS one is verified against the system roots (+ extra).
-        w.kbs.set_resource(REGISTRIES_ID, f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n'.encode())
+        w.kbs.set_resource(REGISTRIES_ID, insecure_registries(registry.host))
         yield w
-
-
-@contextmanager
-def running_guest(tmp_path: Path, kbs_url: str, extra_roots: Sequence[str] = ()) -> Iterator[Path]:
-    """An AA and a CDH (cc_kbc to ``kbs_url``; ``[image]`` policy and registries.conf from the KBS); yields the
-    CDH socket."""
-    tmp_path.mkdir(exist_ok=True)
-    aa_sock, cdh_sock = tmp_path / "aa.sock", tmp_path / "cdh.sock"
-    (tmp_path / "aa.toml").write_text(f'[token_configs.kbs]\nurl = "{kbs_url}"\n')
-    roots = f"extra_root_certificates = [{', '.join(json.dumps(pem) for pem in extra_roots)}]\n"
-    (tmp_path / "cdh.toml").write_text(
-        f'socket = "unix://{cdh_sock}"\n\n[kbc]\nname = "cc_kbc"\nurl = "{kbs_url}"\n\n'
-        f'[aa]\naa_socket = "unix://{aa_sock}"\n\n[image]\nwork_dir = "{tmp_path / "work"}"\n'
-        f'image_security_policy_uri = "kbs:///{POLICY_ID}"\nregistry_configuration_uri = "kbs:///{REGISTRIES_ID}"\n'
-        + roots
-    )
-    aa_args = ("-c", str(tmp_path / "aa.toml"), "--allow-sample-attester")
-    with running_aa(f"unix://{aa_sock}", *aa_args), running_cdh(tmp_path / "cdh.toml", cdh_sock) as cdh:
-        yield cdh_sock
-        status, err = cdh.stop()
-        assert status == 0, err
 
 
 @pytest.fixture
 def guest(tmp_path: Path, world: World) -> Iterator[Path]:
     with running_guest(tmp_path, world.kbs.url) as sock:
         yield sock
-
-
-def _unmount_if_mounted(rootfs: Path) -> None:
-    if os.path.ismount(rootfs):
-        unmount(rootfs)
-
-
-def go_pull(
-    go_peer: Path, sock: Path, image: str, bundle: Path, request: pytest.FixtureRequest
-) -> tuple[int, str, str]:
-    """PullImage from the Go peer; (status code, message, manifest digest). The rootfs is unmounted at teardown
-    (the CDH leaves an overlay mount, as upstream, for the container runtime)."""
-    request.addfinalizer(lambda: _unmount_if_mounted(bundle / "rootfs"))
-    payload = pb.ImagePullRequest(image_url=image, bundle_path=str(bundle)).SerializeToString()
-    code, message, answer = unary_call(go_peer, sock, PULL_SERVICE, "PullImage", payload)
-    response = pb.ImagePullResponse()
-    response.ParseFromString(answer)
-    return code, message, response.manifest_digest
 
 
 def test_go_peer_pulls_a_plain_image_whose_rootfs_equals_umocis(
