@@ -328,6 +328,12 @@ class Limits:
     """One Azure IMDS call (VCEK certificates, TD quote), connect to last byte."""
     azure_imds_max_response_bytes: int = 256 * KiB
     """An Azure IMDS answer (the VCEK plus AMD chain PEMs are ~5 KiB, a TD quote in base64url ~7 KiB)."""
+    cdh_max_concurrent_pulls: int = 8
+    """PullImage calls the CDH runs at once (its own worker threads; further pulls wait their turn). Upstream
+    serialises every pull behind one mutex."""
+    cdh_max_concurrent_calls: int = 16
+    """GetResource, UnsealSecret and UnWrapKey calls the CDH runs at once, in worker threads of their own: slow
+    pulls never hold them up."""
 
 
 DEFAULT_LIMITS = Limits()

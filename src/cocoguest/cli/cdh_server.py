@@ -110,7 +110,11 @@ def command(config_file: Path | None) -> None:
     hub = build_hub(config, limits)
     for path in hub.fetch_credentials():
         _logger.info("confidential-data-hub: wrote credential %s", path)
-    services = CdhServices(hub, secure_mount=secure_mount_hook(hub_key_fetcher(hub.get_resource, hub.unseal_secret)))
+    services = CdhServices(
+        hub,
+        secure_mount=secure_mount_hook(hub_key_fetcher(hub.get_resource, hub.unseal_secret), limits=limits),
+        limits=limits,
+    )
     asyncio.run(_run(services, config.socket, limits))
 
 

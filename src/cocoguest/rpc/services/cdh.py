@@ -13,15 +13,20 @@ Status codes: a request that is not the method's message is INVALID_ARGUMENT; an
 with upstream's message ``[CDH] [ERROR]: <method> <subject>: <error>``, naming the resource, secret or image.
 
 Invariants:
-    * Hub calls block (KBS, registry, AA): they run in worker threads, never on the event loop.
+    * Hub calls block (KBS, registry, AA): they run in worker threads, never on the event loop; PullImage in
+      threads of its own (``Limits.cdh_max_concurrent_pulls``), the other hub calls in others
+      (``Limits.cdh_max_concurrent_calls``), so pulls are not serialised (upstream's mutex) and slow pulls never
+      hold up a GetResource, UnsealSecret or UnWrapKey (tests/unit/test_cdh_services_workers.py).
     * Requests are untrusted: only the generated protobuf parser reads them, under the transport's size cap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
@@ -49,6 +54,7 @@ IMAGE_PULL_SERVICE: Final = "api.ImagePullService"
 ERROR_PREFIX: Final = "[CDH] [ERROR]: "
 
 _M = TypeVar("_M", bound=Message)
+_T = TypeVar("_T")
 RawHandler = Callable[[bytes], Awaitable[bytes]]
 SecureMountHook = Callable[[pb.SecureMountRequest], Awaitable[None]]
 """Serves one SecureMount request (set by the secure-mount work); raises CocoError on failure."""
@@ -75,7 +81,17 @@ class CdhServices:
 
     hub: Hub
     secure_mount: SecureMountHook | None = None
+    limits: Limits = DEFAULT_LIMITS
     _calls: dict[str, int] = field(default_factory=dict)
+    _pull_workers: ThreadPoolExecutor = field(init=False)
+    _call_workers: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._pull_workers = ThreadPoolExecutor(self.limits.cdh_max_concurrent_pulls, thread_name_prefix="cdh-pull")
+        self._call_workers = ThreadPoolExecutor(self.limits.cdh_max_concurrent_calls, thread_name_prefix="cdh-call")
+
+    async def _in(self, workers: ThreadPoolExecutor, function: Callable[..., _T], *args: object) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(workers, functools.partial(function, *args))
 
     def handlers(self) -> dict[str, dict[str, RawHandler]]:
         """``{service: {method: handler}}`` for both transports."""
@@ -90,7 +106,7 @@ class CdhServices:
     async def _get_resource(self, untrusted: bytes) -> bytes:
         request = _decode(pb.GetResourceRequest, untrusted, "GetResource")
         try:
-            resource = await asyncio.to_thread(self.hub.get_resource, request.ResourcePath)
+            resource = await self._in(self._call_workers, self.hub.get_resource, request.ResourcePath)
         except CocoError as e:
             raise _failure("GetResource", f"resource {request.ResourcePath[:200]!r}", e) from e
         return pb.GetResourceResponse(Resource=resource).SerializeToString()
@@ -98,7 +114,7 @@ class CdhServices:
     async def _unseal_secret(self, untrusted: bytes) -> bytes:
         request = _decode(pb.UnsealSecretInput, untrusted, "UnsealSecret")
         try:
-            plaintext = await asyncio.to_thread(self.hub.unseal_secret, request.secret)
+            plaintext = await self._in(self._call_workers, self.hub.unseal_secret, request.secret)
         except CocoError as e:
             raise _failure("UnsealSecret", "secret", e) from e
         return pb.UnsealSecretOutput(plaintext=plaintext).SerializeToString()
@@ -106,7 +122,7 @@ class CdhServices:
     async def _unwrap_key(self, untrusted: bytes) -> bytes:
         request = _decode(kp.keyProviderKeyWrapProtocolInput, untrusted, "UnWrapKey")
         try:
-            answer = await asyncio.to_thread(self.hub.unwrap_key, request.KeyProviderKeyWrapProtocolInput)
+            answer = await self._in(self._call_workers, self.hub.unwrap_key, request.KeyProviderKeyWrapProtocolInput)
         except CocoError as e:
             raise _failure("UnWrapKey", "annotation packet", e) from e
         return kp.keyProviderKeyWrapProtocolOutput(KeyProviderKeyWrapProtocolOutput=answer).SerializeToString()
@@ -124,7 +140,9 @@ class CdhServices:
     async def _pull_image(self, untrusted: bytes) -> bytes:
         request = _decode(pb.ImagePullRequest, untrusted, "PullImage")
         try:
-            pulled = await asyncio.to_thread(self.hub.pull_image, request.image_url, Path(request.bundle_path))
+            pulled = await self._in(
+                self._pull_workers, self.hub.pull_image, request.image_url, Path(request.bundle_path)
+            )
         except CocoError as e:
             raise _failure("PullImage", f"image {request.image_url[:300]!r}", e) from e
         return pb.ImagePullResponse(manifest_digest=pulled.manifest_digest).SerializeToString()
