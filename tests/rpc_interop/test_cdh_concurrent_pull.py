@@ -11,6 +11,8 @@ per layer only. Proven here with real processes (the Go containerd/ttrpc peer as
       other layers) completes with umoci's rootfs of Y. Then A is released; it resumes the blob and completes
       with umoci's rootfs of X. If pulls were serialised, B could not finish while A is held: the wait for B is
       bounded (:data:`BOUND_S`) and fails saying so.
+    * On ONE ttrpc connection (as kata-agent holds it; cocoguest's own client), while pull A is held mid-layer,
+      a GetResource and a pull of image Y on the same connection both complete; then A completes.
     * Two pulls of the same image into two bundles, the second started (its config blob served) while the first
       is held mid-layer, both succeed with equal rootfs trees (and equal to umoci's); the held layer is fetched
       only by the first pull (the held GET and its resume): the second waits on the layer's lock and reuses it.
@@ -20,6 +22,7 @@ Each test starts its own AA and CDH (a fresh image store), so every layer is rea
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -28,7 +31,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.cdh_guest import ACCEPT, POLICY_ID, REGISTRIES_ID, go_pull, insecure_registries, running_guest
+from cocoguest.rpc.services.cdh_client import CdhClient
+from tests.fixtures.cdh_guest import (
+    ACCEPT,
+    POLICY_ID,
+    REGISTRIES_ID,
+    go_pull,
+    insecure_registries,
+    running_guest,
+    unmount_if_mounted,
+)
 from tests.fixtures.devkbs import DevKbs, dev_kbs
 from tests.fixtures.faulty_proxy import Fault, FaultyProxy
 from tests.fixtures.layers import TarBuilder
@@ -179,3 +191,43 @@ def test_two_concurrent_pulls_of_one_image_share_the_held_layer_and_give_equal_r
     held = proxy.requests_to(f"^{layer_path}$")
     assert len(held) == 2, f"the held layer was fetched {len(held)} times (expected: A's held GET and its resume)"
     assert held[1].headers.get("Range", "").startswith("bytes="), held[1].headers
+
+
+async def _one_connection(world: World, proxy: FaultyProxy, guest: Path, tmp_path: Path, stall: Fault) -> None:
+    async with await CdhClient.connect(f"unix://{guest}", timeout_s=BOUND_S) as client:
+        a = asyncio.create_task(client.pull_image(f"{proxy.host}/{X_REPO}:v1", str(tmp_path / "a")))
+        try:
+            for _ in range(int(BOUND_S / 0.05)):
+                if stall.reached.is_set() or a.done():
+                    break
+                await asyncio.sleep(0.05)  # polling the proxy's report, bounded
+            assert stall.reached.is_set(), f"pull A did not reach its held layer blob (done: {a.done()})"
+            try:
+                resource = await asyncio.wait_for(client.get_resource(f"kbs:///{ONE_CONNECTION_ID}"), BOUND_S)
+                b_digest = await asyncio.wait_for(
+                    client.pull_image(f"{proxy.host}/{Y_REPO}:v1", str(tmp_path / "b")), BOUND_S
+                )
+            except TimeoutError:
+                pytest.fail("a call on the connection of a held pull waited for it: calls are serialised")
+            assert resource == ONE_CONNECTION_SECRET
+            assert b_digest == world.y.manifest_digest
+            assert not a.done(), "pull A ended while its layer blob was still held"
+        finally:
+            stall.release.set()
+        assert await asyncio.wait_for(a, BOUND_S) == world.x.manifest_digest
+
+
+ONE_CONNECTION_ID = "default/test/one-connection"
+ONE_CONNECTION_SECRET = b"answered while a pull is held"
+
+
+def test_on_one_connection_a_held_pull_holds_up_neither_get_resource_nor_another_pull(
+    world: World, proxy: FaultyProxy, guest: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    world.kbs.set_resource(ONE_CONNECTION_ID, ONE_CONNECTION_SECRET)
+    stall, _ = _stall_layer(world, proxy)
+    for name in ("a", "b"):
+        request.addfinalizer(lambda rootfs=tmp_path / name / "rootfs": unmount_if_mounted(rootfs))
+    asyncio.run(_one_connection(world, proxy, guest, tmp_path, stall))
+    assert_same_rootfs(tmp_path / "b" / "rootfs", world.y_rootfs)
+    assert_same_rootfs(tmp_path / "a" / "rootfs", world.x_rootfs)
