@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -74,3 +75,17 @@ def test_torn_report_is_refused() -> None:
     report = HclReport.parse(synthetic_hcl_report(HclReportType.SNP, b"\x01" * 32, hw_report_data=b"\x02" * 64))
     with pytest.raises(HclReportBindingError, match="torn"):
         check_report_binding(report, b"\x01" * 32)
+
+
+@pytest.mark.parametrize(
+    ("claims", "message"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 64 levels"),
+        (b"<claims/>", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+    ],
+)
+def test_runtime_claims_that_are_not_a_json_object_are_named(claims: bytes, message: str) -> None:
+    report = HclReport.parse(synthetic_hcl_report(HclReportType.SNP, b"\x01" * 32))
+    with pytest.raises(TeeReportError, match=message):
+        dataclasses.replace(report, var_data=claims).runtime_claims()

@@ -198,6 +198,7 @@ def test_a_late_paravisor_answer_is_awaited(azure_tpm: AzureTpm, imds: FakeImds)
         ("status-500", r"Azure IMDS VCEK \(GET http://127\.0\.0\.1:\d+/metadata/THIM/amd/certification\): HTTP 500"),
         ("oversize", "over the 262144-byte limit"),
         ("not-json", "the answer is not JSON"),
+        ("nested", "nested deeper than 64 levels"),
         ("no-metadata", "HTTP 400"),
     ],
 )

@@ -27,13 +27,13 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-import json
 import logging
 import struct
 from dataclasses import dataclass
 from typing import Final
 
 from cocoguest.errors import HclReportBindingError, TeeReportError
+from cocoguest.jsonutil import load_object
 
 _logger = logging.getLogger(__name__)
 
@@ -112,15 +112,7 @@ class HclReport:
         Raises:
             TeeReportError: not a UTF-8 JSON object.
         """
-        try:
-            claims = json.loads(self.var_data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            msg = "Azure HCL report runtime claims are not JSON"
-            raise TeeReportError(msg) from e
-        if not isinstance(claims, dict):
-            msg = "Azure HCL report runtime claims are not a JSON object"
-            raise TeeReportError(msg)
-        return claims
+        return load_object(self.var_data, "Azure HCL report runtime claims", TeeReportError)
 
 
 def check_report_binding(report: HclReport, report_data: bytes) -> None:

@@ -29,6 +29,7 @@ import httpx
 from cocoguest.attestation.http_answer import read_capped_answer
 from cocoguest.crypto.sigstore_crypto import pem_blocks
 from cocoguest.errors import ImdsError
+from cocoguest.jsonutil import loads
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 DEFAULT_IMDS_URL: Final = "http://169.254.169.254"
@@ -85,11 +86,8 @@ class ImdsClient:
             text = answer[:_ERROR_TEXT_CHARS].decode("utf-8", errors="replace")
             msg = f"{what}: HTTP {status}: {' '.join(text.split())}"
             raise ImdsError(msg, retryable=status >= httpx.codes.INTERNAL_SERVER_ERROR)
-        try:
-            document = json.loads(answer)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            msg = f"{what}: the answer is not JSON"
-            raise ImdsError(msg) from e
+        # SECURITY: the one strict loader (depth, number size, duplicates), never a traceback on hostile JSON.
+        document = loads(answer, f"{what}: the answer is not JSON", ImdsError, limits=self._limits)
         if not isinstance(document, dict):
             msg = f"{what}: the answer is not a JSON object"
             raise ImdsError(msg)
