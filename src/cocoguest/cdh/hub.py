@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
@@ -31,7 +30,8 @@ from cocoguest.cdh.config import CdhConfig
 from cocoguest.cdh.kms.factory import KmsContext
 from cocoguest.cdh.secret.keys import SealedSecretKeys
 from cocoguest.cdh.secret.unseal import unseal_secret
-from cocoguest.errors import CocoError, ConfigError
+from cocoguest.errors import CocoError, ConfigError, TransportError
+from cocoguest.fileio import write_atomically
 from cocoguest.image.configured_pull import PolicySettings, PullConfig, pull
 from cocoguest.kbs.client import PassportKbsClient, credentials_from_aa_json
 from cocoguest.kbs.kbc.base import Kbc
@@ -110,15 +110,19 @@ def build_hub_kbc(
     return build_kbc(config.kbc, offline_fs_paths=offline_fs_paths, limits=limits), None
 
 
-def _write_private(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` owner-only, via a temporary file renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    # SECURITY: registry credentials are never readable by others, not even while being written.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    tmp.replace(path)
+def _write_private(path: Path, data: bytes, what: str) -> Path:
+    """Write ``data`` (``what``, for errors) to ``path`` owner-only, atomically (concurrent pulls may race).
+
+    Raises:
+        TransportError: the file cannot be written.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # SECURITY: registry credentials are never readable by others, not even while being written.
+        write_atomically(path, data, mode=0o600)
+    except OSError as e:
+        msg = f"{what}: cannot write {path}: {e.strerror or e}"
+        raise TransportError(msg) from e
     return path
 
 
@@ -149,10 +153,7 @@ def write_root_certificates(directory: Path, pems: tuple[str, ...]) -> Path:
             data = pem.encode("utf-8")
             name = hashlib.sha256(data).hexdigest() + ".crt"
             wanted.add(name)
-            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=directory)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, directory / name)
+            write_atomically(directory / name, data, temp_prefix=_TMP_PREFIX)
         for entry in os.listdir(directory):
             if entry not in wanted and not entry.startswith(_TMP_PREFIX):
                 (directory / entry).unlink(missing_ok=True)
@@ -263,9 +264,10 @@ class Hub:
                 raise ConfigError(msg) from e
             registries = RegistriesConfig.from_toml(text, f"registry configuration {uri[:200]}")
         auth_files: tuple[Path, ...] = ()
-        if image.authenticated_registry_credentials_uri:
-            data = reader.read(image.authenticated_registry_credentials_uri)
-            auth_files = (_write_private(image.work_dir / ".cdh-auth.json", data),)
+        if credentials_uri := image.authenticated_registry_credentials_uri:
+            data = reader.read(credentials_uri)
+            what = f"image.authenticated_registry_credentials_uri {credentials_uri[:200]!r}"
+            auth_files = (_write_private(image.work_dir / ".cdh-auth.json", data, what),)
         env: dict[str, str] = {}
         proxy = image.image_pull_proxy
         if proxy is not None:
@@ -304,9 +306,5 @@ class Hub:
         written = []
         for credential in self._config.credentials:
             data = self.get_resource(credential.resource_uri)
-            credential.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = credential.path.with_name(credential.path.name + ".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(credential.path)
-            written.append(credential.path)
+            written.append(_write_private(credential.path, data, f"credential {credential.resource_uri[:200]}"))
         return written

@@ -36,7 +36,6 @@ import binascii
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -57,6 +56,7 @@ from cocoguest.devkbs.sessions import SessionStore
 from cocoguest.devkbs.storage import ResourceStore
 from cocoguest.devkbs.verifier import verify_attestation
 from cocoguest.errors import CocoError, KbsApiError, ProtocolError
+from cocoguest.fileio import write_atomically
 from cocoguest.jsonutil import load_object
 from cocoguest.kbs.protocol import API_PREFIX, KBS_PROTOCOL_VERSION, SESSION_COOKIE
 from cocoguest.limits import DEFAULT_LIMITS, Limits
@@ -401,16 +401,7 @@ class KbsService:
 def _write_atomic(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, data)
     except OSError as e:
         msg = f"Policy engine error: writing {path}: {e.strerror}"
         raise KbsApiError("PolicyEngineError", msg) from e

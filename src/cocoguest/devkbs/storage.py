@@ -20,11 +20,11 @@ import errno
 import os
 import re
 import stat
-import tempfile
 from pathlib import Path
 from typing import Final
 
 from cocoguest.errors import KbsApiError
+from cocoguest.fileio import write_atomically
 from cocoguest.limits import DEFAULT_LIMITS, Limits
 
 _SEGMENT: Final = re.compile(r"[a-zA-Z0-9_\-]+[a-zA-Z0-9_\-.]*", re.ASCII)
@@ -130,16 +130,7 @@ class ResourceStore:
             raise KbsApiError("PluginInternalError", msg)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomically(path, data)
         except OSError as e:
             msg = f"Plugin internal error: writing resource {untrusted_path}: {e.strerror}"
             raise KbsApiError("PluginInternalError", msg) from e
