@@ -24,6 +24,7 @@ from typing import Final
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from cocoguest.errors import ConfigError, ProtocolError, SignatureError
@@ -55,6 +56,19 @@ def _unb64u(text: str, what: str) -> bytes:
     return data
 
 
+def _load_private_pem(pem: bytes, source: str) -> PrivateKeyTypes:
+    """The unencrypted PEM private key in ``pem``, of any type.
+
+    Raises:
+        ConfigError: not an unencrypted PEM private key (names ``source``).
+    """
+    try:
+        return serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        msg = f"{source}: not an unencrypted PEM private key"
+        raise ConfigError(msg) from e
+
+
 class Es256Key:
     """An ES256 signing key (the EAR token broker's)."""
 
@@ -79,11 +93,7 @@ class Es256Key:
         Raises:
             ConfigError: not an unencrypted P-256 PEM private key (names ``source``).
         """
-        try:
-            key = serialization.load_pem_private_key(pem, password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-            msg = f"{source}: not an unencrypted PEM private key"
-            raise ConfigError(msg) from e
+        key = _load_private_pem(pem, source)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             msg = f"{source}: the token signing key must be EC P-256"
             raise ConfigError(msg)
@@ -148,11 +158,7 @@ def load_ed25519_private_pem(pem: bytes, source: str) -> ed25519.Ed25519PrivateK
     Raises:
         ConfigError: not an unencrypted Ed25519 private key PEM.
     """
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        msg = f"{source}: not an unencrypted PEM private key"
-        raise ConfigError(msg) from e
+    key = _load_private_pem(pem, source)
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         msg = f"{source}: the admin key must be Ed25519"
         raise ConfigError(msg)

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, ParamSpec, TypeVar
 
 import grpc
 import grpc.aio
@@ -55,6 +55,7 @@ ERROR_PREFIX: Final = "[CDH] [ERROR]: "
 
 _M = TypeVar("_M", bound=Message)
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 RawHandler = Callable[[bytes], Awaitable[bytes]]
 SecureMountHook = Callable[[pb.SecureMountRequest], Awaitable[None]]
 """Serves one SecureMount request (set by the secure-mount work); raises CocoError on failure."""
@@ -82,7 +83,6 @@ class CdhServices:
     hub: Hub
     secure_mount: SecureMountHook | None = None
     limits: Limits = DEFAULT_LIMITS
-    _calls: dict[str, int] = field(default_factory=dict)
     _pull_workers: ThreadPoolExecutor = field(init=False)
     _call_workers: ThreadPoolExecutor = field(init=False)
 
@@ -90,8 +90,11 @@ class CdhServices:
         self._pull_workers = ThreadPoolExecutor(self.limits.cdh_max_concurrent_pulls, thread_name_prefix="cdh-pull")
         self._call_workers = ThreadPoolExecutor(self.limits.cdh_max_concurrent_calls, thread_name_prefix="cdh-call")
 
-    async def _in(self, workers: ThreadPoolExecutor, function: Callable[..., _T], *args: object) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(workers, functools.partial(function, *args))
+    async def _in(
+        self, workers: ThreadPoolExecutor, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """``function(*args, **kwargs)`` in one of ``workers``' threads."""
+        return await asyncio.get_running_loop().run_in_executor(workers, functools.partial(function, *args, **kwargs))
 
     def handlers(self) -> dict[str, dict[str, RawHandler]]:
         """``{service: {method: handler}}`` for both transports."""
